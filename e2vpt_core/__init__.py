@@ -1,0 +1,16 @@
+"""E²VPT and its visual prompt tuning baselines on timm vision transformers."""
+
+from .artifacts import load_adapter, save_adapter
+from .config import METHODS, PromptConfig
+from .models import PromptedViT, create_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "METHODS",
+    "PromptConfig",
+    "PromptedViT",
+    "create_model",
+    "load_adapter",
+    "save_adapter",
+]

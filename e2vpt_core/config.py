@@ -1,0 +1,130 @@
+"""`PromptConfig`: one dataclass describing E²VPT and every baseline it is compared with."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+METHODS = (
+    "linear",
+    "partial-1",
+    "mlp-3",
+    "bias",
+    "adapter",
+    "vpt-shallow",
+    "vpt-deep",
+    "e2vpt",
+    "full",
+)
+VISUAL_PROMPT_METHODS = ("vpt-shallow", "vpt-deep", "e2vpt")
+KV_PROMPT_METHODS = ("e2vpt",)
+
+_CHOICES = {
+    "method": METHODS,
+    "kv_sharing": ("shared", "separate"),
+    "kv_position": ("before", "after"),
+    "visual_init": ("vpt-uniform", "trunc-normal", "he"),
+    "kv_init": ("kaiming-uniform", "trunc-normal"),
+    "segment_layout": ("contiguous", "interleaved"),
+    "prune_mode": ("zero", "remove"),
+}
+
+# The reference code's lengths for most VTAB-1k tasks (REFERENCE §3).
+DEFAULT_VISUAL_PROMPT_LEN = 10
+DEFAULT_KV_PROMPT_LEN = 5
+
+
+@dataclass
+class PromptConfig:
+    """How a frozen backbone is adapted.
+
+    `visual_prompt_len` (P) and `kv_prompt_len` (T) default to the paper's 10 / 5 for
+    the methods that use them and to 0 otherwise; setting them for a method that has no
+    such prompts is an error rather than being silently ignored.
+    """
+
+    method: str = "e2vpt"
+    visual_prompt_len: int | None = None
+    kv_prompt_len: int | None = None
+    kv_sharing: str = "shared"
+    kv_position: str = "before"
+    prompt_dropout: float = 0.1
+    visual_init: str = "vpt-uniform"
+    kv_init: str = "kaiming-uniform"
+    num_segments: int = 8
+    segment_layout: str = "contiguous"
+    prune_mode: str = "zero"
+    adapter_bottleneck: int = 8
+    mlp_hidden_dim: int | None = None
+
+    def __post_init__(self) -> None:
+        for field, allowed in _CHOICES.items():
+            value = getattr(self, field)
+            if value not in allowed:
+                raise ValueError(
+                    f"PromptConfig.{field}={value!r} is not allowed; choose one of {list(allowed)}"
+                )
+        self.visual_prompt_len = self._resolve_length(
+            "visual_prompt_len", self.visual_prompt_len, VISUAL_PROMPT_METHODS,
+            DEFAULT_VISUAL_PROMPT_LEN,
+        )
+        self.kv_prompt_len = self._resolve_length(
+            "kv_prompt_len", self.kv_prompt_len, KV_PROMPT_METHODS, DEFAULT_KV_PROMPT_LEN
+        )
+        if not 0.0 <= self.prompt_dropout < 1.0:
+            raise ValueError(
+                f"PromptConfig.prompt_dropout={self.prompt_dropout!r} must be in [0, 1)"
+            )
+        _require_positive_int("num_segments", self.num_segments)
+        _require_positive_int("adapter_bottleneck", self.adapter_bottleneck)
+        if self.mlp_hidden_dim is not None:
+            _require_positive_int("mlp_hidden_dim", self.mlp_hidden_dim)
+
+    def _resolve_length(
+        self, field: str, value: int | None, methods: tuple[str, ...], default: int
+    ) -> int:
+        if value is None:
+            return default if self.method in methods else 0
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"PromptConfig.{field}={value!r} must be an integer >= 0")
+        if value < 0:
+            raise ValueError(f"PromptConfig.{field}={value} must be >= 0")
+        if value > 0 and self.method not in methods:
+            raise ValueError(
+                f"PromptConfig.{field}={value} is only used by methods {list(methods)}, "
+                f"not by method={self.method!r}; leave it unset or 0"
+            )
+        return value
+
+    @property
+    def has_visual_prompts(self) -> bool:
+        return self.visual_prompt_len > 0
+
+    @property
+    def has_kv_prompts(self) -> bool:
+        return self.kv_prompt_len > 0
+
+    @property
+    def deep_prompts(self) -> bool:
+        """Deep prompts are replaced before every block; shallow ones enter once."""
+        return self.method in ("vpt-deep", "e2vpt")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PromptConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown PromptConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> PromptConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _require_positive_int(field: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"PromptConfig.{field}={value!r} must be an integer >= 1")

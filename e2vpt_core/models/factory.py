@@ -1,0 +1,154 @@
+"""`create_model`: a timm backbone by name or instance, its weights through timm's loaders."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import timm
+import torch
+from timm.models import load_state_dict
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter
+
+from ..config import PromptConfig
+from .vit import PromptedViT
+
+# Names that are not timm's: a builder of the timm backbone (with its weights when asked).
+# The bundled offline backbone registers itself here.
+BackboneBuilder = Callable[[bool], VisionTransformer]
+BUILTIN_BACKBONES: dict[str, BackboneBuilder] = {}
+
+_WEIGHTLESS_PREFIXES = ("head.",)
+
+
+def create_model(
+    backbone: str | VisionTransformer,
+    num_classes: int,
+    config: PromptConfig | None = None,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
+) -> PromptedViT:
+    """Build a prompted model on a timm ViT.
+
+    `backbone` is a timm name with its pretrained tag (`vit_base_patch16_224.orig_in21k`), a
+    built-in name (`builtin-vit-tiny`), or a timm VisionTransformer instance, which the
+    prompted model takes over (its classifier is removed; the prompted model has its own
+    head). With `checkpoint_path` the backbone weights come from that local file
+    (safetensors, or a PyTorch file read with `weights_only=True`); with `pretrained` from
+    timm's own source for the tag. Only classifier keys may be missing or unexpected.
+    """
+    config = config if config is not None else PromptConfig()
+    if isinstance(backbone, str):
+        name = backbone
+        model = build_backbone(name, pretrained=pretrained, checkpoint_path=checkpoint_path)
+    elif isinstance(backbone, torch.nn.Module):
+        model = backbone
+        name = backbone_name_of(model)
+        if checkpoint_path is not None:
+            load_backbone_checkpoint(model, checkpoint_path)
+    else:
+        raise TypeError(
+            f"backbone must be a timm model name or a timm VisionTransformer, not "
+            f"{type(backbone).__name__}"
+        )
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(
+            f"unsupported backbone {name!r} ({type(model).__name__}): only timm "
+            "VisionTransformer models are supported"
+        )
+    model.reset_classifier(0)
+    prompted = PromptedViT(model, num_classes, config, backbone_name=name)
+    prompted.backbone_source = {
+        "pretrained": bool(pretrained),
+        "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
+    }
+    return prompted
+
+
+def backbone_name_of(model: torch.nn.Module) -> str | None:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    architecture, tag = cfg.get("architecture"), cfg.get("tag")
+    if architecture is None:
+        return None
+    return f"{architecture}.{tag}" if tag else architecture
+
+
+def build_backbone(
+    name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None
+) -> torch.nn.Module:
+    """Create a timm (or built-in) backbone without a classifier."""
+    if name in BUILTIN_BACKBONES:
+        model = BUILTIN_BACKBONES[name](pretrained and checkpoint_path is None)
+        if checkpoint_path is not None:
+            load_backbone_checkpoint(model, checkpoint_path)
+        return model
+    if not timm.is_model(name):
+        arch = name.split(".")[0]
+        similar = timm.list_models(f"*{arch[:12]}*")[:5]
+        hint = f"; similar timm names: {similar}" if similar else ""
+        builtin = f"; built-in backbones: {sorted(BUILTIN_BACKBONES)}" if BUILTIN_BACKBONES else ""
+        raise ValueError(f"unknown timm model {name!r}{hint}{builtin}")
+    if checkpoint_path is not None:
+        model = _timm_create(name, pretrained=False, num_classes=0)
+        load_backbone_checkpoint(model, checkpoint_path)
+        return model
+    # With the checkpoint's own class count timm loads strictly: every key must match.
+    return _timm_create(name, pretrained=pretrained)
+
+
+def _timm_create(name: str, **kwargs) -> torch.nn.Module:
+    try:
+        return timm.create_model(name, **kwargs)
+    except RuntimeError as error:
+        if kwargs.get("pretrained"):
+            raise RuntimeError(
+                f"could not load pretrained weights for {name!r} ({error}). Without network "
+                "access download the weights elsewhere and pass checkpoint_path=<file>."
+            ) from error
+        raise ValueError(f"cannot create timm model {name!r}: {error}") from error
+
+
+def load_backbone_checkpoint(model: torch.nn.Module, checkpoint_path: str | os.PathLike) -> None:
+    """Load backbone weights from a local file; refuse anything but a missing classifier."""
+    path = Path(checkpoint_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    if path.suffix.lower() in (".npz", ".npy"):
+        model.load_pretrained(str(path))  # timm's reader for Google's original .npz files
+        return
+    try:
+        state = load_state_dict(str(path), use_ema=False, weights_only=True)
+    except Exception as error:
+        raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+    state = {_strip_wrappers(key): value for key, value in state.items()}
+    if isinstance(model, VisionTransformer):
+        state = vit_checkpoint_filter(state, model)
+    state = {k: v for k, v in state.items() if not k.startswith(_WEIGHTLESS_PREFIXES)}
+    expected = model.state_dict()
+    wrong_shapes = [
+        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
+        for key, value in state.items()
+        if key in expected and tuple(value.shape) != tuple(expected[key].shape)
+    ]
+    if wrong_shapes:
+        raise ValueError(
+            f"checkpoint {path} does not match the backbone's shapes: " + "; ".join(wrong_shapes[:5])
+        )
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith(_WEIGHTLESS_PREFIXES)]
+    unexpected = list(result.unexpected_keys)
+    if missing or unexpected:
+        raise ValueError(
+            f"checkpoint {path} does not fit the backbone: missing keys {missing[:8]}"
+            f"{' …' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
+            f"{' …' if len(unexpected) > 8 else ''}"
+        )
+
+
+def _strip_wrappers(key: str) -> str:
+    for prefix in ("module.", "model."):
+        if key.startswith(prefix):
+            return key[len(prefix):]
+    return key

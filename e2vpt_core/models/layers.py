@@ -1,0 +1,166 @@
+"""Building blocks of prompted ViTs that call into a timm block's own submodules.
+
+The backbone's modules are used as they are (same weights, same state-dict keys); only the
+order of calls is written out here, so that key-value prompts and adapters can be inserted
+without touching timm's classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from timm.layers import Attention
+from timm.models.vision_transformer import Block
+
+
+def expand_segment_mask(segment_mask: torch.Tensor, width: int, layout: str) -> torch.Tensor:
+    """(P, R) segment mask → (P, width) mask over prompt dimensions.
+
+    `contiguous`: segment j covers dims [j·w/R, (j+1)·w/R). `interleaved` (the reference
+    code): segment j covers dims {j, j+R, j+2R, …}.
+    """
+    num_segments = segment_mask.shape[-1]
+    repeats = width // num_segments
+    if layout == "contiguous":
+        return segment_mask.repeat_interleave(repeats, dim=-1)
+    if layout == "interleaved":
+        return segment_mask.repeat(1, repeats)
+    raise ValueError(f"unknown segment_layout {layout!r}; choose 'contiguous' or 'interleaved'")
+
+
+def segment_of_dim(width: int, num_segments: int, layout: str) -> torch.Tensor:
+    """Segment index of every prompt dimension, shape (width,)."""
+    dims = torch.arange(width)
+    if layout == "contiguous":
+        return dims // (width // num_segments)
+    return dims % num_segments
+
+
+def kv_prompted_attention(
+    attn: Attention,
+    x: torch.Tensor,
+    key_prompt: torch.Tensor,
+    value_prompt: torch.Tensor,
+    position: str = "before",
+) -> torch.Tensor:
+    """timm `Attention.forward` with prompts joined to the keys and values.
+
+    x: (B, N, C); key_prompt / value_prompt: (H, T, d_h), already in key/value space (after
+    the qkv projection and the head split, no norm applied). Queries are untouched, so the
+    output keeps length N.
+    """
+    batch, length, _ = x.shape
+    heads, head_dim = attn.num_heads, attn.head_dim
+    gate = getattr(attn, "gate", None)
+    gate = gate(x).sigmoid() if gate is not None else None
+    qkv = attn.qkv(x).reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    q, k, v = qkv.unbind(0)  # each (B, H, N, d_h)
+    q, k = attn.q_norm(q), attn.k_norm(k)
+
+    key_prompt = key_prompt.to(k.dtype).unsqueeze(0).expand(batch, -1, -1, -1)  # (B, H, T, d_h)
+    value_prompt = value_prompt.to(v.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
+    if position == "before":
+        k, v = torch.cat([key_prompt, k], dim=2), torch.cat([value_prompt, v], dim=2)
+    else:
+        k, v = torch.cat([k, key_prompt], dim=2), torch.cat([v, value_prompt], dim=2)
+
+    dropout = attn.attn_drop.p if attn.training else 0.0
+    x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, H, N, d_h)
+    x = x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+    x = attn.norm(x)
+    if gate is not None:
+        x = x * gate
+    return attn.proj_drop(attn.proj(x))
+
+
+def prompted_block_forward(
+    block: Block,
+    x: torch.Tensor,
+    kv_prompt: tuple[torch.Tensor, torch.Tensor] | None,
+    adapter: nn.Module | None,
+    kv_position: str,
+) -> torch.Tensor:
+    """timm `Block.forward` (pre-norm, layer scale, drop path) with KV prompts and an adapter."""
+    h = block.norm1(x)
+    if kv_prompt is None:
+        h = block.attn(h)
+    else:
+        h = kv_prompted_attention(block.attn, h, kv_prompt[0], kv_prompt[1], kv_position)
+    x = x + block.drop_path1(block.ls1(h))
+    h = block.mlp(block.norm2(x))
+    if adapter is not None:
+        h = adapter(h)
+    return x + block.drop_path2(block.ls2(h))
+
+
+def check_standard_block(block: nn.Module, index: int, needs: str) -> None:
+    """KV prompts and adapters re-sequence timm's `Block`; other block types are refused."""
+    if type(block) is not Block:
+        raise ValueError(
+            f"{needs} needs timm's standard vision_transformer.Block; block {index} is "
+            f"{type(block).__name__}"
+        )
+    if type(block.attn) is not Attention:
+        raise ValueError(
+            f"{needs} needs timm's standard Attention; block {index} uses "
+            f"{type(block.attn).__name__}"
+        )
+
+
+class Adapter(nn.Module):
+    """Bottleneck adapter on a block's MLP output (Pfeiffer placement), identity at init."""
+
+    def __init__(self, width: int, bottleneck: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(width, bottleneck)
+        self.act = nn.GELU()
+        self.up = nn.Linear(bottleneck, width)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.act(self.down(x)))
+
+
+def make_head(method: str, width: int, num_classes: int, mlp_hidden_dim: int | None) -> nn.Module:
+    """A linear classifier, or for `mlp-3` a three-layer MLP."""
+    if method != "mlp-3":
+        return nn.Linear(width, num_classes)
+    hidden = mlp_hidden_dim or width
+    return nn.Sequential(
+        nn.Linear(width, hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden, num_classes),
+    )
+
+
+def init_visual_prompts(prompts: torch.Tensor, scheme: str, patch_area: int, in_chans: int) -> None:
+    """In place. `vpt-uniform`: U(-v, v), v = sqrt(6 / (C·patch² + d)) as in VPT."""
+    width = prompts.shape[-1]
+    with torch.no_grad():
+        if scheme == "vpt-uniform":
+            bound = math.sqrt(6.0 / (in_chans * patch_area + width))
+            prompts.uniform_(-bound, bound)
+        elif scheme == "trunc-normal":
+            nn.init.trunc_normal_(prompts, std=0.02)
+        elif scheme == "he":
+            prompts.normal_(0.0, math.sqrt(2.0 / width))
+        else:
+            raise ValueError(f"unknown visual_init {scheme!r}")
+
+
+def init_kv_prompts(prompts: torch.Tensor, scheme: str) -> None:
+    """In place, per block. Kaiming-uniform on an (H, T, d_h) tensor has fan_in = T·d_h."""
+    with torch.no_grad():
+        for layer_prompt in prompts:
+            if scheme == "kaiming-uniform":
+                nn.init.kaiming_uniform_(layer_prompt)
+            elif scheme == "trunc-normal":
+                nn.init.trunc_normal_(layer_prompt, std=0.02)
+            else:
+                raise ValueError(f"unknown kv_init {scheme!r}")

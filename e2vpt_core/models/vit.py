@@ -1,0 +1,285 @@
+"""`PromptedViT`: E²VPT and its baselines around a frozen timm VisionTransformer.
+
+Token order entering block 0: [prefix tokens (CLS, registers), P visual prompts, patches].
+Deep prompts replace the P prompt positions before every block; key-value prompts are joined
+to the keys and values inside every attention. Prompts never get a positional embedding and
+are stripped before the final norm and pooling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from timm.models.vision_transformer import VisionTransformer
+
+from ..config import PromptConfig
+from .layers import (
+    Adapter,
+    check_standard_block,
+    expand_segment_mask,
+    init_kv_prompts,
+    init_visual_prompts,
+    make_head,
+    prompted_block_forward,
+)
+
+
+class PromptedViT(nn.Module):
+    """A prompt-tuned (or otherwise parameter-efficiently tuned) timm ViT.
+
+    The backbone is frozen except where the method says otherwise (`partial-1`, `bias`,
+    `full`) and always stays in eval mode, so backbone dropout and drop-path are off;
+    only the prompt dropout is active in training.
+    """
+
+    def __init__(
+        self,
+        backbone: VisionTransformer,
+        num_classes: int,
+        config: PromptConfig,
+        backbone_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, VisionTransformer):
+            raise ValueError(
+                f"unsupported backbone {type(backbone).__name__}: PromptedViT needs a timm "
+                "VisionTransformer"
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 1")
+        self.config = config
+        self.backbone = backbone
+        self.backbone_name = backbone_name
+        # Where the backbone weights came from, so an artifact can rebuild it.
+        self.backbone_source: dict[str, object] = {"pretrained": False, "checkpoint_path": None}
+        self.num_classes = num_classes
+        self.num_prefix_tokens = backbone.num_prefix_tokens
+        width = backbone.embed_dim
+        depth = len(backbone.blocks)
+
+        if config.has_visual_prompts and width % config.num_segments:
+            raise ValueError(
+                f"PromptConfig.num_segments={config.num_segments} must divide the backbone "
+                f"width {width}"
+            )
+        if config.has_kv_prompts or config.method == "adapter":
+            need = "key-value prompts" if config.has_kv_prompts else "the adapter method"
+            for index, block in enumerate(backbone.blocks):
+                check_standard_block(block, index, need)
+
+        self.head = make_head(config.method, width, num_classes, config.mlp_hidden_dim)
+        self.prompt_dropout = nn.Dropout(config.prompt_dropout)
+
+        prompt_len = config.visual_prompt_len
+        self.visual_prompts: nn.Parameter | None = None
+        if prompt_len:
+            prompt_layers = depth if config.deep_prompts else 1
+            self.visual_prompts = nn.Parameter(torch.empty(prompt_layers, prompt_len, width))
+            patch_area = math.prod(backbone.patch_embed.patch_size)
+            in_chans = backbone.patch_embed.proj.in_channels
+            init_visual_prompts(self.visual_prompts, config.visual_init, patch_area, in_chans)
+        # Masks are shared by all blocks (reference code). They are frozen parameters so that
+        # `mask_gradients()` can expose dL/dmask for importance scores.
+        self.token_mask = nn.Parameter(torch.ones(prompt_len), requires_grad=False)
+        self.segment_mask = nn.Parameter(
+            torch.ones(prompt_len, config.num_segments), requires_grad=False
+        )
+
+        self.kv_prompts: nn.Parameter | None = None
+        self.kv_value_prompts: nn.Parameter | None = None
+        if config.has_kv_prompts:
+            attn = backbone.blocks[0].attn
+            shape = (depth, attn.num_heads, config.kv_prompt_len, attn.head_dim)
+            self.kv_prompts = nn.Parameter(torch.empty(shape))
+            init_kv_prompts(self.kv_prompts, config.kv_init)
+            if config.kv_sharing == "separate":
+                self.kv_value_prompts = nn.Parameter(torch.empty(shape))
+                init_kv_prompts(self.kv_value_prompts, config.kv_init)
+
+        self.adapters: nn.ModuleList | None = None
+        if config.method == "adapter":
+            self.adapters = nn.ModuleList(
+                Adapter(width, config.adapter_bottleneck) for _ in range(depth)
+            )
+        self._select_trainable()
+        self.backbone.eval()
+
+    # ----------------------------------------------------------------- trainable set
+    def _select_trainable(self) -> None:
+        method = self.config.method
+        for name, param in self.backbone.named_parameters():
+            if method == "full":
+                trainable = True
+            elif method == "partial-1":
+                last = f"blocks.{len(self.backbone.blocks) - 1}."
+                trainable = name.startswith((last, "norm.", "fc_norm."))
+            elif method == "bias":
+                trainable = name.endswith("bias")
+            else:
+                trainable = False
+            param.requires_grad_(trainable)
+
+    def train(self, mode: bool = True) -> PromptedViT:
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    # ----------------------------------------------------------------------- masks
+    @property
+    def prompt_len(self) -> int:
+        return self.config.visual_prompt_len
+
+    def prompt_mask(self) -> torch.Tensor:
+        """(P, d) multiplicative mask: token mask × segment mask over each segment's dims."""
+        dims = expand_segment_mask(
+            self.segment_mask, self.backbone.embed_dim, self.config.segment_layout
+        )
+        return self.token_mask[:, None] * dims
+
+    def kept_tokens(self) -> torch.Tensor:
+        return torch.nonzero(self.token_mask.detach() != 0).flatten()
+
+    def set_masks(
+        self, token_mask: torch.Tensor | None = None, segment_mask: torch.Tensor | None = None
+    ) -> None:
+        """Install 0/1 masks (e.g. from pruning); shapes must be (P,) and (P, R)."""
+        for target, value in ((self.token_mask, token_mask), (self.segment_mask, segment_mask)):
+            if value is None:
+                continue
+            value = torch.as_tensor(value, dtype=target.dtype)
+            if value.shape != target.shape:
+                raise ValueError(f"mask shape {tuple(value.shape)} != {tuple(target.shape)}")
+            if not torch.all((value == 0) | (value == 1)):
+                raise ValueError("masks must contain only 0 and 1")
+            with torch.no_grad():
+                target.copy_(value)
+
+    @contextmanager
+    def mask_gradients(self) -> Iterator[None]:
+        """Let backward() fill `token_mask.grad` and `segment_mask.grad` (importance)."""
+        masks = (self.token_mask, self.segment_mask)
+        for mask in masks:
+            mask.grad = None
+            mask.requires_grad_(True)
+        try:
+            yield
+        finally:
+            for mask in masks:
+                mask.requires_grad_(False)
+
+    # --------------------------------------------------------------------- forward
+    def _effective_visual_prompts(self) -> torch.Tensor | None:
+        """(L, P', d): masked prompts; in `remove` mode only the kept tokens (P' ≤ P)."""
+        if self.visual_prompts is None:
+            return None
+        prompts = self.visual_prompts * self.prompt_mask()
+        if self.config.prune_mode == "remove":
+            prompts = prompts[:, self.kept_tokens()]
+        return prompts
+
+    def _kv_prompt(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.kv_prompts is None:
+            return None
+        keys = self.kv_prompts[index]
+        values = keys if self.kv_value_prompts is None else self.kv_value_prompts[index]
+        return keys, values
+
+    def _with_prompts(self, x: torch.Tensor, prompts: torch.Tensor, replace: bool) -> torch.Tensor:
+        prefix = self.num_prefix_tokens
+        prompts = self.prompt_dropout(prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1))
+        rest = x[:, prefix + prompts.shape[1]:] if replace else x[:, prefix:]
+        return torch.cat([x[:, :prefix], prompts, rest], dim=1)
+
+    def forward_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled, normalised backbone output (B, d): the head's input."""
+        backbone = self.backbone
+        x = backbone.patch_embed(images)
+        x = backbone._pos_embed(x)
+        x = backbone.patch_drop(x)
+        x = backbone.norm_pre(x)
+
+        prompts = self._effective_visual_prompts()
+        num_prompts = 0 if prompts is None else prompts.shape[1]
+        for index, block in enumerate(backbone.blocks):
+            if num_prompts and (index == 0 or self.config.deep_prompts):
+                layer = index if self.config.deep_prompts else 0
+                x = self._with_prompts(x, prompts[layer], replace=index > 0)
+            kv_prompt = self._kv_prompt(index)
+            adapter = None if self.adapters is None else self.adapters[index]
+            if kv_prompt is None and adapter is None:
+                x = block(x)
+            else:
+                x = prompted_block_forward(
+                    block, x, kv_prompt, adapter, self.config.kv_position
+                )
+        if num_prompts:
+            prefix = self.num_prefix_tokens
+            x = torch.cat([x[:, :prefix], x[:, prefix + num_prompts:]], dim=1)
+        x = backbone.norm(x)
+        return backbone.forward_head(x, pre_logits=True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_embedding(images))
+
+    # ------------------------------------------------------------------ summaries
+    def backbone_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.backbone.parameters())
+
+    def parameter_summary(self) -> dict[str, float]:
+        """Trainable count, its % of the backbone, and the count left after pruning."""
+        trainable = sum(p.numel() for _, p in self.trainable_parameters())
+        pruned = 0
+        if self.visual_prompts is not None:
+            removed_entries = int((self.prompt_mask().detach() == 0).sum())
+            pruned = removed_entries * self.visual_prompts.shape[0]
+        backbone = self.backbone_parameter_count()
+        return {
+            "trainable_params": trainable,
+            "backbone_params": backbone,
+            "trainable_percent": 100.0 * trainable / backbone,
+            "effective_params": trainable - pruned,
+        }
+
+    def print_trainable_parameters(self) -> None:
+        s = self.parameter_summary()
+        print(
+            f"trainable params: {s['trainable_params']:,} || backbone params: "
+            f"{s['backbone_params']:,} || trainable%: {s['trainable_percent']:.4f} || "
+            f"effective params after pruning: {s['effective_params']:,}"
+        )
+
+    # -------------------------------------------------------------------- compact
+    def compact(self) -> PromptedViT:
+        """A model holding only the kept prompt tokens (same logits as `remove` mode).
+
+        The backbone module is shared with this model, not copied.
+        """
+        kept = self.kept_tokens()
+        config = self.config.replace(visual_prompt_len=len(kept))
+        if self.visual_prompts is None or not len(kept):
+            config = config.replace(visual_prompt_len=0)
+        compacted = PromptedViT(self.backbone, self.num_classes, config, self.backbone_name)
+        compacted.to(device=self.token_mask.device)
+        state = {
+            name: tensor for name, tensor in self.state_dict().items()
+            if not name.startswith("backbone.")
+        }
+        if self.visual_prompts is not None:
+            if len(kept):
+                state["visual_prompts"] = state["visual_prompts"][:, kept]
+            else:
+                del state["visual_prompts"]
+            state["token_mask"] = state["token_mask"][kept]
+            state["segment_mask"] = state["segment_mask"][kept]
+        result = compacted.load_state_dict(state, strict=False)
+        assert not result.unexpected_keys, result.unexpected_keys
+        assert all(key.startswith("backbone.") for key in result.missing_keys)
+        compacted.train(self.training)
+        return compacted
