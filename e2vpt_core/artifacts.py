@@ -112,7 +112,9 @@ def _load_trained_state(model: PromptedViT, state: dict[str, torch.Tensor], sour
     unexpected = sorted(set(state) - set(expected))
     missing = sorted(trained - set(state))
     if unexpected or missing:
-        raise ValueError(f"{source} does not fit the model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"{source} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
     for name, tensor in state.items():
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise ValueError(

@@ -118,7 +118,9 @@ class PromptConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown PromptConfig fields {unknown}; known fields: {sorted(known)}")
+            raise ValueError(
+                f"unknown PromptConfig fields {unknown}; known fields: {sorted(known)}"
+            )
         return cls(**values)
 
     def replace(self, **changes: Any) -> PromptConfig:

@@ -134,7 +134,8 @@ def load_backbone_checkpoint(model: torch.nn.Module, checkpoint_path: str | os.P
     ]
     if wrong_shapes:
         raise ValueError(
-            f"checkpoint {path} does not match the backbone's shapes: " + "; ".join(wrong_shapes[:5])
+            f"checkpoint {path} does not match the backbone's shapes: "
+            + "; ".join(wrong_shapes[:5])
         )
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.startswith(_WEIGHTLESS_PREFIXES)]

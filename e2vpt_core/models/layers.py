@@ -11,9 +11,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from timm.layers import Attention
 from timm.models.vision_transformer import Block
+from torch import nn
 
 
 def expand_segment_mask(segment_mask: torch.Tensor, width: int, layout: str) -> torch.Tensor:
