@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from .config import PromptConfig
+from .fileio import atomic_write
 from .models.factory import create_model
 from .models.vit import PromptedViT
 
@@ -58,8 +58,8 @@ def save_adapter(model: PromptedViT, directory: str | os.PathLike) -> Path:
         "num_classes": model.num_classes,
         "prompt_config": model.config.to_dict(),
     }
-    _atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(trainable_state_dict(model), tmp))
-    _atomic_write(
+    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(trainable_state_dict(model), tmp))
+    atomic_write(
         directory / CONFIG_NAME,
         lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"),
     )
@@ -122,14 +122,3 @@ def _load_trained_state(model: PromptedViT, state: dict[str, torch.Tensor], sour
                 f"{tuple(expected[name].shape)}"
             )
     model.load_state_dict(state, strict=False)
-
-
-def _atomic_write(target: Path, write) -> None:
-    handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,37 +1,204 @@
-"""The `e2vpt` command line (same as `python -m e2vpt_core`)."""
+"""The `e2vpt` command line (same as `python -m e2vpt_core`).
+
+Every command exits 0 when done and non-zero with a one-line reason on bad input; with
+`--json` the last line of stdout is one JSON object (or list, for `runs`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from typing import Any
 
 from .config import METHODS, PromptConfig
+from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, TrainConfig
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--backbone", default="vit_base_patch16_224",
-                        help="timm name with tag, or a built-in backbone name")
+def _add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str) -> None:
+    parser.add_argument("--backbone", default=default_backbone,
+                        help="timm name with tag, a built-in name, or a timm-style directory")
     parser.add_argument("--checkpoint", default=None, help="local backbone weights file")
-    parser.add_argument("--pretrained", action="store_true", help="load the tag's weights")
-    parser.add_argument("--num-classes", type=int, default=100)
     parser.add_argument("--method", default="e2vpt", choices=METHODS)
     parser.add_argument("-P", "--visual-prompt-len", type=int, default=None)
     parser.add_argument("-T", "--kv-prompt-len", type=int, default=None)
+    parser.add_argument("--kv-sharing", default="shared", choices=("shared", "separate"))
     parser.add_argument("--num-segments", type=int, default=8)
+    parser.add_argument("--segment-layout", default="contiguous",
+                        choices=("contiguous", "interleaved"))
+    parser.add_argument("--prompt-dropout", type=float, default=0.1)
+
+
+def _prompt_config(args: argparse.Namespace) -> PromptConfig:
+    return PromptConfig(
+        method=args.method, visual_prompt_len=args.visual_prompt_len,
+        kv_prompt_len=args.kv_prompt_len, kv_sharing=args.kv_sharing,
+        num_segments=args.num_segments, segment_layout=args.segment_layout,
+        prompt_dropout=args.prompt_dropout,
+    )
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_model_arguments(parser, DEFAULT_BACKBONE)
+    parser.add_argument("--random-init", action="store_true",
+                        help="do not load the backbone's pretrained weights")
+    parser.add_argument("--dataset", default="builtin:digits",
+                        help="builtin:TASK | vtab:/path/vtab-1k/TASK | fgvc:/path | folder:/path")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--warmup-epochs", type=float, default=None)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grad-clip", type=float, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on a GPU")
+    parser.add_argument("--store", default="runs", help="run store directory")
+    parser.add_argument("--json", action="store_true", help="last stdout line is JSON")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+    values = dict(
+        backbone=args.backbone, checkpoint=args.checkpoint, pretrained=not args.random_init,
+        dataset=args.dataset, prompt=_prompt_config(args), epochs=args.epochs,
+        warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, seed=args.seed,
+        grad_clip=args.grad_clip, num_workers=args.workers, device=args.device,
+        amp=not args.no_amp,
+    )
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr fed by the loop's progress callback."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.bar = enabled, None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        from tqdm import tqdm
+
+        if self.bar is None or self.bar.total != event["total_steps"] or event["step"] == 1:
+            self.close()
+            self.bar = tqdm(total=event["total_steps"], file=sys.stderr, unit="step")
+        self.bar.n = event["step"]
+        postfix = {"epoch": event["epoch"], "loss": f"{event.get('loss', 0):.3f}"}
+        for key, value in event.items():
+            if key.endswith("/top1"):
+                postfix[key] = f"{value:.1f}"
+        self.bar.set_postfix(postfix, refresh=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _print_result(result: dict[str, Any], as_json: bool) -> int:
+    scores = ", ".join(f"{k} {v:.2f}" for k, v in result.items()
+                       if k.endswith("_top1") and isinstance(v, float))
+    line = f"run {result['run_id']}: {result['status']}"
+    if result.get("reason"):
+        line += f" ({result['reason']})"
+    print(line + (f"; {scores}" if scores else ""))
+    if as_json:
+        print(json.dumps(result, default=str))
+    return 0 if result["status"] == "completed" else 1
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .store import RunStore
+    from .train import train_run
+    from .train.distributed import distributed_context
+
+    config = _train_config(args, base_lr=args.lr, weight_decay=args.wd)
+    with distributed_context(config.device) as (rank, _world, broadcast):
+        store = RunStore(args.store)
+        run_id = broadcast(store.create_run(config.to_dict()) if rank == 0 else None)
+        bar = _ProgressBar(not args.quiet and rank == 0)
+        result = train_run(config, store, run_id, progress=bar)
+        bar.close()
+    if rank != 0:
+        return 0 if result.status == "completed" else 1
+    return _print_result(result.to_dict(), args.json)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .store import RunStore
+    from .train import train_run
+
+    store = RunStore(args.store)
+    run = store.get_run(args.run)
+    if run["status"] == "completed":
+        raise ValueError(f"run {args.run} is already completed")
+    config = TrainConfig.from_dict(run["config"])
+    bar = _ProgressBar(not args.quiet)
+    result = train_run(config, store, args.run, resume=True, progress=bar)
+    bar.close()
+    return _print_result(result.to_dict(), args.json)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .store import RunStore
+    from .train.grid import sweep
+
+    config = _train_config(args)
+    bar = _ProgressBar(not args.quiet)
+    result = sweep(config, RunStore(args.store), args.lrs, args.wds, args.seeds, progress=bar)
+    bar.close()
+    if result["status"] == "completed":
+        print(f"sweep {result['run_id']}: best base_lr {result['best_base_lr']}, wd "
+              f"{result['best_weight_decay']}; test top-1 {result['test_top1_mean']:.2f} ± "
+              f"{result['test_top1_std']:.2f} over {result['completed_seeds']} seeds")
+    else:
+        print(f"sweep {result['run_id']}: failed ({result['reason']})")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0 if result["status"] == "completed" else 1
+
+
+RUN_COLUMNS = ["id", "kind", "status", "method", "dataset", "val_top1", "test_top1",
+               "trainable_params", "effective_params", "parent_id", "reason"]
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from .store import RunStore
+
+    table = RunStore(args.store).runs()
+    columns = [c for c in RUN_COLUMNS if c in table.columns]
+    table = table[columns]
+    if args.json:
+        print(table.astype(object).where(table.notna(), None).to_json(orient="records"))
+    elif table.empty:
+        print(f"no runs in {args.store}")
+    else:
+        print(table.to_string(index=False))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .store import RunStore
+
+    store = RunStore(args.store)
+    store.get_run(args.run)
+    source = store.run_dir(args.run) / "adapter"
+    if not source.is_dir():
+        raise ValueError(f"run {args.run} has no adapter artifact (not completed?)")
+    shutil.copytree(source, args.directory, dirs_exist_ok=True)
+    print(f"exported run {args.run} to {args.directory}")
+    return 0
 
 
 def _params(args: argparse.Namespace) -> int:
     from .models import create_model
 
-    config = PromptConfig(
-        method=args.method,
-        visual_prompt_len=args.visual_prompt_len,
-        kv_prompt_len=args.kv_prompt_len,
-        num_segments=args.num_segments,
-    )
+    config = _prompt_config(args)
     model = create_model(args.backbone, args.num_classes, config,
-                         pretrained=args.pretrained, checkpoint_path=args.checkpoint)
+                         pretrained=False, checkpoint_path=args.checkpoint)
     summary = model.parameter_summary()
     if args.json:
         print(json.dumps({"backbone": args.backbone, **config.to_dict(), **summary}))
@@ -41,10 +208,43 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e2vpt", description=__doc__)
+    parser = argparse.ArgumentParser(prog="e2vpt", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train one run")
+    _add_train_arguments(train)
+    train.add_argument("--lr", type=float, default=10.0, help="base lr (× batch / 256)")
+    train.add_argument("--wd", type=float, default=0.001, help="weight decay")
+    train.set_defaults(handler=_train)
+
+    sweep = commands.add_parser("sweep", help="lr × wd grid on train→val, then seeds → test")
+    _add_train_arguments(sweep)
+    sweep.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID))
+    sweep.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID))
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    sweep.set_defaults(handler=_sweep)
+
+    resume = commands.add_parser("resume", help="continue a run from its last checkpoint")
+    resume.add_argument("run")
+    for name, kwargs in (("--store", {"default": "runs"}), ("--json", {"action": "store_true"}),
+                         ("--quiet", {"action": "store_true"})):
+        resume.add_argument(name, **kwargs)
+    resume.set_defaults(handler=_resume)
+
+    runs = commands.add_parser("runs", help="list runs")
+    runs.add_argument("--store", default="runs")
+    runs.add_argument("--json", action="store_true")
+    runs.set_defaults(handler=_runs)
+
+    export = commands.add_parser("export", help="copy a run's adapter artifact")
+    export.add_argument("run")
+    export.add_argument("directory")
+    export.add_argument("--store", default="runs")
+    export.set_defaults(handler=_export)
+
     params = commands.add_parser("params", help="trainable-parameter summary of a method")
-    _add_model_arguments(params)
+    _add_model_arguments(params, "vit_base_patch16_224")
+    params.add_argument("--num-classes", type=int, default=100)
     params.add_argument("--json", action="store_true", help="print one JSON object")
     params.set_defaults(handler=_params)
     return parser
@@ -54,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"e2vpt {args.command}: error: {error}", file=sys.stderr)
+    except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"e2vpt {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        sys.stdout.flush()
+

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import timm
@@ -15,10 +15,11 @@ from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoin
 from ..config import PromptConfig
 from .vit import PromptedViT
 
-# Names that are not timm's: a builder of the timm backbone (with its weights when asked).
-# The bundled offline backbone registers itself here.
-BackboneBuilder = Callable[[bool], VisionTransformer]
-BUILTIN_BACKBONES: dict[str, BackboneBuilder] = {}
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+# Names that are not timm's, each a directory in timm's hub layout (config.json with the
+# architecture, model args and pretrained config, plus model.safetensors).
+BUILTIN_BACKBONES: dict[str, Path] = {"builtin-vit-tiny": ASSETS / "builtin-vit-tiny"}
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 _WEIGHTLESS_PREFIXES = ("head.",)
 
@@ -79,23 +80,55 @@ def build_backbone(
     name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None
 ) -> torch.nn.Module:
     """Create a timm (or built-in) backbone without a classifier."""
-    if name in BUILTIN_BACKBONES:
-        model = BUILTIN_BACKBONES[name](pretrained and checkpoint_path is None)
+    directory = BUILTIN_BACKBONES.get(name) or (Path(name) if Path(name).is_dir() else None)
+    if directory is not None:
+        model = backbone_from_directory(directory, pretrained and checkpoint_path is None)
         if checkpoint_path is not None:
             load_backbone_checkpoint(model, checkpoint_path)
         return model
+    if Path(name).is_file():
+        raise ValueError(
+            f"{name} is a file: pass a timm model name with checkpoint_path={name} (CLI: "
+            "--backbone NAME --checkpoint FILE), or a directory holding config.json and "
+            "model.safetensors"
+        )
     if not timm.is_model(name):
         arch = name.split(".")[0]
         similar = timm.list_models(f"*{arch[:12]}*")[:5]
         hint = f"; similar timm names: {similar}" if similar else ""
-        builtin = f"; built-in backbones: {sorted(BUILTIN_BACKBONES)}" if BUILTIN_BACKBONES else ""
-        raise ValueError(f"unknown timm model {name!r}{hint}{builtin}")
+        raise ValueError(
+            f"unknown timm model {name!r}{hint}; built-in backbones: {sorted(BUILTIN_BACKBONES)}"
+        )
     if checkpoint_path is not None:
         model = _timm_create(name, pretrained=False, num_classes=0)
         load_backbone_checkpoint(model, checkpoint_path)
         return model
     # With the checkpoint's own class count timm loads strictly: every key must match.
     return _timm_create(name, pretrained=pretrained)
+
+
+def backbone_from_directory(directory: Path, load_weights: bool = True) -> torch.nn.Module:
+    """A backbone stored in timm's hub layout: config.json + model.safetensors."""
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{config_file} not found: a backbone directory needs config.json (architecture, "
+            "model_args, pretrained_cfg) and model.safetensors"
+        )
+    config = json.loads(config_file.read_text())
+    model = _timm_create(
+        config["architecture"], pretrained=False, num_classes=0,
+        pretrained_cfg_overlay=config.get("pretrained_cfg", {}), **config.get("model_args", {}),
+    )
+    if load_weights:
+        weights = next((directory / f for f in WEIGHT_FILES if (directory / f).is_file()), None)
+        if weights is None:
+            raise FileNotFoundError(
+                f"no weights in {directory}: expected one of {list(WEIGHT_FILES)}; pass "
+                "pretrained=False (CLI: --random-init) for a randomly initialised backbone"
+            )
+        load_backbone_checkpoint(model, weights)
+    return model
 
 
 def _timm_create(name: str, **kwargs) -> torch.nn.Module:

@@ -1,0 +1,114 @@
+"""Time of one training step (forward + backward + SGD step) per method, as ratios.
+
+All configurations are measured in one process and interleaved round by round, so that a
+shared, noisy machine slows them alike; ratios are to linear probing measured in the same
+run. Absolute times are meaningful only on a dedicated GPU.
+
+    python benchmarks/step_time.py                      # ViT-B/16, 224 px, batch 8, CPU
+    python benchmarks/step_time.py --device cuda        # bf16 autocast on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import timm
+import torch
+
+from e2vpt_core import PromptConfig, create_model
+
+CONFIGS = {
+    "linear": PromptConfig("linear"),
+    "partial-1": PromptConfig("partial-1"),
+    "mlp-3": PromptConfig("mlp-3"),
+    "bias": PromptConfig("bias"),
+    "adapter": PromptConfig("adapter"),
+    "vpt-shallow P=10": PromptConfig("vpt-shallow", visual_prompt_len=10),
+    "vpt-deep P=10": PromptConfig("vpt-deep", visual_prompt_len=10),
+    "e2vpt P=10 T=5": PromptConfig("e2vpt", visual_prompt_len=10, kv_prompt_len=5),
+    "e2vpt P=10 T=5 zero, 50% pruned": PromptConfig("e2vpt", prune_mode="zero"),
+    "e2vpt P=10 T=5 remove, 50% pruned": PromptConfig("e2vpt", prune_mode="remove"),
+    "full": PromptConfig("full"),
+}
+
+
+def build(name: str, config: PromptConfig, backbone: str, device: torch.device):
+    model = create_model(backbone, 100, config).to(device)
+    if "pruned" in name:
+        mask = torch.zeros(config.visual_prompt_len)
+        mask[: config.visual_prompt_len // 2] = 1.0
+        model.set_masks(mask)
+    model.train()
+    params = [p for _, p in model.trainable_parameters()]
+    return model, torch.optim.SGD(params, lr=0.01, momentum=0.9)
+
+
+def step(model, optimizer, images, labels, autocast: bool) -> None:
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=autocast):
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="vit_base_patch16_224")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--only", nargs="*", default=None, help="subset of configuration names")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    autocast = device.type == "cuda"
+    torch.manual_seed(0)
+    size = timm.create_model(args.backbone).pretrained_cfg["input_size"][-1]
+    images = torch.randn(args.batch_size, 3, size, size, device=device)
+    labels = torch.randint(0, 100, (args.batch_size,), device=device)
+
+    names = [n for n in CONFIGS if not args.only or n in args.only]
+    models = {name: build(name, CONFIGS[name], args.backbone, device) for name in names}
+    for name in names:  # warm-up: allocator, kernels, autograd graph
+        step(*models[name], images, labels, autocast)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            times[name].append(timed(lambda n=name: step(*models[n], images, labels, autocast),
+                                     device))
+
+    median = {name: statistics.median(values) for name, values in times.items()}
+    base = median.get("linear", next(iter(median.values())))
+    hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
+    print(f"\n{args.backbone}, batch {args.batch_size}, {device.type}"
+          f"{' bf16 autocast' if autocast else ''}, {torch.get_num_threads()} threads, "
+          f"{hardware or platform.machine()}, torch {torch.__version__}, "
+          f"median of {args.rounds} interleaved rounds\n")
+    print("| method | step time (s) | × linear |")
+    print("| --- | --- | --- |")
+    for name in names:
+        print(f"| {name} | {median[name]:.3f} | {median[name] / base:.2f} |")
+    pairs = [("e2vpt P=10 T=5", "vpt-deep P=10"),
+             ("e2vpt P=10 T=5 remove, 50% pruned", "e2vpt P=10 T=5 zero, 50% pruned")]
+    for first, second in pairs:
+        if first in median and second in median:
+            print(f"\n{first} / {second}: {median[first] / median[second]:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`TrainConfig`: everything that defines a training run, stored as JSON with the run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import PromptConfig
+
+# The paper's grid (REFERENCE §3): base learning rates and weight decays.
+PAPER_LR_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
+PAPER_WD_GRID = (0.01, 0.001, 0.0001, 0.0)
+DEFAULT_BACKBONE = "builtin-vit-tiny"
+
+
+@dataclass
+class TrainConfig:
+    """A run: backbone, data, method and the paper's recipe (SGD, warm-up + cosine)."""
+
+    backbone: str = DEFAULT_BACKBONE
+    checkpoint: str | None = None
+    pretrained: bool = True
+    dataset: str = "builtin:digits"
+    train_split: str = "train"
+    eval_splits: tuple[str, ...] = ("val", "test")
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    epochs: int = 100
+    warmup_epochs: float | None = None
+    base_lr: float = 10.0
+    weight_decay: float = 0.001
+    momentum: float = 0.9
+    batch_size: int = 64
+    seed: int = 0
+    grad_clip: float | None = None
+    num_workers: int | None = None
+    device: str = "auto"
+    amp: bool = True
+    log_every: int = 1
+
+    def __post_init__(self) -> None:
+        if isinstance(self.prompt, dict):
+            self.prompt = PromptConfig.from_dict(self.prompt)
+        self.eval_splits = tuple(self.eval_splits)
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "base_lr": self.base_lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "log_every": self.log_every >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r} is out of range")
+        if self.warmup_epochs is not None and not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(
+                f"TrainConfig.warmup_epochs={self.warmup_epochs} must be in [0, epochs)")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"TrainConfig.grad_clip={self.grad_clip} must be > 0")
+
+    @property
+    def warmup(self) -> float:
+        """The paper warms up for 10 of 100 epochs; shorter runs keep that 10 %."""
+        return self.warmup_epochs if self.warmup_epochs is not None else 0.1 * self.epochs
+
+    def lr(self) -> float:
+        """The paper's linear scaling: lr = base_lr × batch_size / 256."""
+        return self.base_lr * self.batch_size / 256
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["prompt"] = self.prompt.to_dict()
+        values["eval_splits"] = list(self.eval_splits)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields {unknown}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,81 @@
+"""Loaders for training: seeded per-epoch batch order, shared by single- and multi-process."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from timm.data import resolve_model_data_config
+from torch.utils.data import DataLoader, Sampler
+
+from ..data import build_transform, load_dataset
+from .config import TrainConfig
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """One seed per (run seed, epoch): data order and dropout of an epoch depend on nothing else."""
+    return seed * 1_000_003 + epoch
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """Global batches from a seeded permutation; rank r of W takes the r-th slice of each.
+
+    With W processes of batch B/W each, the averaged gradient equals one process of batch
+    B on the same indices. The last incomplete batch is dropped so every rank has work.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        if batch_size % world:
+            raise ValueError(f"batch size {batch_size} is not divisible by {world} processes")
+        if size < batch_size:
+            raise ValueError(f"batch size {batch_size} is larger than the training set ({size})")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world, self.epoch = rank, world, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size // self.batch_size
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
+        order = torch.randperm(self.size, generator=generator).tolist()
+        local = self.batch_size // self.world
+        for index in range(len(self)):
+            start = index * self.batch_size + self.rank * local
+            yield order[start:start + local]
+
+
+def default_workers(dataset_spec: str) -> int:
+    """Generated tasks live in memory (no workers); image files get up to 8 workers."""
+    if dataset_spec.startswith("builtin:"):
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def build_loaders(
+    config: TrainConfig, backbone: torch.nn.Module, device: torch.device, rank: int = 0,
+    world: int = 1,
+) -> tuple[DataLoader, EpochBatchSampler, dict[str, DataLoader], int]:
+    """Train loader (+ its sampler), one eval loader per split, and the class count."""
+    data_config = resolve_model_data_config(backbone)
+    workers = config.num_workers if config.num_workers is not None else default_workers(
+        config.dataset)
+    pin = device.type == "cuda"
+    train_set = load_dataset(config.dataset, config.train_split,
+                             build_transform(config.dataset, data_config, train=True),
+                             seed=config.seed)
+    sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed, rank, world)
+    train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
+                              pin_memory=pin, persistent_workers=workers > 0)
+    eval_transform = build_transform(config.dataset, data_config, train=False)
+    eval_loaders = {}
+    for split in config.eval_splits:
+        dataset = load_dataset(config.dataset, split, eval_transform, seed=config.seed)
+        if dataset.num_classes != train_set.num_classes:
+            raise ValueError(f"split {split!r} has {dataset.num_classes} classes, the "
+                             f"training split {train_set.num_classes}")
+        eval_loaders[split] = DataLoader(dataset, batch_size=max(2 * config.batch_size, 64),
+                                         num_workers=workers, pin_memory=pin)
+    return train_loader, sampler, eval_loaders, train_set.num_classes

@@ -1,0 +1,87 @@
+"""The paper's search: lr × wd grid on train → val, then seeds on train+val → test."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from ..store import RunStore
+from .config import TrainConfig
+from .loop import ProgressFn, train_run
+
+
+def grid_search(
+    base: TrainConfig, store: RunStore, lrs: Sequence[float], wds: Sequence[float],
+    parent_id: str | None = None, progress: ProgressFn | None = None,
+) -> pd.DataFrame:
+    """One run per (base_lr, weight_decay) on train → val; failed runs stay in the table."""
+    rows = []
+    for lr in lrs:
+        for wd in wds:
+            config = base.replace(base_lr=lr, weight_decay=wd, train_split="train",
+                                  eval_splits=("val",))
+            run_id = store.create_run(config.to_dict(), kind="grid", parent_id=parent_id)
+            result = train_run(config, store, run_id, progress=progress)
+            rows.append({"base_lr": lr, "weight_decay": wd, "run_id": run_id,
+                         "status": result.status, "val_top1": result.metrics.get("val_top1"),
+                         "reason": result.reason})
+    return pd.DataFrame(rows)
+
+
+def best_setting(grid: pd.DataFrame) -> tuple[float, float]:
+    """Highest val top-1; ties go to the larger weight decay, then the smaller lr."""
+    done = grid[grid["status"] == "completed"]
+    if done.empty:
+        raise ValueError("every grid run failed; see their reasons in `e2vpt runs`")
+    ranked = done.sort_values(["val_top1", "weight_decay", "base_lr"],
+                              ascending=[False, False, True])
+    best = ranked.iloc[0]
+    return float(best["base_lr"]), float(best["weight_decay"])
+
+
+def final_runs(
+    base: TrainConfig, store: RunStore, seeds: Sequence[int], parent_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> pd.DataFrame:
+    rows = []
+    for seed in seeds:
+        config = base.replace(seed=seed, train_split="trainval", eval_splits=("test",))
+        run_id = store.create_run(config.to_dict(), kind="final", parent_id=parent_id)
+        result = train_run(config, store, run_id, progress=progress)
+        rows.append({"seed": seed, "run_id": run_id, "status": result.status,
+                     "test_top1": result.metrics.get("test_top1"), "reason": result.reason})
+    return pd.DataFrame(rows)
+
+
+def sweep(
+    base: TrainConfig, store: RunStore, lrs: Sequence[float], wds: Sequence[float],
+    seeds: Sequence[int], progress: ProgressFn | None = None,
+) -> dict[str, Any]:
+    """Grid, pick the best pair, final seeds; a `sweep` run records it all."""
+    parent = store.create_run({**base.to_dict(), "grid": {"lrs": list(lrs), "wds": list(wds),
+                                                          "seeds": list(seeds)}}, kind="sweep")
+    store.set_status(parent, "running")
+    grid = grid_search(base, store, lrs, wds, parent, progress)
+    try:
+        lr, wd = best_setting(grid)
+    except ValueError as error:
+        store.set_status(parent, "failed", str(error))
+        return {"run_id": parent, "status": "failed", "reason": str(error),
+                "grid": grid.to_dict("records")}
+    finals = final_runs(base.replace(base_lr=lr, weight_decay=wd), store, seeds, parent,
+                        progress)
+    scores = [s for s in finals["test_top1"] if s is not None]
+    summary = {
+        "best_base_lr": lr, "best_weight_decay": wd,
+        "test_top1_mean": statistics.fmean(scores) if scores else None,
+        "test_top1_std": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+        "completed_seeds": len(scores),
+    }
+    store.update_summary(parent, **summary)
+    store.set_status(parent, "completed" if scores else "failed",
+                     None if scores else "every final run failed")
+    return {"run_id": parent, "status": "completed" if scores else "failed", **summary,
+            "grid": grid.to_dict("records"), "finals": finals.to_dict("records")}

@@ -1,0 +1,201 @@
+"""The training loop, top to bottom: build, (resume), epochs of SGD steps, evaluate, store.
+
+Everything a run produces goes to the run store as it happens: per-step loss and lr,
+per-epoch evaluation, a checkpoint at the end of every epoch, the final adapter artifact.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from ..artifacts import save_adapter
+from ..models import build_backbone, create_model
+from ..store import RunStore
+from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint
+from .config import TrainConfig
+from .data import build_loaders, epoch_seed
+from .evaluate import evaluate
+from .optim import build_optimizer, build_scheduler
+
+ProgressFn = Callable[[dict[str, Any]], None]
+
+
+class TrainingFailed(RuntimeError):
+    """A run that cannot go on (e.g. a non-finite loss); the message is the stored reason."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    status: str
+    reason: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"run_id": self.run_id, "status": self.status, **self.metrics}
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def train_run(
+    config: TrainConfig,
+    store: RunStore,
+    run_id: str | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunResult:
+    """Train one run to completion, recording everything in `store`; never raises for a
+    failed run (non-finite loss, bad data): the result and the store carry the reason."""
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if run_id is None:
+        run_id = store.create_run(config.to_dict(), kind="train")
+    if rank == 0:
+        store.set_status(run_id, "running")
+    try:
+        metrics = _train(config, store, run_id, resume, progress, should_stop, rank)
+    except TrainingFailed as failure:
+        return _finish(store, run_id, rank, "failed", str(failure))
+    except KeyboardInterrupt:
+        _finish(store, run_id, rank, "cancelled", "interrupted")
+        raise
+    except Exception as error:  # bad data, bad config: stored as the reason, not lost
+        if rank == 0:
+            store.log_event(run_id, traceback.format_exc(), level="error")
+        return _finish(store, run_id, rank, "failed", f"{type(error).__name__}: {error}")
+    if metrics is None:
+        return _finish(store, run_id, rank, "cancelled", "stop requested")
+    if rank == 0:
+        store.update_summary(run_id, **metrics)
+        store.set_status(run_id, "completed")
+    return RunResult(run_id, "completed", metrics=metrics)
+
+
+def _finish(store: RunStore, run_id: str, rank: int, status: str, reason: str) -> RunResult:
+    if rank == 0:
+        store.set_status(run_id, status, reason)
+        store.log_event(run_id, f"{status}: {reason}", level="error")
+    return RunResult(run_id, status, reason)
+
+
+def _train(
+    config: TrainConfig, store: RunStore, run_id: str, resume: bool,
+    progress: ProgressFn | None, should_stop: Callable[[], bool] | None, rank: int,
+) -> dict[str, Any] | None:
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    device = resolve_device(config.device)
+    amp = config.amp and device.type == "cuda"
+    backbone = build_backbone(config.backbone, pretrained=config.pretrained,
+                              checkpoint_path=config.checkpoint)
+    train_loader, sampler, eval_loaders, num_classes = build_loaders(
+        config, backbone, device, rank, world)
+    torch.manual_seed(config.seed)  # prompt and head initialisation
+    model = create_model(backbone, num_classes, config.prompt)
+    model.backbone_name = config.backbone
+    model.backbone_source = {"pretrained": config.pretrained, "checkpoint_path": config.checkpoint}
+    model.to(device)
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = len(train_loader)
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = build_scheduler(optimizer, total_steps, round(config.warmup * steps_per_epoch))
+    trained = model
+    if world > 1:
+        trained = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+
+    start_epoch, step = 0, 0
+    if resume and store.has_tensors(run_id, CHECKPOINT):
+        start_epoch, step = load_checkpoint(store, run_id, model, optimizer)
+        if rank == 0:
+            store.truncate_metrics(run_id, after_step=step)
+            store.log_event(run_id, f"resumed after epoch {start_epoch} (step {step})")
+    elif rank == 0:
+        store.truncate_metrics(run_id, after_step=-1)
+        store.save_tensors(run_id, "init", model_state(model))
+        summary = model.parameter_summary()
+        store.update_summary(run_id, num_classes=num_classes, **summary)
+
+    main_split = config.eval_splits[0] if config.eval_splits else None
+    for epoch in range(start_epoch, config.epochs):
+        sampler.set_epoch(epoch)
+        torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout and augmentation
+        trained.train()
+        epoch_start, loss_sum = time.perf_counter(), 0.0
+        for images, labels in train_loader:
+            if should_stop is not None and should_stop():
+                return None
+            scheduler.step_update(step)
+            lr = optimizer.param_groups[0]["lr"]
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss = torch.nn.functional.cross_entropy(trained(images), labels)
+            _check_finite(loss, epoch, step, lr, world)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_([p for _, p in model.trainable_parameters()],
+                                               config.grad_clip)
+            optimizer.step()
+            step += 1
+            loss_value = loss.item()
+            loss_sum += loss_value
+            if rank == 0 and step % config.log_every == 0:
+                store.log_metrics(run_id, step, epoch, {"train/loss": loss_value, "train/lr": lr})
+            if progress is not None and rank == 0:
+                progress({"step": step, "total_steps": total_steps, "epoch": epoch,
+                          "loss": loss_value, "lr": lr})
+
+        epoch_metrics = {"train/epoch_loss": loss_sum / steps_per_epoch,
+                         "train/epoch_seconds": time.perf_counter() - epoch_start}
+        if rank == 0 and main_split is not None:
+            result = evaluate(model, eval_loaders[main_split], num_classes, device, amp)
+            epoch_metrics[f"{main_split}/top1"] = result["top1"]
+            epoch_metrics[f"{main_split}/mean_per_class"] = result["mean_per_class"]
+            epoch_metrics[f"{main_split}/loss"] = result["loss"]
+        if rank == 0:
+            store.log_metrics(run_id, step, epoch, epoch_metrics)
+            save_checkpoint(store, run_id, model, optimizer, epoch + 1, step)
+            if progress is not None:
+                progress({"step": step, "total_steps": total_steps, "epoch": epoch,
+                          "epoch_end": True, **epoch_metrics})
+        if world > 1:
+            dist.barrier()
+
+    final: dict[str, Any] = {"epochs_done": config.epochs, "steps": step}
+    if rank == 0:
+        for split, loader in eval_loaders.items():
+            result = evaluate(model, loader, num_classes, device, amp)
+            final[f"{split}_top1"] = result["top1"]
+            final[f"{split}_mean_per_class"] = result["mean_per_class"]
+            store.save_tensors(run_id, f"per_class_{split}", {
+                "accuracy": torch.tensor([v if v is not None else float("nan")
+                                          for v in result["per_class"]])})
+        final.update(model.parameter_summary())
+        save_adapter(model, store.run_dir(run_id) / "adapter")
+    return final
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, step: int, lr: float, world: int) -> None:
+    finite = torch.isfinite(loss.detach()).float()
+    if world > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if finite.item() < 1:
+        raise TrainingFailed(
+            f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}, lr {lr:.4g}: "
+            "the learning rate is likely too high"
+        )

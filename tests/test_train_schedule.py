@@ -1,0 +1,83 @@
+"""The recipe: lr scaling, warm-up from 0 then cosine, no decay on the head bias, batches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from vit_helpers import tiny_vit
+
+from e2vpt_core import PromptConfig, create_model
+from e2vpt_core.train import TrainConfig
+from e2vpt_core.train.data import EpochBatchSampler
+from e2vpt_core.train.optim import build_optimizer, build_scheduler
+
+
+def _expected_lr(step: int, base: float, warmup: int, total: int) -> float:
+    if step < warmup:
+        return base * step / warmup
+    return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+
+
+def test_lr_is_scaled_by_batch_size():
+    assert TrainConfig(base_lr=10.0, batch_size=64).lr() == pytest.approx(2.5)
+    assert TrainConfig(epochs=50).warmup == pytest.approx(5.0)
+
+
+def test_schedule_warms_up_from_zero_then_follows_the_cosine():
+    model = create_model(tiny_vit(), 3, PromptConfig("e2vpt"))
+    config = TrainConfig(base_lr=4.0, batch_size=64)
+    optimizer = build_optimizer(model, config)
+    total, warmup = 200, 20
+    scheduler = build_scheduler(optimizer, total, warmup)
+    for step in range(total):
+        scheduler.step_update(step)
+        for group in optimizer.param_groups:
+            assert group["lr"] == pytest.approx(_expected_lr(step, 1.0, warmup, total), abs=1e-9)
+    scheduler.step_update(0)
+    assert optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_weight_decay_skips_only_the_head_bias():
+    model = create_model(tiny_vit(), 3, PromptConfig("e2vpt"))
+    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.01))
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] > 0
+               for p in g["params"]}
+    undecayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0
+                 for p in g["params"]}
+    assert undecayed == {"head.bias"}
+    assert decayed == {"head.weight", "visual_prompts", "kv_prompts"}
+    assert optimizer.param_groups[0]["momentum"] == 0.9
+
+
+def test_batches_are_seeded_per_epoch_and_split_across_ranks():
+    single = EpochBatchSampler(100, 16, seed=3)
+    single.set_epoch(2)
+    batches = list(single)
+    assert len(batches) == 6 and all(len(b) == 16 for b in batches)
+    assert len(set(sum(batches, []))) == 96
+    again = EpochBatchSampler(100, 16, seed=3)
+    again.set_epoch(2)
+    assert list(again) == batches
+    again.set_epoch(3)
+    assert list(again) != batches
+    ranks = [EpochBatchSampler(100, 16, seed=3, rank=r, world=2) for r in range(2)]
+    for sampler in ranks:
+        sampler.set_epoch(2)
+    halves = [list(sampler) for sampler in ranks]
+    assert [a + b for a, b in zip(*halves)] == batches
+    with pytest.raises(ValueError, match="not divisible by 3 processes"):
+        EpochBatchSampler(100, 16, seed=0, world=3)
+    with pytest.raises(ValueError, match="larger than the training set"):
+        EpochBatchSampler(10, 16, seed=0)
+
+
+def test_train_config_validation_names_the_field():
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="warmup_epochs"):
+        TrainConfig(epochs=5, warmup_epochs=5)
+    config = TrainConfig(prompt=PromptConfig("vpt-deep", visual_prompt_len=3))
+    assert TrainConfig.from_dict(config.to_dict()) == config
