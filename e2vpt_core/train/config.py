@@ -16,7 +16,11 @@ DEFAULT_BACKBONE = "builtin-vit-tiny"
 
 @dataclass
 class TrainConfig:
-    """A run: backbone, data, method and the paper's recipe (SGD, warm-up + cosine)."""
+    """A run: backbone, data, method and the paper's recipe (SGD, warm-up + cosine).
+
+    `seed` drives initialisation, batch order and dropout; `data_seed` picks the generated
+    built-in task instance (and a folder's val split), so runs over seeds share their data.
+    """
 
     backbone: str = DEFAULT_BACKBONE
     checkpoint: str | None = None
@@ -32,6 +36,7 @@ class TrainConfig:
     momentum: float = 0.9
     batch_size: int = 64
     seed: int = 0
+    data_seed: int = 0
     grad_clip: float | None = None
     num_workers: int | None = None
     device: str = "auto"

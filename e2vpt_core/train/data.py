@@ -65,14 +65,14 @@ def build_loaders(
     pin = device.type == "cuda"
     train_set = load_dataset(config.dataset, config.train_split,
                              build_transform(config.dataset, data_config, train=True),
-                             seed=config.seed)
+                             seed=config.data_seed)
     sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed, rank, world)
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
                               pin_memory=pin, persistent_workers=workers > 0)
     eval_transform = build_transform(config.dataset, data_config, train=False)
     eval_loaders = {}
     for split in config.eval_splits:
-        dataset = load_dataset(config.dataset, split, eval_transform, seed=config.seed)
+        dataset = load_dataset(config.dataset, split, eval_transform, seed=config.data_seed)
         if dataset.num_classes != train_set.num_classes:
             raise ValueError(f"split {split!r} has {dataset.num_classes} classes, the "
                              f"training split {train_set.num_classes}")
