@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 from vit_helpers import tiny_vit
 
 from e2vpt_core import PromptConfig, create_model
@@ -67,7 +66,7 @@ def test_batches_are_seeded_per_epoch_and_split_across_ranks():
     for sampler in ranks:
         sampler.set_epoch(2)
     halves = [list(sampler) for sampler in ranks]
-    assert [a + b for a, b in zip(*halves)] == batches
+    assert [a + b for a, b in zip(*halves, strict=True)] == batches
     with pytest.raises(ValueError, match="not divisible by 3 processes"):
         EpochBatchSampler(100, 16, seed=0, world=3)
     with pytest.raises(ValueError, match="larger than the training set"):

@@ -76,16 +76,10 @@ def backbone_name_of(model: torch.nn.Module) -> str | None:
     return f"{architecture}.{tag}" if tag else architecture
 
 
-def build_backbone(
-    name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None
-) -> torch.nn.Module:
-    """Create a timm (or built-in) backbone without a classifier."""
-    directory = BUILTIN_BACKBONES.get(name) or (Path(name) if Path(name).is_dir() else None)
-    if directory is not None:
-        model = backbone_from_directory(directory, pretrained and checkpoint_path is None)
-        if checkpoint_path is not None:
-            load_backbone_checkpoint(model, checkpoint_path)
-        return model
+def check_backbone_name(name: str) -> None:
+    """Fail fast, before any run is created, on a name that cannot be built."""
+    if name in BUILTIN_BACKBONES or Path(name).is_dir():
+        return
     if Path(name).is_file():
         raise ValueError(
             f"{name} is a file: pass a timm model name with checkpoint_path={name} (CLI: "
@@ -99,6 +93,19 @@ def build_backbone(
         raise ValueError(
             f"unknown timm model {name!r}{hint}; built-in backbones: {sorted(BUILTIN_BACKBONES)}"
         )
+
+
+def build_backbone(
+    name: str, pretrained: bool = False, checkpoint_path: str | os.PathLike | None = None
+) -> torch.nn.Module:
+    """Create a timm (or built-in) backbone without a classifier."""
+    check_backbone_name(name)
+    directory = BUILTIN_BACKBONES.get(name) or (Path(name) if Path(name).is_dir() else None)
+    if directory is not None:
+        model = backbone_from_directory(directory, pretrained and checkpoint_path is None)
+        if checkpoint_path is not None:
+            load_backbone_checkpoint(model, checkpoint_path)
+        return model
     if checkpoint_path is not None:
         model = _timm_create(name, pretrained=False, num_classes=0)
         load_backbone_checkpoint(model, checkpoint_path)
