@@ -1,0 +1,92 @@
+"""Datasets for visual prompt tuning: built-in offline tasks, VTAB-1k, FGVC and folders.
+
+Everything goes through a spec string (see :func:`parse_dataset_spec`) and a split role
+(``train``, ``val``, ``trainval``, ``test``)::
+
+    ds = load_dataset("builtin:digits", "train", transform=build_transform(
+        "builtin:digits", resolve_data_config(model=backbone), train=True))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+
+from .builtin import (
+    BUILTIN_IMAGE_SIZE,
+    BUILTIN_TASKS,
+    BUILTIN_TEST_SIZE,
+    builtin_classes,
+    export_builtin,
+    generate_builtin,
+    load_builtin,
+)
+from .common import (
+    SPLIT_ROLES,
+    VTAB_SPLIT_NAMES,
+    ArrayDataset,
+    DatasetError,
+    ImageListDataset,
+    ImageRecord,
+    LabeledDataset,
+    normalize_split,
+)
+from .fgvc import load_fgvc
+from .folder import load_folder
+from .spec import DATASET_KINDS, DatasetSpec, parse_dataset_spec
+from .transforms import build_transform
+from .vtab import VTAB_GROUPS, VTAB_TASKS, VtabTask, load_vtab
+
+
+def load_dataset(
+    spec: str | DatasetSpec,
+    split: str,
+    transform: Callable[[Image.Image], Any] | None = None,
+    *,
+    seed: int = 0,
+) -> LabeledDataset:
+    """Load one split of any supported dataset.
+
+    ``seed`` picks the generated instance of a builtin task and the val split drawn from
+    a folder tree; VTAB-1k and FGVC splits are fixed by their files and ignore it.
+    """
+    parsed = parse_dataset_spec(spec)
+    if parsed.kind == "builtin":
+        return load_builtin(parsed.name_or_path, split, transform, seed=seed)
+    if parsed.kind == "vtab":
+        return load_vtab(parsed.name_or_path, split, transform)
+    if parsed.kind == "fgvc":
+        return load_fgvc(parsed.name_or_path, split, transform, image_root=parsed.image_root)
+    return load_folder(parsed.name_or_path, split, transform, seed=seed)
+
+
+__all__ = [
+    "BUILTIN_IMAGE_SIZE",
+    "BUILTIN_TASKS",
+    "BUILTIN_TEST_SIZE",
+    "DATASET_KINDS",
+    "SPLIT_ROLES",
+    "VTAB_GROUPS",
+    "VTAB_SPLIT_NAMES",
+    "VTAB_TASKS",
+    "ArrayDataset",
+    "DatasetError",
+    "DatasetSpec",
+    "ImageListDataset",
+    "ImageRecord",
+    "LabeledDataset",
+    "VtabTask",
+    "build_transform",
+    "builtin_classes",
+    "export_builtin",
+    "generate_builtin",
+    "load_builtin",
+    "load_dataset",
+    "load_fgvc",
+    "load_folder",
+    "load_vtab",
+    "normalize_split",
+    "parse_dataset_spec",
+]

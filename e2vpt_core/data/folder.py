@@ -1,0 +1,136 @@
+"""Class-per-folder image trees (torchvision ImageFolder style).
+
+Two shapes are understood:
+
+* **Split trees** -- ``train/`` plus ``val/`` and/or ``test/``, each class-per-folder.
+  train = ``train/`` and val = ``val/``; without ``val/``, a seeded stratified 20% of
+  ``train/`` becomes val and the other 80% train. trainval = ``train/`` + ``val/`` (or
+  all of ``train/``). test = ``test/``, falling back to ``val/``.
+* **A single tree** -- classes are the sub-folders of the root. A seeded, stratified
+  split puts 20% of each class (at least one image when the class has two or more) in
+  val and the rest in train; trainval is everything and test is the same as val (there
+  is no held-out test set, which ``describe()`` says).
+
+Classes are the sorted union of class folder names. Files are found recursively; only
+image extensions count, other files are skipped and their number is reported by
+``describe()``. An empty class folder is an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .common import IMAGE_EXTENSIONS, DatasetError, ImageListDataset, ImageRecord, normalize_split
+
+VAL_FRACTION = 0.2
+
+
+def _class_dirs(tree: Path) -> list[Path]:
+    return sorted(p for p in tree.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _scan(tree: Path) -> tuple[dict[str, list[Path]], int]:
+    """Image files per class folder of ``tree`` and the number of skipped other files."""
+    classes = _class_dirs(tree)
+    if not classes:
+        raise DatasetError(f"{tree}: no class folders found (expected <class>/<image> files)")
+    found: dict[str, list[Path]] = {}
+    skipped = sum(1 for p in tree.iterdir() if p.is_file())
+    for folder in classes:
+        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        images = [
+            p for p in files
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        ]
+        skipped += len(files) - len(images)
+        if not images:
+            raise DatasetError(f"empty class folder (no image files): {folder}")
+        found[folder.name] = images
+    return found, skipped
+
+
+def stratified_split(
+    labels: list[int], fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices (train, val): per class, a seeded shuffle puts ``fraction`` into val."""
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    train, val = [], []
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        n_val = 0 if len(members) < 2 else max(1, round(fraction * len(members)))
+        val.extend(members[:n_val].tolist())
+        train.extend(members[n_val:].tolist())
+    return sorted(train), sorted(val)
+
+
+def _records(
+    found: dict[str, list[Path]], index: dict[str, int], tree: Path
+) -> list[ImageRecord]:
+    return [
+        ImageRecord(path, index[name], f"{tree} class folder {name!r}")
+        for name, paths in found.items()
+        for path in paths
+    ]
+
+
+def load_folder(
+    root: str | Path,
+    split: str,
+    transform: Callable[[Image.Image], Any] | None = None,
+    seed: int = 0,
+) -> ImageListDataset:
+    """One split of a folder tree; ``seed`` only matters where a split is drawn."""
+    root = Path(root)
+    role = normalize_split(split)
+    subtrees = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
+    split_mode = "train" in subtrees and ("val" in subtrees or "test" in subtrees)
+    trees = subtrees if split_mode else {"all": root}
+    scans = {name: _scan(tree) for name, tree in trees.items()}
+    classes = sorted({c for found, _ in scans.values() for c in found})
+    index = {name: i for i, name in enumerate(classes)}
+    records = {name: _records(found, index, trees[name]) for name, (found, _) in scans.items()}
+    skipped = sum(s for _, s in scans.values())
+
+    if split_mode:
+        if "val" not in records:
+            part, val = stratified_split([r.label for r in records["train"]], VAL_FRACTION, seed)
+            records["val"] = [records["train"][i] for i in val]
+            records["trainval"] = records["train"]
+            records["train"] = [records["train"][i] for i in part]
+            note = f"val = seeded {VAL_FRACTION:.0%} of train/ (seed {seed})"
+        else:
+            records["trainval"] = records["train"] + records["val"]
+            note = "train/ val/ sub-trees"
+        if "test" not in records:
+            records["test"] = records["val"]
+            note += "; test = val (no test/ folder)"
+    else:
+        everything = records["all"]
+        part, val = stratified_split([r.label for r in everything], VAL_FRACTION, seed)
+        records = {
+            "train": [everything[i] for i in part],
+            "val": [everything[i] for i in val],
+            "trainval": everything,
+        }
+        records["test"] = records["val"]
+        note = f"single tree: seeded stratified {VAL_FRACTION:.0%} val (seed {seed}), test = val"
+    if skipped:
+        note += f"; {skipped} non-image file(s) skipped"
+    chosen = records[role]
+    if not chosen:
+        raise DatasetError(f"folder:{root} split {role!r} is empty ({note})")
+    return ImageListDataset(
+        chosen,
+        source=f"folder:{root}",
+        split=role,
+        split_name=role,
+        classes=classes,
+        transform=transform,
+        notes=note,
+    )
