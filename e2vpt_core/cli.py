@@ -7,6 +7,7 @@ Every command exits 0 when done and non-zero with a one-line reason on bad input
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from typing import Any
@@ -218,6 +219,11 @@ def _params(args: argparse.Namespace) -> int:
     return 0
 
 
+# Modules that add their own subcommands: each has `register(subparsers)`.
+COMMAND_MODULES: tuple[str, ...] = (
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="e2vpt", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -258,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     params.add_argument("--num-classes", type=int, default=100)
     params.add_argument("--json", action="store_true", help="print one JSON object")
     params.set_defaults(handler=_params)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).register(commands)
     return parser
 
 

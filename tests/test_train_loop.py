@@ -150,3 +150,28 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_backbone):
         assert torch.allclose(state_ddp[key], state_one[key], atol=1e-5, rtol=1e-4), key
     initial = RunStore(tmp_path / "one").load_tensors(single_result["run_id"], "init")
     assert not torch.allclose(initial["visual_prompts"], state_one["model/visual_prompts"])
+
+
+def test_rewind_keeps_pruned_entries_zero_and_can_start_from_original_init(
+        tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    first = train_run(_config(tiny_backbone, epochs=1), store)
+    assert first.status == "completed", first.reason
+    token_mask = [1.0, 0.0, 1.0, 1.0]
+    segment_mask = [[1.0, 1.0, 0.0, 1.0]] + [[1.0] * 4] * 3
+    rewind = _config(tiny_backbone, epochs=1, token_mask=token_mask, segment_mask=segment_mask,
+                     init_from_run=first.run_id)
+    result = train_run(rewind, store)
+    assert result.status == "completed", result.reason
+    prompts = store.load_tensors(result.run_id, "checkpoint")["model/visual_prompts"]
+    assert torch.all(prompts[:, 1] == 0)
+    assert torch.all(prompts[:, 0, 24:36] == 0)  # segment 2 of 4 over 48 dims, contiguous
+    assert torch.all(prompts[:, 0, :24] != 0) and torch.all(prompts[:, 2] != 0)
+    original = store.load_tensors(first.run_id, "init")
+    rewound_init = store.load_tensors(result.run_id, "init")
+    kept = torch.tensor(token_mask).bool()
+    assert torch.equal(rewound_init["visual_prompts"][:, kept][:, 1:],
+                       original["visual_prompts"][:, kept][:, 1:])
+    assert torch.equal(rewound_init["kv_prompts"], original["kv_prompts"])
+    pruned_params = 2 * (48 + 12)  # 2 blocks × (token 1 + one segment of token 0)
+    assert result.metrics["effective_params"] == result.metrics["trainable_params"] - pruned_params

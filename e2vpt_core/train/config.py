@@ -42,6 +42,11 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     log_every: int = 1
+    # Rewinding (pruning): fixed 0/1 masks, and optionally the `init` tensors of an earlier
+    # run as starting values (lottery-ticket rewinding); None means a fresh random init.
+    token_mask: list[float] | None = None
+    segment_mask: list[list[float]] | None = None
+    init_from_run: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt, dict):

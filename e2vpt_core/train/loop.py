@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from ..artifacts import save_adapter
-from ..models import build_backbone, create_model
+from ..models import PromptedViT, build_backbone, create_model
 from ..store import RunStore
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint
 from .config import TrainConfig
@@ -107,6 +107,7 @@ def _train(
     model = create_model(backbone, num_classes, config.prompt)
     model.backbone_name = config.backbone
     model.backbone_source = {"pretrained": config.pretrained, "checkpoint_path": config.checkpoint}
+    _apply_rewind(model, config, store)
     model.to(device)
     optimizer = build_optimizer(model, config)
     steps_per_epoch = len(train_loader)
@@ -188,6 +189,35 @@ def _train(
         final.update(model.parameter_summary())
         save_adapter(model, store.run_dir(run_id) / "adapter")
     return final
+
+
+def _apply_rewind(model: PromptedViT, config: TrainConfig, store: RunStore) -> None:
+    """Fixed masks, starting values from an earlier run, pruned prompt entries set to 0.
+
+    Pruned entries then stay exactly 0: their gradient is 0 through the mask, and weight
+    decay and momentum of a 0 entry are 0.
+    """
+    if config.token_mask is not None or config.segment_mask is not None:
+        model.set_masks(
+            None if config.token_mask is None else torch.tensor(config.token_mask),
+            None if config.segment_mask is None else torch.tensor(config.segment_mask),
+        )
+    if config.init_from_run is not None:
+        initial = store.load_tensors(config.init_from_run, "init")
+        params = dict(model.trainable_parameters())
+        missing = sorted(set(params) - set(initial))
+        if missing:
+            raise ValueError(f"run {config.init_from_run}'s init has no values for {missing}")
+        with torch.no_grad():
+            for name, param in params.items():
+                if initial[name].shape != param.shape:
+                    raise ValueError(
+                        f"run {config.init_from_run}'s init {name} has shape "
+                        f"{tuple(initial[name].shape)}, this model {tuple(param.shape)}")
+                param.copy_(initial[name])
+    if model.visual_prompts is not None:
+        with torch.no_grad():
+            model.visual_prompts.mul_(model.prompt_mask())
 
 
 def _check_finite(loss: torch.Tensor, epoch: int, step: int, lr: float, world: int) -> None:
