@@ -88,10 +88,10 @@ def main() -> None:
                                  batch_size=args.batch_size, num_workers=workers,
                                  eval_splits=())
             rate = loader_throughput(config, backbone, args.batches)
-            print(f"| loader, {workers} workers | {rate:.0f} |")
+            print(f"| loader, {workers} workers | {rate:.1f} |")
     rate = model_throughput(backbone, torch.device(args.device), args.batch_size,
                             args.model_steps)
-    print(f"| E²VPT training steps on {args.device} | {rate:.0f} |")
+    print(f"| E²VPT training steps on {args.device} | {rate:.1f} |")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ def atomic_write(target: Path, write: Callable[[str], None]) -> None:
     os.close(handle)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

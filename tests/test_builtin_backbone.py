@@ -1,0 +1,45 @@
+"""The bundled offline backbone loads through the same path as timm models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from timm.data import resolve_model_data_config
+from timm.models.vision_transformer import VisionTransformer
+
+from e2vpt_core import METHODS, PromptConfig, create_model
+from e2vpt_core.models.factory import BUILTIN_BACKBONES
+from e2vpt_core.pretrain import BUILTIN_VIT_TINY_KWARGS
+
+DIRECTORY = BUILTIN_BACKBONES["builtin-vit-tiny"]
+
+
+def test_config_matches_the_pretraining_architecture():
+    config = json.loads((DIRECTORY / "config.json").read_text())
+    assert config["model_args"] == BUILTIN_VIT_TINY_KWARGS
+
+
+def test_bundled_weights_load_offline_and_differ_from_random():
+    assert (DIRECTORY / "model.safetensors").is_file(), "the bundled checkpoint is missing"
+    assert (DIRECTORY / "recipe.json").is_file(), "the bundled recipe is missing"
+    torch.manual_seed(0)
+    pretrained = create_model("builtin-vit-tiny", 10, PromptConfig("linear"), pretrained=True)
+    random_init = create_model("builtin-vit-tiny", 10, PromptConfig("linear"), pretrained=False)
+    assert isinstance(pretrained.backbone, VisionTransformer)
+    weight = pretrained.backbone.blocks[0].attn.qkv.weight
+    assert not torch.allclose(weight, random_init.backbone.blocks[0].attn.qkv.weight)
+    data_config = resolve_model_data_config(pretrained.backbone)
+    assert tuple(data_config["input_size"]) == (3, 32, 32)
+    assert tuple(data_config["mean"]) == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_runs_on_the_bundled_backbone(method):
+    model = create_model("builtin-vit-tiny", 6, PromptConfig(method), pretrained=True)
+    model.train()
+    logits = model(torch.randn(2, 3, 32, 32))
+    logits.sum().backward()
+    assert logits.shape == (2, 6)
+    assert any(p.grad is not None for _, p in model.trainable_parameters())
