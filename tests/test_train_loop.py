@@ -175,3 +175,24 @@ def test_rewind_keeps_pruned_entries_zero_and_can_start_from_original_init(
     assert torch.equal(rewound_init["kv_prompts"], original["kv_prompts"])
     pruned_params = 2 * (48 + 12)  # 2 blocks × (token 1 + one segment of token 0)
     assert result.metrics["effective_params"] == result.metrics["trainable_params"] - pruned_params
+
+
+def test_sweep_picks_the_best_grid_pair_then_runs_seeds(tmp_path, tiny_backbone):
+    from e2vpt_core.train.grid import sweep
+
+    store = RunStore(tmp_path)
+    base = _config(tiny_backbone, epochs=1)
+    result = sweep(base, store, lrs=[1e30, 1.0], wds=[0.0], seeds=[0, 1])
+    assert result["status"] == "completed"
+    grid = {row["base_lr"]: row for row in result["grid"]}
+    assert grid[1e30]["status"] == "failed" and "non-finite" in grid[1e30]["reason"]
+    assert result["best_base_lr"] == 1.0 and result["best_weight_decay"] == 0.0
+    assert [row["seed"] for row in result["finals"]] == [0, 1]
+    scores = [row["test_top1"] for row in result["finals"]]
+    assert result["test_top1_mean"] == pytest.approx(sum(scores) / 2)
+    children = store.runs()
+    children = children[children["parent_id"] == result["run_id"]]
+    assert sorted(children["kind"]) == ["final", "final", "grid", "grid"]
+    final_config = store.get_run(result["finals"][0]["run_id"])["config"]
+    assert final_config["train_split"] == "trainval" and final_config["eval_splits"] == ["test"]
+    assert store.get_run(result["run_id"])["summary"]["completed_seeds"] == 2
