@@ -155,7 +155,7 @@ class RunStore:
         """All runs, newest first, with the summary's figures as columns."""
         with self._connect() as connection:
             frame = pd.read_sql_query("SELECT * FROM runs ORDER BY created_at DESC", connection)
-        summaries = [json.loads(s) if s else {} for s in frame["summary"]]
+        summaries = [json.loads(s) if isinstance(s, str) and s else {} for s in frame["summary"]]
         configs = [json.loads(c) for c in frame["config"]]
         frame["method"] = [c.get("prompt", {}).get("method") for c in configs]
         frame["dataset"] = [c.get("dataset") for c in configs]

@@ -77,6 +77,7 @@ def test_compact_equals_remove_mode(mode, images):
     compacted = model.compact()
     assert compacted.visual_prompts.shape == (3, 3, 48)
     assert compacted.backbone is model.backbone
+    assert compacted.backbone_source == model.backbone_source
     remove = _pruned_model("remove")
     with torch.no_grad():
         assert torch.allclose(compacted(images), remove(images), atol=1e-6)

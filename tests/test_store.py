@@ -23,8 +23,10 @@ def test_run_lifecycle_and_summary(tmp_path):
     assert run["status"] == "failed" and run["reason"] == "non-finite loss"
     assert run["summary"] == {"val_top1": 51.5, "test_top1": 50.0}
     assert run["started_at"] <= run["finished_at"]
-    table = store.runs()
-    assert table.loc[0, "method"] == "e2vpt" and table.loc[0, "val_top1"] == 51.5
+    queued = store.create_run({"dataset": "builtin:counting"})  # no summary yet
+    table = store.runs().set_index("id")
+    assert table.loc[run_id, "method"] == "e2vpt" and table.loc[run_id, "val_top1"] == 51.5
+    assert table.loc[queued, "status"] == "queued"
     with pytest.raises(ValueError, match="unknown run status"):
         store.set_status(run_id, "exploded")
     with pytest.raises(KeyError, match="no run 'nope'"):

@@ -266,6 +266,7 @@ class PromptedViT(nn.Module):
         if self.visual_prompts is None or not len(kept):
             config = config.replace(visual_prompt_len=0)
         compacted = PromptedViT(self.backbone, self.num_classes, config, self.backbone_name)
+        compacted.backbone_source = dict(self.backbone_source)
         compacted.to(device=self.token_mask.device)
         state = {
             name: tensor for name, tensor in self.state_dict().items()

@@ -1,0 +1,124 @@
+"""`e2vpt prune`, `e2vpt rewind`, `e2vpt sweep-prune`: pruning commands of a stored run."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from .selection import MAX_RATIO
+from .sweep import DEFAULT_RATIOS
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", help="id of a completed vpt / e2vpt run")
+    parser.add_argument("--signed", action="store_true",
+                        help="signed mean gradient (reference code) instead of E|grad| (paper)")
+    parser.add_argument("--token-scores", default="mask", choices=("mask", "segments"),
+                        help="token score: d/d token mask (paper), or sum of its segment scores")
+    parser.add_argument("--min-segments", type=int, default=None,
+                        help="segments always kept per token (default max(1, R // 4))")
+    parser.add_argument("--store", default="runs", help="run store directory")
+    parser.add_argument("--json", action="store_true", help="last stdout line is JSON")
+
+
+def _add_ratios(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--token-ratio", type=float, required=True,
+                        help=f"fraction of prompt tokens to prune, in [0, {MAX_RATIO}]")
+    parser.add_argument("--segment-ratio", type=float, default=0.0,
+                        help=f"segments pruned per kept token, in [0, {MAX_RATIO}]")
+
+
+def _add_rewind_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init", default="fresh", choices=("fresh", "original"),
+                        help="fresh random init (reference) or the parent's initial values")
+    parser.add_argument("--mode", default="zero", choices=("zero", "remove"),
+                        help="zero pruned prompts, or drop them from the sequence")
+    parser.add_argument("--epochs", type=int, default=None, help="default: the parent's")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ..store import RunStore
+    from .rewind import prune_run
+
+    result = prune_run(RunStore(args.store), args.run, args.token_ratio, args.segment_ratio,
+                       args.signed, args.token_scores, args.min_segments)
+    print(f"run {args.run}: pruned {result['num_tokens'] - len(result['kept_tokens'])} of "
+          f"{result['num_tokens']} tokens, keeping {result['kept_tokens']}; effective params "
+          f"{result['effective_params']:,} of {result['trainable_params']:,}; masks stored")
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def _rewind(args: argparse.Namespace) -> int:
+    from ..cli import _print_result, _ProgressBar
+    from ..store import RunStore
+    from .rewind import rewind_run
+
+    bar = _ProgressBar(not args.quiet)
+    try:
+        result = rewind_run(RunStore(args.store), args.run, args.token_ratio, args.segment_ratio,
+                            init=args.init, mode=args.mode, epochs=args.epochs, progress=bar,
+                            signed=args.signed, token_scores=args.token_scores,
+                            min_segments=args.min_segments)
+    finally:
+        bar.close()
+    return _print_result(result.to_dict(), args.json)
+
+
+def _sweep_prune(args: argparse.Namespace) -> int:
+    from ..cli import _ProgressBar
+    from ..store import RunStore
+    from .sweep import sweep_prune
+
+    bar = _ProgressBar(not args.quiet and args.workers == 1)
+    try:
+        table = sweep_prune(RunStore(args.store), args.run, args.ratios, args.segment_ratios,
+                            init=args.init, mode=args.mode, epochs=args.epochs,
+                            signed=args.signed, token_scores=args.token_scores,
+                            min_segments=args.min_segments, workers=args.workers, progress=bar)
+    finally:
+        bar.close()
+    columns = [c for c in ("token_ratio", "segment_ratio", "run_id", "status", "val_top1",
+                           "test_top1", "effective_params", "ms_zero", "ms_remove", "best")
+               if c in table.columns]
+    print(table[columns].to_string(index=False))
+    best = table[table["best"]]
+    records = table.astype(object).where(table.notna(), None).to_dict("records")
+    summary: dict[str, Any] = {"run_id": args.run, "status": "failed", "table": records}
+    if best.empty:
+        print(f"run {args.run}: every rewind failed")
+    else:
+        row = records[int(best.index[0])]
+        summary.update(status="completed", best_token_ratio=row["token_ratio"],
+                       best_segment_ratio=row["segment_ratio"], best_run_id=row["run_id"])
+        print(f"run {args.run}: best token ratio {row['token_ratio']}, segment ratio "
+              f"{row['segment_ratio']} (run {row['run_id']})")
+    if args.json:
+        print(json.dumps(summary, default=str))
+    return 0 if summary["status"] == "completed" else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the pruning commands to the `e2vpt` parser."""
+    prune = subparsers.add_parser("prune", help="importance scores and masks for a run")
+    _add_common(prune)
+    _add_ratios(prune)
+    prune.set_defaults(handler=_prune)
+
+    rewind = subparsers.add_parser("rewind", help="prune a run and retrain with fixed masks")
+    _add_common(rewind)
+    _add_ratios(rewind)
+    _add_rewind_options(rewind)
+    rewind.set_defaults(handler=_rewind)
+
+    sweep = subparsers.add_parser("sweep-prune", help="rewind at every ratio, pick the best")
+    _add_common(sweep)
+    sweep.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
+                       help="token prune ratios")
+    sweep.add_argument("--segment-ratios", type=float, nargs="+", default=[0.0])
+    sweep.add_argument("--workers", type=int, default=1, help="local processes")
+    _add_rewind_options(sweep)
+    sweep.set_defaults(handler=_sweep_prune)

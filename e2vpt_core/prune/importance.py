@@ -1,0 +1,208 @@
+"""Importance of prompt tokens and prompt segments, from gradients w.r.t. the pruning masks.
+
+The paper scores a token by S_k = E_x |∂L(x)/∂ρ_k| (here: the gradient of each batch's mean
+loss, absolute value, averaged over batches); the reference code averages the signed
+gradient instead. One pass computes both, so a stored `importance` file serves either:
+keys `token`, `segment` (absolute) and `token_signed`, `segment_signed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader
+
+from ..artifacts import load_adapter
+from ..models.vit import PromptedViT
+from ..store import RunStore
+from ..train import TrainConfig, resolve_device
+from ..train.data import default_workers
+
+IMPORTANCE = "importance"
+_KEYS = ("token", "segment", "token_signed", "segment_signed")
+
+
+@dataclass
+class Importance:
+    """Scores of one run: `token` (P,), `segment` (P, R); higher means more important."""
+
+    token: torch.Tensor
+    segment: torch.Tensor
+    signed: bool = False
+    batches: int = 0
+
+
+def normalize_segment_scores(segment: torch.Tensor) -> torch.Tensor:
+    """Divide each token's segment scores by their L2 norm.
+
+    Makes segment scores comparable across tokens (for a global segment ranking); the
+    ranking within one token, which is what `select_masks` uses, is unchanged.
+    """
+    norm = segment.pow(2).sum(dim=-1, keepdim=True).sqrt()
+    return segment / (norm + 1e-20)
+
+
+TOKEN_SCORES = ("mask", "segments")
+
+
+def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool = False,
+         batches: int = 0, token_scores: str = "mask") -> Importance:
+    """The absolute or signed variant out of a dict with the four `_KEYS`.
+
+    `token_scores='mask'` is the paper's gradient w.r.t. the token mask. In a pre-norm ViT
+    that gradient is ~0: each block's LayerNorm makes the output invariant to scaling a
+    whole prompt token, so only LayerNorm's eps is left. `'segments'` scores a token by
+    the sum of its segment scores instead (a partial scaling is not invariant).
+    """
+    if token_scores not in TOKEN_SCORES:
+        raise ValueError(f"token_scores={token_scores!r} is not allowed; choose one of "
+                         f"{list(TOKEN_SCORES)}")
+    suffix = "_signed" if signed else ""
+    segment = scores[f"segment{suffix}"]
+    token = scores[f"token{suffix}"] if token_scores == "mask" else segment.sum(dim=-1)
+    if normalize:
+        segment = normalize_segment_scores(segment)
+    return Importance(token, segment, signed, batches)
+
+
+class ImportanceTracker:
+    """Cheap running scores during training: call `update(model)` after each backward.
+
+    Sums stay on the gradients' device (no host sync per step) until `snapshot()`.
+    The backward must run inside `model.mask_gradients()` so the mask gradients exist.
+    `decay=None` keeps a running mean over all updates; a float in (0, 1) keeps an
+    exponential moving average (bias-corrected, so early snapshots are not pulled to 0).
+    """
+
+    def __init__(self, decay: float | None = None) -> None:
+        if decay is not None and not 0.0 < decay < 1.0:
+            raise ValueError(f"ImportanceTracker decay={decay!r} must be in (0, 1) or None")
+        self.decay = decay
+        self.steps = 0
+        self._sums: dict[str, torch.Tensor] = {}
+
+    def update(self, model: PromptedViT) -> None:
+        token_grad, segment_grad = model.token_mask.grad, model.segment_mask.grad
+        if token_grad is None or segment_grad is None:
+            raise ValueError("no mask gradients: run backward() inside model.mask_gradients()")
+        values = {
+            "token": token_grad.detach().abs(), "segment": segment_grad.detach().abs(),
+            "token_signed": token_grad.detach(), "segment_signed": segment_grad.detach(),
+        }
+        self.steps += 1
+        for key, value in values.items():
+            value = value.float()
+            previous = self._sums.get(key)
+            if previous is None:
+                previous = torch.zeros_like(value)
+            if self.decay is None:
+                self._sums[key] = previous + value
+            else:
+                self._sums[key] = self.decay * previous + (1.0 - self.decay) * value
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """The four score tensors (the stored `importance` layout) and `steps`."""
+        if not self.steps:
+            raise ValueError("ImportanceTracker has no updates yet")
+        if self.decay is None:
+            scale = 1.0 / self.steps
+        else:
+            scale = 1.0 / (1.0 - self.decay ** self.steps)
+        out = {key: (value * scale).cpu() for key, value in self._sums.items()}
+        out["steps"] = torch.tensor(self.steps)
+        return out
+
+
+def importance_pass(
+    model: PromptedViT, loader: DataLoader, device: torch.device | str | None = None,
+    max_batches: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """One pass over `loader`: the four mean mask-gradient tensors and `batches`.
+
+    The model is scored in eval mode (no prompt dropout) and left as it was: its training
+    flag and the gradients of its trainable parameters are restored afterwards.
+    """
+    if model.visual_prompts is None:
+        raise ValueError("the model has no visual prompts to score")
+    device = torch.device(device) if device is not None else model.token_mask.device
+    was_training = model.training
+    saved_grads = {name: p.grad for name, p in model.trainable_parameters()}
+    for _, param in model.trainable_parameters():
+        param.grad = None  # backward would add into a saved tensor in place
+    tracker = ImportanceTracker()
+    model.eval()
+    try:
+        for index, (images, labels) in enumerate(loader):
+            if max_batches is not None and index >= max_batches:
+                break
+            images, labels = images.to(device), labels.to(device)
+            with model.mask_gradients():
+                loss = torch.nn.functional.cross_entropy(model(images), labels)
+                loss.backward()
+            tracker.update(model)
+    finally:
+        model.train(was_training)
+        model.token_mask.grad = model.segment_mask.grad = None
+        for name, param in model.trainable_parameters():
+            param.grad = saved_grads[name]
+    if not tracker.steps:
+        raise ValueError("the loader yielded no batches to score")
+    scores = tracker.snapshot()
+    scores["batches"] = scores.pop("steps")
+    return scores
+
+
+def compute_importance(
+    model: PromptedViT, loader: DataLoader, signed: bool = False, normalize: bool = False,
+    device: torch.device | str | None = None, max_batches: int | None = None,
+    token_scores: str = "mask",
+) -> Importance:
+    """Token and segment scores of `model` over `loader` (paper: `signed=False`)."""
+    scores = importance_pass(model, loader, device, max_batches)
+    return pick(scores, signed, normalize, int(scores["batches"]), token_scores)
+
+
+def _score_loader(config: TrainConfig, model: PromptedViT) -> DataLoader:
+    """The run's training split with the eval transform (no augmentation), fixed order."""
+    from timm.data import resolve_model_data_config
+
+    from ..data import build_transform, load_dataset
+
+    transform = build_transform(config.dataset, resolve_model_data_config(model.backbone),
+                                train=False)
+    dataset = load_dataset(config.dataset, config.train_split, transform, seed=config.data_seed)
+    workers = config.num_workers
+    return DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
+                      num_workers=default_workers(config.dataset) if workers is None else workers)
+
+
+def compute_run_importance(
+    store: RunStore, run_id: str, max_batches: int | None = None,
+) -> dict[str, torch.Tensor]:
+    """Score a stored run's adapter on its training split; saved as `importance`."""
+    config = TrainConfig.from_dict(store.get_run(run_id)["config"])
+    adapter = store.run_dir(run_id) / "adapter"
+    if not adapter.is_dir():
+        raise ValueError(f"run {run_id} has no adapter artifact (not completed?)")
+    device = resolve_device(config.device)
+    model = load_adapter(adapter).to(device)
+    scores = importance_pass(model, _score_loader(config, model), device, max_batches)
+    store.save_tensors(run_id, IMPORTANCE, scores)
+    return scores
+
+
+def run_importance(
+    store: RunStore, run_id: str, signed: bool = False, normalize: bool = False,
+    recompute: bool = False, token_scores: str = "mask",
+) -> Importance:
+    """A run's stored scores, computed and stored first when absent (or `recompute`)."""
+    if recompute or not store.has_tensors(run_id, IMPORTANCE):
+        scores = compute_run_importance(store, run_id)
+    else:
+        scores = store.load_tensors(run_id, IMPORTANCE)
+        missing = [key for key in _KEYS if key not in scores]
+        if missing:
+            raise ValueError(f"run {run_id}'s importance file lacks {missing}")
+    batches = int(scores.get("batches", torch.tensor(0)))
+    return pick(scores, signed, normalize, batches, token_scores)

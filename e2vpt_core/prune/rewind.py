@@ -1,0 +1,140 @@
+"""Prune a stored run and rewind: retrain with the masks fixed, as a child run.
+
+The child's TrainConfig is the parent's (same lr, weight decay, schedule, data, seed) with
+the masks, the prune mode and the starting values changed: a fresh random init (reference
+code) or the parent's own initial values (`init='original'`, lottery-ticket rewinding).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..artifacts import load_adapter
+from ..store import RunStore
+from ..train import RunResult, TrainConfig, train_run
+from ..train.loop import ProgressFn
+from .importance import Importance, run_importance
+from .selection import Selection, check_ratio, select_masks
+
+INITS = ("fresh", "original")
+MODES = ("zero", "remove")
+MASKS = "masks"
+
+
+def prunable_config(store: RunStore, run_id: str) -> TrainConfig:
+    """The run's TrainConfig; refuses runs that cannot be pruned (no prompts, not done)."""
+    run = store.get_run(run_id)
+    config = TrainConfig.from_dict(run["config"])
+    if not config.prompt.has_visual_prompts:
+        raise ValueError(f"run {run_id} has no visual prompts to prune (method "
+                         f"{config.prompt.method!r}; use vpt-shallow, vpt-deep or e2vpt)")
+    if run["status"] != "completed":
+        raise ValueError(f"run {run_id} is {run['status']}, not completed: nothing to prune")
+    return config
+
+
+def select_for_run(
+    store: RunStore, run_id: str, token_ratio: float, segment_ratio: float = 0.0,
+    signed: bool = False, token_scores: str = "mask", min_segments: int | None = None,
+) -> tuple[Selection, Importance]:
+    """The run's importance (computed and stored if absent) and the masks for the ratios."""
+    check_ratio("token_ratio", token_ratio)
+    check_ratio("segment_ratio", segment_ratio)
+    prunable_config(store, run_id)
+    importance = run_importance(store, run_id, signed=signed, token_scores=token_scores)
+    selection = select_masks(importance.token, importance.segment, token_ratio, segment_ratio,
+                             min_segments)
+    return selection, importance
+
+
+def scoring_info(signed: bool, token_scores: str) -> dict[str, str]:
+    """How the masks were scored, for summaries and mask metadata."""
+    return {"importance": "signed" if signed else "abs", "token_scores": token_scores}
+
+
+def save_masks(store: RunStore, run_id: str, selection: Selection,
+               info: dict[str, str]) -> None:
+    store.save_tensors(run_id, MASKS, {"token_mask": selection.token_mask,
+                                       "segment_mask": selection.segment_mask},
+                       metadata={"token_ratio": str(selection.token_ratio),
+                                 "segment_ratio": str(selection.segment_ratio), **info})
+
+
+def prune_run(
+    store: RunStore, run_id: str, token_ratio: float, segment_ratio: float = 0.0,
+    signed: bool = False, token_scores: str = "mask", min_segments: int | None = None,
+) -> dict[str, Any]:
+    """Masks for a stored run, saved as its `masks`, with the parameter count they leave.
+
+    No training happens; `rewind_run` retrains with such masks.
+    """
+    selection, _ = select_for_run(store, run_id, token_ratio, segment_ratio, signed,
+                                  token_scores, min_segments)
+    info = scoring_info(signed, token_scores)
+    save_masks(store, run_id, selection, info)
+    model = load_adapter(store.run_dir(run_id) / "adapter")
+    model.set_masks(selection.token_mask, selection.segment_mask)
+    summary = model.parameter_summary()
+    return {"run_id": run_id, **selection.to_dict(), **info,
+            "num_tokens": len(selection.token_mask),
+            "trainable_params": summary["trainable_params"],
+            "effective_params": summary["effective_params"]}
+
+
+def check_rewind_options(init: str, mode: str, epochs: int | None) -> None:
+    """Fail before any expensive step (importance pass, run creation) on a bad option."""
+    if init not in INITS:
+        raise ValueError(f"init={init!r} is not allowed; choose one of {list(INITS)}")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not allowed; choose one of {list(MODES)}")
+    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int)
+                               or epochs < 1):
+        raise ValueError(f"epochs={epochs!r} must be an integer >= 1")
+
+
+def rewind_config(
+    parent: TrainConfig, parent_id: str, selection: Selection, init: str = "fresh",
+    mode: str = "zero", epochs: int | None = None,
+) -> TrainConfig:
+    """The parent's recipe with fixed masks; a shorter run keeps the warm-up fraction."""
+    check_rewind_options(init, mode, epochs)
+    changes: dict[str, Any] = {}
+    if epochs is not None:
+        changes["epochs"] = epochs
+        if parent.warmup_epochs is not None:
+            changes["warmup_epochs"] = parent.warmup_epochs * epochs / parent.epochs
+    return parent.replace(
+        token_mask=selection.token_mask.tolist(),
+        segment_mask=selection.segment_mask.tolist(),
+        init_from_run=parent_id if init == "original" else None,
+        prompt=parent.prompt.replace(prune_mode=mode),
+        **changes,
+    )
+
+
+def rewind_run(
+    store: RunStore, parent_run_id: str, token_ratio: float, segment_ratio: float = 0.0,
+    init: str = "fresh", mode: str = "zero", epochs: int | None = None,
+    progress: ProgressFn | None = None, signed: bool = False, token_scores: str = "mask",
+    min_segments: int | None = None,
+) -> RunResult:
+    """Select masks from the parent's importance and train a `rewind` child run.
+
+    Bad input (unknown run, no prompts, ratio outside [0, 0.9], bad init / mode / epochs)
+    raises before any run is created; a failed training returns a `failed` result.
+    """
+    check_rewind_options(init, mode, epochs)
+    parent = prunable_config(store, parent_run_id)
+    if init == "original" and not store.has_tensors(parent_run_id, "init"):
+        raise ValueError(f"run {parent_run_id} has no stored init values for init='original'")
+    selection, _ = select_for_run(store, parent_run_id, token_ratio, segment_ratio, signed,
+                                  token_scores, min_segments)
+    config = rewind_config(parent, parent_run_id, selection, init, mode, epochs)
+    run_id = store.create_run(config.to_dict(), kind="rewind", parent_id=parent_run_id)
+    scoring = scoring_info(signed, token_scores)
+    save_masks(store, run_id, selection, scoring)
+    info = {**selection.to_dict(), "init": init, "mode": mode, **scoring}
+    store.update_summary(run_id, **info)
+    result = train_run(config, store, run_id, progress=progress)
+    result.metrics = {**result.metrics, **info}
+    return result

@@ -1,0 +1,154 @@
+"""The paper's pruning search: rewind at every prune ratio, keep the best on validation.
+
+Each rewind is a child run of the parent; the table (accuracy, effective parameters and
+inference time of each ratio) is returned and stored in the parent's summary.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..artifacts import load_adapter
+from ..models.vit import PromptedViT
+from ..store import RunStore
+from ..train.loop import ProgressFn, resolve_device
+from .importance import run_importance
+from .rewind import check_rewind_options, prunable_config, rewind_run, scoring_info
+from .selection import check_ratio
+
+DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def inference_ms(model: torch.nn.Module, images: torch.Tensor, repeats: int = 5) -> float:
+    """Median wall time of one forward pass in milliseconds, after one warm-up pass."""
+    def sync() -> None:
+        if images.device.type == "cuda":
+            torch.cuda.synchronize(images.device)
+
+    model.eval()
+    with torch.inference_mode():
+        model(images)
+        times = []
+        for _ in range(repeats):
+            sync()
+            start = time.perf_counter()
+            model(images)
+            sync()
+            times.append(1000.0 * (time.perf_counter() - start))
+    return statistics.median(times)
+
+
+def timing_batch(model: PromptedViT, batch_size: int = 8) -> torch.Tensor:
+    """A fixed random batch at the backbone's input size (same for every ratio)."""
+    size = tuple(model.backbone.patch_embed.img_size)
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch_size, 3, *size, generator=generator)
+
+
+def time_modes(model: PromptedViT, images: torch.Tensor, repeats: int = 5) -> dict[str, float]:
+    """Forward time with pruned prompts zeroed (full sequence) and removed (compacted)."""
+    removed = model.compact()
+    original = model.config
+    model.config = original.replace(prune_mode="zero")
+    try:
+        zero_ms = inference_ms(model, images, repeats)
+    finally:
+        model.config = original
+    return {"ms_zero": zero_ms, "ms_remove": inference_ms(removed, images, repeats)}
+
+
+def _rewind_task(root: str, parent: str, options: dict[str, Any]) -> dict[str, Any]:
+    """One rewind in a worker process (spawned: it opens the store itself)."""
+    return rewind_run(RunStore(root), parent, **options).to_dict()
+
+
+def _limit_threads(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def _clean(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def pick_best(table: pd.DataFrame, metric: str) -> int | None:
+    """Index of the completed row with the highest `metric`; ties go to more pruning."""
+    done = table[(table["status"] == "completed") & table[metric].notna()]
+    if done.empty:
+        return None
+    ranked = done.sort_values([metric, "token_ratio", "segment_ratio"],
+                              ascending=[False, False, False], kind="stable")
+    return int(ranked.index[0])
+
+
+def sweep_prune(
+    store: RunStore, run_id: str, ratios: Sequence[float] = DEFAULT_RATIOS,
+    segment_ratios: Sequence[float] = (0.0,), init: str = "fresh", mode: str = "zero",
+    epochs: int | None = None, signed: bool = False, token_scores: str = "mask",
+    min_segments: int | None = None, workers: int = 1, timing_repeats: int = 5,
+    progress: ProgressFn | None = None,
+) -> pd.DataFrame:
+    """Rewind at every (token ratio × segment ratio); one row per rewind, `best` marked.
+
+    The best row has the highest top-1 on the parent's first eval split (`val` in the
+    paper's search); ties go to more pruning (token ratio, then segment ratio). `workers`
+    > 1 trains rewinds in a local process pool (without `progress`); timing always runs
+    here, one model at a time, on the parent's device.
+    """
+    check_rewind_options(init, mode, epochs)
+    if not ratios or not segment_ratios:
+        raise ValueError("sweep_prune needs at least one token ratio and one segment ratio")
+    grid = [(check_ratio("token_ratio", t), check_ratio("segment_ratio", s))
+            for t in ratios for s in segment_ratios]
+    if workers < 1:
+        raise ValueError(f"workers={workers} must be >= 1")
+    config = prunable_config(store, run_id)
+    if not config.eval_splits:
+        raise ValueError(f"run {run_id} has no eval split to compare prune ratios on")
+    metric = f"{config.eval_splits[0]}_top1"
+    device = resolve_device(config.device)
+    # Computed once here, before any worker looks for it.
+    run_importance(store, run_id, signed=signed, token_scores=token_scores)
+
+    options = [dict(token_ratio=t, segment_ratio=s, init=init, mode=mode, epochs=epochs,
+                    signed=signed, token_scores=token_scores, min_segments=min_segments)
+               for t, s in grid]
+    if workers == 1:
+        results = [rewind_run(store, run_id, progress=progress, **o).to_dict() for o in options]
+    else:
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_limit_threads, initargs=(threads,)) as pool:
+            futures = [pool.submit(_rewind_task, str(store.root), run_id, o) for o in options]
+            results = [future.result() for future in futures]
+
+    rows, images = [], None
+    for result in results:
+        row = {key: result.get(key) for key in (
+            "token_ratio", "segment_ratio", "run_id", "status", "reason", "val_top1",
+            "test_top1", "trainable_params", "effective_params")}
+        row[metric] = result.get(metric)
+        row["num_kept_tokens"] = len(result.get("kept_tokens", []))
+        if result["status"] == "completed":
+            model = load_adapter(store.run_dir(result["run_id"]) / "adapter").to(device)
+            images = timing_batch(model).to(device) if images is None else images
+            row.update(time_modes(model, images, timing_repeats))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    best = pick_best(table, metric)
+    table["best"] = table.index == best
+    records = [{k: _clean(v) for k, v in r.items()} for r in table.to_dict("records")]
+    store.update_summary(run_id, prune_sweep={
+        "metric": metric, "init": init, "mode": mode, **scoring_info(signed, token_scores),
+        "table": records,
+        "best": None if best is None else records[best]})
+    return table
