@@ -52,6 +52,10 @@ def test_a_run_reports_live_and_stores_its_artifact(tmp_path, tiny_backbone):
     assert not torch.equal(model.visual_prompts.detach(), init)
     per_class = store.load_tensors(result.run_id, "per_class_test")["accuracy"]
     assert per_class.shape == (8,)
+    live = store.load_tensors(result.run_id, "importance_live")
+    assert live["segment"].shape == (4, 4) and live["token"].shape == (4,)
+    assert int(live["steps"]) == 2 * steps_per_epoch
+    assert torch.all(live["segment"] > 0)
 
 
 def test_absurd_learning_rate_fails_with_a_reason(tmp_path, tiny_backbone):

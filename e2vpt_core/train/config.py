@@ -42,6 +42,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     log_every: int = 1
+    importance_every: int = 10
     # Rewinding (pruning): fixed 0/1 masks, and optionally the `init` tensors of an earlier
     # run as starting values (lottery-ticket rewinding); None means a fresh random init.
     token_mask: list[float] | None = None
@@ -58,6 +59,7 @@ class TrainConfig:
             "base_lr": self.base_lr > 0,
             "weight_decay": self.weight_decay >= 0,
             "log_every": self.log_every >= 1,
+            "importance_every": self.importance_every >= 1,
         }
         for name, ok in checks.items():
             if not ok:

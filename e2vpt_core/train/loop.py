@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,13 +93,71 @@ def _finish(store: RunStore, run_id: str, rank: int, status: str, reason: str) -
     return RunResult(run_id, status, reason)
 
 
+@dataclass
+class _Session:
+    """What one run's epochs share: built once in `_build`, used by `_epoch`."""
+
+    config: TrainConfig
+    store: RunStore
+    run_id: str
+    model: PromptedViT
+    trained: torch.nn.Module  # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    train_loader: Any
+    sampler: Any
+    eval_loaders: dict[str, Any]
+    num_classes: int
+    device: torch.device
+    amp: bool
+    rank: int
+    world: int
+    tracker: Any
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * len(self.train_loader)
+
+
 def _train(
     config: TrainConfig, store: RunStore, run_id: str, resume: bool,
     progress: ProgressFn | None, should_stop: Callable[[], bool] | None, rank: int,
 ) -> dict[str, Any] | None:
+    run = _build(config, store, run_id, rank)
+    start_epoch, step = 0, 0
+    if resume and store.has_tensors(run_id, CHECKPOINT):
+        start_epoch, step = load_checkpoint(store, run_id, run.model, run.optimizer)
+        if rank == 0:
+            store.truncate_metrics(run_id, after_step=step)
+            store.log_event(run_id, f"resumed after epoch {start_epoch} (step {step})")
+    elif rank == 0:
+        store.truncate_metrics(run_id, after_step=-1)
+        store.save_tensors(run_id, "init", model_state(run.model))
+        store.update_summary(run_id, num_classes=run.num_classes,
+                             **run.model.parameter_summary())
+
+    with run.model.mask_gradients() if run.tracker is not None else nullcontext():
+        for epoch in range(start_epoch, config.epochs):
+            step = _epoch(run, epoch, step, progress, should_stop)
+            if step is None:
+                return None
+    final: dict[str, Any] = {"epochs_done": config.epochs, "steps": step}
+    if rank == 0:
+        for split, loader in run.eval_loaders.items():
+            result = evaluate(run.model, loader, run.num_classes, run.device, run.amp)
+            final[f"{split}_top1"] = result["top1"]
+            final[f"{split}_mean_per_class"] = result["mean_per_class"]
+            store.save_tensors(run_id, f"per_class_{split}", {
+                "accuracy": torch.tensor([v if v is not None else float("nan")
+                                          for v in result["per_class"]])})
+        final.update(run.model.parameter_summary())
+        save_adapter(run.model, store.run_dir(run_id) / "adapter")
+    return final
+
+
+def _build(config: TrainConfig, store: RunStore, run_id: str, rank: int) -> _Session:
     world = dist.get_world_size() if dist.is_initialized() else 1
     device = resolve_device(config.device)
-    amp = config.amp and device.type == "cuda"
     backbone = build_backbone(config.backbone, pretrained=config.pretrained,
                               checkpoint_path=config.checkpoint)
     train_loader, sampler, eval_loaders, num_classes = build_loaders(
@@ -111,84 +170,80 @@ def _train(
     model.to(device)
     optimizer = build_optimizer(model, config)
     steps_per_epoch = len(train_loader)
-    total_steps = config.epochs * steps_per_epoch
-    scheduler = build_scheduler(optimizer, total_steps, round(config.warmup * steps_per_epoch))
+    scheduler = build_scheduler(optimizer, config.epochs * steps_per_epoch,
+                                round(config.warmup * steps_per_epoch))
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
+    # Live importance: a running average of |dL/dmask| for the app's heatmaps.
+    from ..prune.importance import ImportanceTracker  # imported here: prune imports train
 
-    start_epoch, step = 0, 0
-    if resume and store.has_tensors(run_id, CHECKPOINT):
-        start_epoch, step = load_checkpoint(store, run_id, model, optimizer)
-        if rank == 0:
-            store.truncate_metrics(run_id, after_step=step)
-            store.log_event(run_id, f"resumed after epoch {start_epoch} (step {step})")
-    elif rank == 0:
-        store.truncate_metrics(run_id, after_step=-1)
-        store.save_tensors(run_id, "init", model_state(model))
-        summary = model.parameter_summary()
-        store.update_summary(run_id, num_classes=num_classes, **summary)
+    tracker = ImportanceTracker(decay=0.9) if model.visual_prompts is not None else None
+    return _Session(config, store, run_id, model, trained, optimizer, scheduler, train_loader,
+                    sampler, eval_loaders, num_classes, device,
+                    config.amp and device.type == "cuda", rank, world, tracker)
 
+
+def _epoch(
+    run: _Session, epoch: int, step: int, progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+) -> int | None:
+    """One epoch of SGD steps, its evaluation and its checkpoint; the new global step, or
+    None when a stop was requested."""
+    config, store, model, optimizer = run.config, run.store, run.model, run.optimizer
+    run.sampler.set_epoch(epoch)
+    torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout and augmentation
+    run.trained.train()
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    epoch_start, loss_sum = time.perf_counter(), 0.0
+    for images, labels in run.train_loader:
+        if should_stop is not None and should_stop():
+            return None
+        run.scheduler.step_update(step)
+        lr = optimizer.param_groups[0]["lr"]
+        images = images.to(run.device, non_blocking=True)
+        labels = labels.to(run.device, non_blocking=True)
+        with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+            loss = torch.nn.functional.cross_entropy(run.trained(images), labels)
+        _check_finite(loss, epoch, step, lr, run.world)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        step += 1
+        if run.tracker is not None:
+            run.tracker.update(model)
+            model.token_mask.grad = model.segment_mask.grad = None
+            if run.rank == 0 and step % config.importance_every == 0:
+                store.save_tensors(run.run_id, "importance_live", run.tracker.snapshot(),
+                                   metadata={"step": str(step), "epoch": str(epoch)})
+        loss_value = loss.item()
+        loss_sum += loss_value
+        if run.rank == 0 and step % config.log_every == 0:
+            store.log_metrics(run.run_id, step, epoch, {"train/loss": loss_value, "train/lr": lr})
+        if progress is not None and run.rank == 0:
+            progress({"step": step, "total_steps": run.total_steps, "epoch": epoch,
+                      "loss": loss_value, "lr": lr})
+
+    metrics = {"train/epoch_loss": loss_sum / len(run.train_loader),
+               "train/epoch_seconds": time.perf_counter() - epoch_start}
     main_split = config.eval_splits[0] if config.eval_splits else None
-    for epoch in range(start_epoch, config.epochs):
-        sampler.set_epoch(epoch)
-        torch.manual_seed(epoch_seed(config.seed, epoch))  # dropout and augmentation
-        trained.train()
-        epoch_start, loss_sum = time.perf_counter(), 0.0
-        for images, labels in train_loader:
-            if should_stop is not None and should_stop():
-                return None
-            scheduler.step_update(step)
-            lr = optimizer.param_groups[0]["lr"]
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss = torch.nn.functional.cross_entropy(trained(images), labels)
-            _check_finite(loss, epoch, step, lr, world)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_([p for _, p in model.trainable_parameters()],
-                                               config.grad_clip)
-            optimizer.step()
-            step += 1
-            loss_value = loss.item()
-            loss_sum += loss_value
-            if rank == 0 and step % config.log_every == 0:
-                store.log_metrics(run_id, step, epoch, {"train/loss": loss_value, "train/lr": lr})
-            if progress is not None and rank == 0:
-                progress({"step": step, "total_steps": total_steps, "epoch": epoch,
-                          "loss": loss_value, "lr": lr})
-
-        epoch_metrics = {"train/epoch_loss": loss_sum / steps_per_epoch,
-                         "train/epoch_seconds": time.perf_counter() - epoch_start}
-        if rank == 0 and main_split is not None:
-            result = evaluate(model, eval_loaders[main_split], num_classes, device, amp)
-            epoch_metrics[f"{main_split}/top1"] = result["top1"]
-            epoch_metrics[f"{main_split}/mean_per_class"] = result["mean_per_class"]
-            epoch_metrics[f"{main_split}/loss"] = result["loss"]
-        if rank == 0:
-            store.log_metrics(run_id, step, epoch, epoch_metrics)
-            save_checkpoint(store, run_id, model, optimizer, epoch + 1, step)
-            if progress is not None:
-                progress({"step": step, "total_steps": total_steps, "epoch": epoch,
-                          "epoch_end": True, **epoch_metrics})
-        if world > 1:
-            dist.barrier()
-
-    final: dict[str, Any] = {"epochs_done": config.epochs, "steps": step}
-    if rank == 0:
-        for split, loader in eval_loaders.items():
-            result = evaluate(model, loader, num_classes, device, amp)
-            final[f"{split}_top1"] = result["top1"]
-            final[f"{split}_mean_per_class"] = result["mean_per_class"]
-            store.save_tensors(run_id, f"per_class_{split}", {
-                "accuracy": torch.tensor([v if v is not None else float("nan")
-                                          for v in result["per_class"]])})
-        final.update(model.parameter_summary())
-        save_adapter(model, store.run_dir(run_id) / "adapter")
-    return final
+    if run.rank == 0 and main_split is not None:
+        result = evaluate(model, run.eval_loaders[main_split], run.num_classes, run.device,
+                          run.amp)
+        for key in ("top1", "mean_per_class", "loss"):
+            metrics[f"{main_split}/{key}"] = result[key]
+    if run.rank == 0:
+        store.log_metrics(run.run_id, step, epoch, metrics)
+        save_checkpoint(store, run.run_id, model, optimizer, epoch + 1, step)
+        if progress is not None:
+            progress({"step": step, "total_steps": run.total_steps, "epoch": epoch,
+                      "epoch_end": True, **metrics})
+    if run.world > 1:
+        dist.barrier()
+    return step
 
 
 def _apply_rewind(model: PromptedViT, config: TrainConfig, store: RunStore) -> None:
