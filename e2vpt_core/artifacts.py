@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from .config import PromptConfig
 from .fileio import atomic_write
 from .models.factory import create_model
+from .models.swin import PromptedSwin
 from .models.vit import PromptedViT
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -35,6 +36,8 @@ def trainable_state_dict(model: PromptedViT) -> dict[str, torch.Tensor]:
 
 def backbone_signature(model: PromptedViT) -> dict[str, object]:
     """Shapes an artifact depends on; checked on load for a clear mismatch error."""
+    if isinstance(model, PromptedSwin):
+        return model.backbone_signature()
     backbone = model.backbone
     return {
         "embed_dim": backbone.embed_dim,

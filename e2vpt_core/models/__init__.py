@@ -1,12 +1,17 @@
 """Prompted backbones."""
 
 from .factory import BUILTIN_BACKBONES, build_backbone, create_model, load_backbone_checkpoint
+from .ssl import create_mae_backbone, load_moco_v3_checkpoint
+from .swin import PromptedSwin
 from .vit import PromptedViT
 
 __all__ = [
     "BUILTIN_BACKBONES",
+    "PromptedSwin",
     "PromptedViT",
     "build_backbone",
+    "create_mae_backbone",
     "create_model",
     "load_backbone_checkpoint",
+    "load_moco_v3_checkpoint",
 ]

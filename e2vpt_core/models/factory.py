@@ -9,10 +9,14 @@ from pathlib import Path
 import timm
 import torch
 from timm.models import load_state_dict
+from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer import checkpoint_filter_fn as swin_checkpoint_filter
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter
 
 from ..config import PromptConfig
+from .ssl import is_moco_v3_state, moco_v3_encoder_state
+from .swin import PromptedSwin
 from .vit import PromptedViT
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -25,20 +29,21 @@ _WEIGHTLESS_PREFIXES = ("head.",)
 
 
 def create_model(
-    backbone: str | VisionTransformer,
+    backbone: str | VisionTransformer | SwinTransformer,
     num_classes: int,
     config: PromptConfig | None = None,
     pretrained: bool = False,
     checkpoint_path: str | os.PathLike | None = None,
-) -> PromptedViT:
-    """Build a prompted model on a timm ViT.
+) -> PromptedViT | PromptedSwin:
+    """Build a prompted model on a timm ViT (`PromptedViT`) or Swin (`PromptedSwin`).
 
     `backbone` is a timm name with its pretrained tag (`vit_base_patch16_224.orig_in21k`), a
-    built-in name (`builtin-vit-tiny`), or a timm VisionTransformer instance, which the
-    prompted model takes over (its classifier is removed; the prompted model has its own
-    head). With `checkpoint_path` the backbone weights come from that local file
-    (safetensors, or a PyTorch file read with `weights_only=True`); with `pretrained` from
-    timm's own source for the tag. Only classifier keys may be missing or unexpected.
+    built-in name (`builtin-vit-tiny`), or a timm VisionTransformer / SwinTransformer
+    instance, which the prompted model takes over (its classifier is removed; the prompted
+    model has its own head). With `checkpoint_path` the backbone weights come from that
+    local file (safetensors, or a PyTorch file read with `weights_only=True`; a MoCo v3
+    checkpoint is recognised by its keys); with `pretrained` from timm's own source for the
+    tag. Only classifier keys may be missing or unexpected.
     """
     config = config if config is not None else PromptConfig()
     if isinstance(backbone, str):
@@ -54,13 +59,14 @@ def create_model(
             f"backbone must be a timm model name or a timm VisionTransformer, not "
             f"{type(backbone).__name__}"
         )
-    if not isinstance(model, VisionTransformer):
+    if not isinstance(model, (VisionTransformer, SwinTransformer)):
         raise ValueError(
             f"unsupported backbone {name!r} ({type(model).__name__}): only timm "
-            "VisionTransformer models are supported"
+            "VisionTransformer and SwinTransformer models are supported"
         )
     model.reset_classifier(0)
-    prompted = PromptedViT(model, num_classes, config, backbone_name=name)
+    wrapper = PromptedSwin if isinstance(model, SwinTransformer) else PromptedViT
+    prompted = wrapper(model, num_classes, config, backbone_name=name)
     prompted.backbone_source = {
         "pretrained": bool(pretrained),
         "checkpoint_path": None if checkpoint_path is None else str(checkpoint_path),
@@ -163,8 +169,19 @@ def load_backbone_checkpoint(model: torch.nn.Module, checkpoint_path: str | os.P
     except Exception as error:
         raise ValueError(f"cannot read checkpoint {path}: {error}") from error
     state = {_strip_wrappers(key): value for key, value in state.items()}
+    if is_moco_v3_state(state):
+        state = moco_v3_encoder_state(state)
+    load_backbone_state(model, state, path)
+
+
+def load_backbone_state(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike
+) -> None:
+    """Load a backbone state dict through timm's filters; only classifier keys may differ."""
     if isinstance(model, VisionTransformer):
         state = vit_checkpoint_filter(state, model)
+    elif isinstance(model, SwinTransformer):
+        state = swin_checkpoint_filter(state, model)
     state = {k: v for k, v in state.items() if not k.startswith(_WEIGHTLESS_PREFIXES)}
     expected = model.state_dict()
     wrong_shapes = [
@@ -174,7 +191,7 @@ def load_backbone_checkpoint(model: torch.nn.Module, checkpoint_path: str | os.P
     ]
     if wrong_shapes:
         raise ValueError(
-            f"checkpoint {path} does not match the backbone's shapes: "
+            f"checkpoint {source} does not match the backbone's shapes: "
             + "; ".join(wrong_shapes[:5])
         )
     result = model.load_state_dict(state, strict=False)
@@ -182,7 +199,7 @@ def load_backbone_checkpoint(model: torch.nn.Module, checkpoint_path: str | os.P
     unexpected = list(result.unexpected_keys)
     if missing or unexpected:
         raise ValueError(
-            f"checkpoint {path} does not fit the backbone: missing keys {missing[:8]}"
+            f"checkpoint {source} does not fit the backbone: missing keys {missing[:8]}"
             f"{' …' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
             f"{' …' if len(unexpected) > 8 else ''}"
         )

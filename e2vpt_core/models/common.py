@@ -1,0 +1,88 @@
+"""What every prompted model shares: the trainable set, masks, and parameter summaries.
+
+A subclass provides `backbone`, `config`, `visual_prompts` (the prompts the masks act on),
+`token_mask`, `segment_mask` and `prompt_mask()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+class PromptedModelMixin:
+    """Shared behaviour of PromptedViT and PromptedSwin (mixed into an nn.Module)."""
+
+    def train(self, mode: bool = True) -> nn.Module:
+        """Only the prompt dropout trains: the backbone stays in eval mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def trainable_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        return ((n, p) for n, p in self.named_parameters() if p.requires_grad)
+
+    @property
+    def prompt_len(self) -> int:
+        return self.config.visual_prompt_len
+
+    def kept_tokens(self) -> torch.Tensor:
+        return torch.nonzero(self.token_mask.detach() != 0).flatten()
+
+    def set_masks(
+        self, token_mask: torch.Tensor | None = None, segment_mask: torch.Tensor | None = None
+    ) -> None:
+        """Install 0/1 masks (e.g. from pruning); shapes must be (P,) and (P, R)."""
+        for target, value in ((self.token_mask, token_mask), (self.segment_mask, segment_mask)):
+            if value is None:
+                continue
+            value = torch.as_tensor(value, dtype=target.dtype)
+            if value.shape != target.shape:
+                raise ValueError(f"mask shape {tuple(value.shape)} != {tuple(target.shape)}")
+            if not torch.all((value == 0) | (value == 1)):
+                raise ValueError("masks must contain only 0 and 1")
+            with torch.no_grad():
+                target.copy_(value)
+
+    @contextmanager
+    def mask_gradients(self) -> Iterator[None]:
+        """Let backward() fill `token_mask.grad` and `segment_mask.grad` (importance)."""
+        masks = (self.token_mask, self.segment_mask)
+        for mask in masks:
+            mask.grad = None
+            mask.requires_grad_(True)
+        try:
+            yield
+        finally:
+            for mask in masks:
+                mask.requires_grad_(False)
+
+    # ------------------------------------------------------------------ summaries
+    def backbone_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.backbone.parameters())
+
+    def parameter_summary(self) -> dict[str, float]:
+        """Trainable count, its % of the backbone, and the count left after pruning."""
+        trainable = sum(p.numel() for _, p in self.trainable_parameters())
+        pruned = 0
+        if self.visual_prompts is not None:
+            removed_entries = int((self.prompt_mask().detach() == 0).sum())
+            pruned = removed_entries * self.visual_prompts.shape[0]
+        backbone = self.backbone_parameter_count()
+        return {
+            "trainable_params": trainable,
+            "backbone_params": backbone,
+            "trainable_percent": 100.0 * trainable / backbone,
+            "effective_params": trainable - pruned,
+        }
+
+    def print_trainable_parameters(self) -> None:
+        s = self.parameter_summary()
+        print(
+            f"trainable params: {s['trainable_params']:,} || backbone params: "
+            f"{s['backbone_params']:,} || trainable%: {s['trainable_percent']:.4f} || "
+            f"effective params after pruning: {s['effective_params']:,}"
+        )

@@ -1,0 +1,276 @@
+"""`PromptedSwin`: E²VPT and its baselines around a frozen timm SwinTransformer.
+
+Same public surface as `PromptedViT`, adapted to a hierarchy of stages (REFERENCE §4):
+
+- Visual prompts live next to the patch grid, not in it: inside every block they are copied
+  into every window (in front of the window's tokens) and their outputs are averaged over the
+  windows. `visual_prompts` holds the FIRST stage's prompts, (depth₀, P, d₀) for the deep
+  methods and (1, P, d₀) for `vpt-shallow` (the tensor the masks act on, so rewinding and
+  importance code written for ViT applies unchanged); `later_visual_prompts[s - 1]` holds
+  stage s's (depth_s, P, d_s) for the deep methods (empty otherwise). `stage_prompts()`
+  lists all stages.
+  `vpt-uniform` init uses each stage's own width: v = sqrt(6 / (3·patch² + d_s)).
+- Deep methods replace the prompts before every block, so at a stage boundary the previous
+  stage's prompts are simply replaced by the next stage's own (as VPT-deep on Swin does).
+  `vpt-shallow` prompts enter block 0 once and are carried through; at patch merging they are
+  merged like patches (each prompt fills its own 2×2 neighbourhood).
+- `kv_prompts[s][b]` is block b of stage s: (H_s, T, d_h) in that block's key/value space.
+- `token_mask` (P) and `segment_mask` (P×R) prune the first stage's prompts only (R must
+  divide d₀); later stages keep all P prompts. `prune_mode="remove"` drops pruned tokens
+  from the first stage; `compact()` exists for `vpt-shallow` only, since one `PromptConfig`
+  length cannot describe P' first-stage and P later-stage prompts.
+- The head sits on the global average over the patch tokens after the final norm (timm's
+  own pooling); prompts never reach it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from timm.models.swin_transformer import SwinTransformer
+from torch import nn
+
+from ..config import PromptConfig
+from .common import PromptedModelMixin
+from .layers import (
+    Adapter,
+    expand_segment_mask,
+    init_kv_prompts,
+    init_visual_prompts,
+    make_head,
+)
+from .swin_layers import check_patch_merging, check_swin_block, merge_prompts, prompted_swin_block
+
+
+class PromptedSwin(PromptedModelMixin, nn.Module):
+    """A prompt-tuned (or otherwise parameter-efficiently tuned) timm Swin Transformer.
+
+    The backbone is frozen except where the method says otherwise (`partial-1`: the last
+    stage's last block and the final norm; `bias`; `full`) and always stays in eval mode.
+    """
+
+    def __init__(
+        self,
+        backbone: SwinTransformer,
+        num_classes: int,
+        config: PromptConfig,
+        backbone_name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(backbone, SwinTransformer):
+            raise ValueError(
+                f"unsupported backbone {type(backbone).__name__}: PromptedSwin needs a timm "
+                "SwinTransformer"
+            )
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 1")
+        self.config = config
+        self.backbone = backbone
+        self.backbone_name = backbone_name
+        self.backbone_source: dict[str, object] = {"pretrained": False, "checkpoint_path": None}
+        self.num_classes = num_classes
+        self.stage_depths = [len(stage.blocks) for stage in backbone.layers]
+        self.stage_widths = [stage.blocks[0].dim for stage in backbone.layers]
+        self._check_backbone()
+
+        self.head = make_head(config.method, backbone.num_features, num_classes,
+                              config.mlp_hidden_dim)
+        self.prompt_dropout = nn.Dropout(config.prompt_dropout)
+
+        prompt_len = config.visual_prompt_len
+        self.visual_prompts: nn.Parameter | None = None
+        self.later_visual_prompts = nn.ParameterList()
+        if prompt_len:
+            first_layers = self.stage_depths[0] if config.deep_prompts else 1
+            self.visual_prompts = self._new_visual_prompts(first_layers, self.stage_widths[0])
+            if config.deep_prompts:
+                for depth, width in zip(self.stage_depths[1:], self.stage_widths[1:], strict=True):
+                    self.later_visual_prompts.append(self._new_visual_prompts(depth, width))
+        # Masks prune the first stage's prompts; frozen parameters so that
+        # `mask_gradients()` can expose dL/dmask for importance scores.
+        self.token_mask = nn.Parameter(torch.ones(prompt_len), requires_grad=False)
+        self.segment_mask = nn.Parameter(
+            torch.ones(prompt_len, config.num_segments), requires_grad=False
+        )
+
+        self.kv_prompts: nn.ParameterList | None = None
+        self.kv_value_prompts: nn.ParameterList | None = None
+        if config.has_kv_prompts:
+            self.kv_prompts = self._new_kv_prompts()
+            if config.kv_sharing == "separate":
+                self.kv_value_prompts = self._new_kv_prompts()
+
+        self.adapters: nn.ModuleList | None = None
+        if config.method == "adapter":
+            self.adapters = nn.ModuleList(
+                nn.ModuleList(Adapter(width, config.adapter_bottleneck) for _ in range(depth))
+                for depth, width in zip(self.stage_depths, self.stage_widths, strict=True)
+            )
+        self._select_trainable()
+        self.backbone.eval()
+
+    def _check_backbone(self) -> None:
+        config = self.config
+        if config.has_visual_prompts and self.stage_widths[0] % config.num_segments:
+            raise ValueError(
+                f"PromptConfig.num_segments={config.num_segments} must divide the first Swin "
+                f"stage's width {self.stage_widths[0]} (pruning acts on the first stage)"
+            )
+        if config.has_visual_prompts or config.has_kv_prompts or config.method == "adapter":
+            need = f"method {config.method!r} with prompts or adapters"
+            for s, stage in enumerate(self.backbone.layers):
+                for b, block in enumerate(stage.blocks):
+                    check_swin_block(block, f"layers.{s}.blocks.{b}", need)
+        if config.has_visual_prompts and not config.deep_prompts:
+            for s, stage in enumerate(self.backbone.layers):
+                check_patch_merging(stage.downsample, f"layers.{s}.downsample")
+
+    def _new_visual_prompts(self, layers: int, width: int) -> nn.Parameter:
+        patch_embed = self.backbone.patch_embed
+        prompts = nn.Parameter(torch.empty(layers, self.config.visual_prompt_len, width))
+        init_visual_prompts(prompts, self.config.visual_init, math.prod(patch_embed.patch_size),
+                            patch_embed.proj.in_channels)
+        return prompts
+
+    def _new_kv_prompts(self) -> nn.ParameterList:
+        prompts = nn.ParameterList()
+        for stage in self.backbone.layers:
+            attn = stage.blocks[0].attn
+            head_dim = attn.qkv.out_features // (3 * attn.num_heads)
+            shape = (len(stage.blocks), attn.num_heads, self.config.kv_prompt_len, head_dim)
+            tensor = nn.Parameter(torch.empty(shape))
+            init_kv_prompts(tensor, self.config.kv_init)
+            prompts.append(tensor)
+        return prompts
+
+    # ----------------------------------------------------------------- trainable set
+    def _select_trainable(self) -> None:
+        method = self.config.method
+        last_stage = len(self.backbone.layers) - 1
+        last_block = f"layers.{last_stage}.blocks.{self.stage_depths[-1] - 1}."
+        for name, param in self.backbone.named_parameters():
+            if method == "full":
+                trainable = True
+            elif method == "partial-1":
+                trainable = name.startswith((last_block, "norm."))
+            elif method == "bias":
+                trainable = name.endswith("bias")
+            else:
+                trainable = False
+            param.requires_grad_(trainable)
+
+    # ----------------------------------------------------------------------- masks
+    # Same semantics as PromptedViT; the masks act on `visual_prompts` (the first stage).
+
+    def prompt_mask(self) -> torch.Tensor:
+        """(P, d₀) multiplicative mask on the first stage's prompts."""
+        dims = expand_segment_mask(
+            self.segment_mask, self.stage_widths[0], self.config.segment_layout
+        )
+        return self.token_mask[:, None] * dims
+
+    # --------------------------------------------------------------------- forward
+    def stage_prompts(self) -> list[torch.Tensor]:
+        """Per stage (L_s, P_s, d_s): the first stage's masked (and in `remove` mode only the
+        kept tokens), later stages' as they are. Empty without visual prompts."""
+        if self.visual_prompts is None:
+            return []
+        first = self.visual_prompts * self.prompt_mask()
+        if self.config.prune_mode == "remove":
+            first = first[:, self.kept_tokens()]
+        return [first, *self.later_visual_prompts]
+
+    def _kv_prompt(self, stage: int, block: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.kv_prompts is None:
+            return None
+        keys = self.kv_prompts[stage][block]
+        values = keys if self.kv_value_prompts is None else self.kv_value_prompts[stage][block]
+        return keys, values
+
+    def _batch_prompts(self, prompts: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        if not prompts.shape[0]:  # every first-stage token removed
+            return None
+        prompts = prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
+        return self.prompt_dropout(prompts)
+
+    def forward_embedding(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled, normalised backbone output (B, d_last): the head's input."""
+        backbone, deep = self.backbone, self.config.deep_prompts
+        x = backbone.patch_embed(images)
+        stage_prompts = self.stage_prompts()
+        prompts: torch.Tensor | None = None
+        for s, stage in enumerate(backbone.layers):
+            x = stage.downsample(x)
+            if prompts is not None and not deep:
+                prompts = merge_prompts(stage.downsample, prompts)
+            for b, block in enumerate(stage.blocks):
+                if stage_prompts and (deep or (s == 0 and b == 0)):
+                    prompts = self._batch_prompts(stage_prompts[s][b], x)
+                kv_prompt = self._kv_prompt(s, b)
+                adapter = None if self.adapters is None else self.adapters[s][b]
+                if prompts is None and kv_prompt is None and adapter is None:
+                    x = block(x)
+                else:
+                    x, prompts = prompted_swin_block(
+                        block, x, prompts, kv_prompt, adapter, self.config.kv_position
+                    )
+        x = backbone.norm(x)
+        return backbone.forward_head(x, pre_logits=True)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_embedding(images))
+
+    # ------------------------------------------------------------------ summaries
+
+    def backbone_signature(self) -> dict[str, object]:
+        """Shapes an adapter artifact depends on; checked when it is loaded."""
+        backbone = self.backbone
+        return {
+            "architecture": "swin",
+            "embed_dim": self.stage_widths,
+            "depths": self.stage_depths,
+            "num_heads": [stage.blocks[0].attn.num_heads for stage in backbone.layers],
+            "window_size": [list(stage.blocks[0].window_size) for stage in backbone.layers],
+            "patch_size": list(backbone.patch_embed.patch_size),
+        }
+
+    # -------------------------------------------------------------------- compact
+    def compact(self) -> PromptedSwin:
+        """A model holding only the kept prompt tokens (same logits as `remove` mode).
+
+        Only for models without later-stage prompts (`vpt-shallow`, or no visual prompts):
+        deep methods keep P prompts in later stages, which one config length cannot express.
+        The backbone module is shared with this model, not copied.
+        """
+        if len(self.later_visual_prompts):
+            raise ValueError(
+                "compact() on Swin supports vpt-shallow only: deep methods prune the first "
+                "stage's prompts but keep P prompts in later stages; use "
+                "prune_mode='remove' for the same logits"
+            )
+        kept = self.kept_tokens()
+        config = self.config.replace(visual_prompt_len=len(kept))
+        if self.visual_prompts is None or not len(kept):
+            config = config.replace(visual_prompt_len=0)
+        compacted = PromptedSwin(self.backbone, self.num_classes, config, self.backbone_name)
+        compacted.backbone_source = dict(self.backbone_source)
+        compacted.to(device=self.token_mask.device)
+        state = {
+            name: tensor for name, tensor in self.state_dict().items()
+            if not name.startswith("backbone.")
+        }
+        if self.visual_prompts is not None:
+            if len(kept):
+                state["visual_prompts"] = state["visual_prompts"][:, kept]
+            else:
+                del state["visual_prompts"]
+            state["token_mask"] = state["token_mask"][kept]
+            state["segment_mask"] = state["segment_mask"][kept]
+        result = compacted.load_state_dict(state, strict=False)
+        if result.unexpected_keys or any(
+            not key.startswith("backbone.") for key in result.missing_keys
+        ):
+            raise RuntimeError(f"compact() state mismatch: {result}")
+        compacted.train(self.training)
+        return compacted
