@@ -222,6 +222,7 @@ def _params(args: argparse.Namespace) -> int:
 # Modules that add their own subcommands: each has `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "e2vpt_core.prune.cli",
+    "e2vpt_core.hyperbolic.cli",
 )
 
 

@@ -1,0 +1,35 @@
+"""Poincaré-ball embedding view of a run (REFERENCE §7): head, UMAP disk, separability.
+
+    from e2vpt_core.hyperbolic import compare_runs
+    comparison = compare_runs(RunStore("runs"), vpt_run, e2vpt_run, "test")
+    comparison.a.disk, comparison.a.labels, comparison.table()
+
+Names load on first use, so `e2vpt` commands that never draw the view do not pay for
+importing geoopt, scikit-learn and umap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "EmbeddingView": "view", "RunComparison": "view", "compare_runs": "view",
+    "embedding_view": "view", "HeadConfig": "head", "HyperbolicHead": "head",
+    "contrastive_loss": "head", "train_head": "head", "apply_head": "head",
+    "ProjectionConfig": "projection", "hyperboloid_to_disk": "projection",
+    "project_to_disk": "projection", "separability_table": "separability",
+    "knn_accuracy": "separability", "silhouette": "separability",
+    "mean_class_radius": "separability", "run_embeddings": "embeddings",
+    "extract_embeddings": "embeddings", "expmap0": "geometry",
+    "pairwise_distance": "geometry", "poincare_ball": "geometry",
+    "poincare_distances": "geometry", "hyperbolic_norm": "geometry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,0 +1,62 @@
+"""`e2vpt embed RUN`: the Poincaré-disk view of a run, its figures, and the stored coordinates.
+
+The engine is imported inside the handler, so registering the command costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the `embed` command to the `e2vpt` parser."""
+    parser = subparsers.add_parser(
+        "embed", help="hyperbolic (Poincaré-disk) embedding view of a run",
+        description="Extract a run's CLS embeddings, fit the hyperbolic head, project to the "
+                    "Poincaré disk with UMAP, print class-separability figures and store the "
+                    "disk coordinates in the run directory.")
+    parser.add_argument("run")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--store", default="runs", help="run store directory")
+    parser.add_argument("--max-points", type=int, default=2000,
+                        help="seeded subset of the split (0: all points)")
+    parser.add_argument("--head-split", default=None,
+                        help="split the head is trained on (default: the run's training split)")
+    parser.add_argument("--head-steps", type=int, default=50)
+    parser.add_argument("--head-lr", type=float, default=3e-5)
+    parser.add_argument("--curvature", type=float, default=0.1)
+    parser.add_argument("--umap-epochs", type=int, default=200)
+    parser.add_argument("--neighbors", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0, help="head, UMAP and subset seed")
+    parser.add_argument("--device", default="auto", help="for the embedding extraction")
+    parser.add_argument("--refresh", action="store_true", help="recompute, ignoring the cache")
+    parser.add_argument("--json", action="store_true", help="last stdout line is JSON")
+    parser.set_defaults(handler=_embed)
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from ..store import RunStore
+    from .head import HeadConfig
+    from .projection import ProjectionConfig
+    from .view import embedding_view
+
+    head = HeadConfig(steps=args.head_steps, lr=args.head_lr, curvature=args.curvature,
+                      seed=args.seed)
+    projection = ProjectionConfig(n_epochs=args.umap_epochs, n_neighbors=args.neighbors,
+                                  random_state=args.seed)
+    view = embedding_view(
+        RunStore(args.store), args.run, args.split, head=head, projection=projection,
+        max_points=args.max_points, head_split=args.head_split, sample_seed=args.seed,
+        device=args.device, refresh=args.refresh)
+    summary = view.summary()
+    source = "cached" if view.cached else "computed"
+    print(f"run {args.run} {view.split}: {summary['num_points']} points, "
+          f"{summary['num_classes']} classes ({source}, {summary['total_seconds']:.1f} s)")
+    print(view.table.to_string(float_format=lambda value: f"{value:.4f}"))
+    print(f"disk coordinates: {args.store}/{args.run}/poincare_{view.split}_"
+          f"{view.settings_hash}.safetensors")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
