@@ -2,13 +2,14 @@
 
 from .artifacts import load_adapter, save_adapter
 from .config import METHODS, PromptConfig
-from .models import PromptedViT, create_model
+from .models import PromptedSwin, PromptedViT, create_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "METHODS",
     "PromptConfig",
+    "PromptedSwin",
     "PromptedViT",
     "create_model",
     "load_adapter",
