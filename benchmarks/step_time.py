@@ -6,6 +6,8 @@ run. Absolute times are meaningful only on a dedicated GPU.
 
     python benchmarks/step_time.py                      # ViT-B/16, 224 px, batch 8, CPU
     python benchmarks/step_time.py --device cuda        # bf16 autocast on a GPU
+    python benchmarks/step_time.py --backbone swin_base_patch4_window7_224 --batch-size 4 \
+        --only linear "vpt-deep P=10" "e2vpt P=10 T=5"    # Swin-B
 """
 
 from __future__ import annotations
@@ -99,10 +101,11 @@ def main() -> None:
           f"{' bf16 autocast' if autocast else ''}, {torch.get_num_threads()} threads, "
           f"{hardware or platform.machine()}, torch {torch.__version__}, "
           f"median of {args.rounds} interleaved rounds\n")
-    print("| method | step time (s) | × linear |")
-    print("| --- | --- | --- |")
+    print("| method | step time (s) | × linear | all rounds (s) |")
+    print("| --- | --- | --- | --- |")
     for name in names:
-        print(f"| {name} | {median[name]:.3f} | {median[name] / base:.2f} |")
+        rounds = ", ".join(f"{value:.2f}" for value in times[name])
+        print(f"| {name} | {median[name]:.3f} | {median[name] / base:.2f} | {rounds} |")
     pairs = [("e2vpt P=10 T=5", "vpt-deep P=10"),
              ("e2vpt P=10 T=5 remove, 50% pruned", "e2vpt P=10 T=5 zero, 50% pruned")]
     for first, second in pairs:

@@ -15,14 +15,6 @@ from e2vpt_core.train import TrainConfig
 P, R = 8, 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CI machine is shared: one intra-op thread is several times faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _last_json(output: str):
     return json.loads(output.strip().splitlines()[-1])

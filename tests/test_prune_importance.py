@@ -16,14 +16,6 @@ CONFIG = PromptConfig("e2vpt", visual_prompt_len=5, kv_prompt_len=2, num_segment
                       prompt_dropout=0.5)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CI machine is shared: one intra-op thread is several times faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def model():

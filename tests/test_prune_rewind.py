@@ -24,14 +24,6 @@ from e2vpt_core.train.evaluate import evaluate
 P, R, DEPTH, WIDTH = 8, 4, 2, 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CI machine is shared: one intra-op thread is several times faster here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def parent(tmp_path_factory, tiny_backbone):

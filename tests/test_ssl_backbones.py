@@ -18,14 +18,6 @@ TINY = dict(img_size=32, patch_size=8, embed_dim=48, num_heads=3)
 MAE_STYLE = dict(global_pool="avg", fc_norm=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture
 def images() -> torch.Tensor:

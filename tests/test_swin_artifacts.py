@@ -21,14 +21,6 @@ SWIN_DIR_ARGS = dict(img_size=32, patch_size=2, window_size=4, embed_dim=24, dep
                      num_heads=[2, 4])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_swin(seed: int = 0, **overrides) -> SwinTransformer:
     torch.manual_seed(seed)

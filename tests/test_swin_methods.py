@@ -34,14 +34,6 @@ BACKBONE_RULE = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: thread hand-offs cost more than they save on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_swin(seed: int = 0, **overrides) -> SwinTransformer:
     torch.manual_seed(seed)

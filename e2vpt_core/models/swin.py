@@ -249,28 +249,4 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                 "stage's prompts but keep P prompts in later stages; use "
                 "prune_mode='remove' for the same logits"
             )
-        kept = self.kept_tokens()
-        config = self.config.replace(visual_prompt_len=len(kept))
-        if self.visual_prompts is None or not len(kept):
-            config = config.replace(visual_prompt_len=0)
-        compacted = PromptedSwin(self.backbone, self.num_classes, config, self.backbone_name)
-        compacted.backbone_source = dict(self.backbone_source)
-        compacted.to(device=self.token_mask.device)
-        state = {
-            name: tensor for name, tensor in self.state_dict().items()
-            if not name.startswith("backbone.")
-        }
-        if self.visual_prompts is not None:
-            if len(kept):
-                state["visual_prompts"] = state["visual_prompts"][:, kept]
-            else:
-                del state["visual_prompts"]
-            state["token_mask"] = state["token_mask"][kept]
-            state["segment_mask"] = state["segment_mask"][kept]
-        result = compacted.load_state_dict(state, strict=False)
-        if result.unexpected_keys or any(
-            not key.startswith("backbone.") for key in result.missing_keys
-        ):
-            raise RuntimeError(f"compact() state mismatch: {result}")
-        compacted.train(self.training)
-        return compacted
+        return super().compact()

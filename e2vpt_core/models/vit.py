@@ -183,33 +183,3 @@ class PromptedViT(PromptedModelMixin, nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_embedding(images))
-
-    # -------------------------------------------------------------------- compact
-    def compact(self) -> PromptedViT:
-        """A model holding only the kept prompt tokens (same logits as `remove` mode).
-
-        The backbone module is shared with this model, not copied.
-        """
-        kept = self.kept_tokens()
-        config = self.config.replace(visual_prompt_len=len(kept))
-        if self.visual_prompts is None or not len(kept):
-            config = config.replace(visual_prompt_len=0)
-        compacted = PromptedViT(self.backbone, self.num_classes, config, self.backbone_name)
-        compacted.backbone_source = dict(self.backbone_source)
-        compacted.to(device=self.token_mask.device)
-        state = {
-            name: tensor for name, tensor in self.state_dict().items()
-            if not name.startswith("backbone.")
-        }
-        if self.visual_prompts is not None:
-            if len(kept):
-                state["visual_prompts"] = state["visual_prompts"][:, kept]
-            else:
-                del state["visual_prompts"]
-            state["token_mask"] = state["token_mask"][kept]
-            state["segment_mask"] = state["segment_mask"][kept]
-        result = compacted.load_state_dict(state, strict=False)
-        assert not result.unexpected_keys, result.unexpected_keys
-        assert all(key.startswith("backbone.") for key in result.missing_keys)
-        compacted.train(self.training)
-        return compacted
