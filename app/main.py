@@ -1,54 +1,26 @@
-"""Streamlit entry point (`make run`). For now: the method and parameter-budget explorer."""
+"""Streamlit entry point (`make run`): navigation over the pages in `pages/`.
+
+The repository root goes on `sys.path` so pages import the shared `app.*` helpers however
+Streamlit was started.
+"""
 
 from __future__ import annotations
 
-import pandas as pd
+import sys
+from pathlib import Path
+
 import streamlit as st
-import timm
-import torch
 
-from e2vpt_core import METHODS, PromptConfig, create_model
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
-BACKBONES = ["vit_base_patch16_224", "vit_small_patch16_224", "vit_tiny_patch16_224",
-             "vit_large_patch16_224", "vit_huge_patch14_224"]
+PAGES = ROOT / "pages"
 
-
-@st.cache_data(show_spinner="Counting parameters…")
-def parameter_table(backbone: str, num_classes: int, prompt_len: int, kv_len: int) -> pd.DataFrame:
-    rows = []
-    for method in METHODS:
-        lengths = {}
-        if method in ("vpt-shallow", "vpt-deep", "e2vpt"):
-            lengths["visual_prompt_len"] = prompt_len
-        if method == "e2vpt":
-            lengths["kv_prompt_len"] = kv_len
-        with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-            backbone_model = timm.create_model(backbone)
-            model = create_model(backbone_model, num_classes, PromptConfig(method, **lengths))
-        trainable = sum(p.numel() for _, p in model.trainable_parameters())
-        percent = 100.0 * trainable / model.backbone_parameter_count()
-        rows.append({"method": method, "trainable params": trainable,
-                     "% of backbone": round(percent, 4)})
-    return pd.DataFrame(rows)
-
-
-def main() -> None:
-    st.set_page_config(page_title="E²VPT toolkit", layout="wide")
-    st.title("E²VPT: visual prompt tuning toolkit")
-    st.write(
-        "Deep visual prompts plus key-value prompts on a frozen timm ViT, with token and "
-        "segment pruning. Training, pruning and embedding views arrive as the engine grows; "
-        "this page compares the parameter budget of every method."
-    )
-    left, right = st.columns([1, 2])
-    with left:
-        backbone = st.selectbox("Backbone", BACKBONES)
-        num_classes = st.number_input("Classes", min_value=1, value=100)
-        prompt_len = st.slider("Visual prompt length P", 0, 100, 10)
-        kv_len = st.slider("Key-value prompt length T", 0, 50, 5)
-    with right:
-        table = parameter_table(backbone, int(num_classes), prompt_len, kv_len)
-        st.dataframe(table, hide_index=True, use_container_width=True)
-
-
-main()
+st.set_page_config(page_title="E²VPT toolkit", layout="wide")
+navigation = st.navigation([
+    st.Page(PAGES / "train.py", title="Train", icon="🏋️", default=True),
+    st.Page(PAGES / "runs.py", title="Runs", icon="📋"),
+    st.Page(PAGES / "budget.py", title="Parameter budget", icon="🧮"),
+])
+navigation.run()

@@ -1,32 +1,184 @@
-"""The Streamlit app renders and its parameter table follows the formulas (AppTest)."""
+"""The Streamlit app (AppTest): every page renders, Start queues a job, Runs lists runs and
+the command reproducing them, the budget table follows the formulas."""
 
 from __future__ import annotations
 
+import shlex
+import sys
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+from e2vpt_core import PromptConfig
+from e2vpt_core.cli import _train_config, build_parser
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from app.state import format_seconds, progress, reproduce_command  # noqa: E402
+
+APP = str(ROOT / "app" / "main.py")
 
 
-def _row(app, method):
-    table = app.dataframe[0].value
-    return table.set_index("method").loc[method]
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> RunStore:
+    monkeypatch.setenv("E2VPT_STORE", str(tmp_path))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    return RunStore(tmp_path)
 
 
-def test_main_page_lists_every_method_with_its_budget():
+def _app(page: str | None = None) -> AppTest:
     app = AppTest.from_file(APP, default_timeout=120).run()
+    if page is not None:
+        app.switch_page(f"../pages/{page}.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def _by_label(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
+def _stored_run(store: RunStore, **changes) -> str:
+    config = TrainConfig(dataset="builtin:position", epochs=3, batch_size=32,
+                         prompt=PromptConfig("vpt-deep", visual_prompt_len=4), **changes)
+    run_id = store.create_run(config.to_dict())
+    store.set_status(run_id, "completed")
+    for step in range(1, 4):
+        store.log_metrics(run_id, step, step - 1, {"train/loss": 1.0 / step,
+                                                   "train/lr": 0.1, "val/top1": 40.0 + step})
+    store.update_summary(run_id, total_steps=3, val_top1=43.0)
+    return run_id
+
+
+def test_train_page_renders_its_form(store):
+    app = _app()
+    assert app.title[0].value == "Train"
+    assert _by_label(app.radio, "Backbone").value == "Bundled offline ViT"
+    assert _by_label(app.selectbox, "Method").value == "e2vpt"
+    assert _by_label(app.number_input, "Visual prompt length P").value == 10
+    assert _by_label(app.number_input, "Key-value prompt length T").value == 5
+    assert _by_label(app.number_input, "Epochs").value == 100
+    assert _by_label(app.number_input, "Base learning rate (× batch / 256)").value == 10.0
+    assert any(b.label == "Start" for b in app.button)
+    assert "No runs yet" in app.info[0].value
+
+
+def test_a_bad_dataset_spec_is_an_error_and_queues_nothing(store, tmp_path):
+    app = _app()
+    _by_label(app.radio, "Dataset").set_value("Dataset on disk").run()
+    _by_label(app.text_input, "Dataset spec").input(f"vtab:{tmp_path}/missing").run()
+    _by_label(app.button, "Start").click().run()
     assert not app.exception
-    assert "E²VPT" in app.title[0].value
+    assert "does not exist" in app.error[0].value
+    assert store.jobs().empty and store.runs().empty
+
+
+def test_an_unknown_backbone_is_an_error(store):
+    app = _app()
+    _by_label(app.radio, "Backbone").set_value("timm name").run()
+    _by_label(app.text_input, "timm model name").input("not_a_vit_at_all").run()
+    _by_label(app.button, "Start").click().run()
+    assert "unknown timm model" in app.error[0].value
+    assert store.jobs().empty
+
+
+def test_start_queues_a_job_and_follows_its_run(store):
+    app = _app()
+    _by_label(app.selectbox, "Task").set_value("counting").run()
+    _by_label(app.selectbox, "Method").set_value("vpt-deep").run()
+    _by_label(app.number_input, "Visual prompt length P").set_value(7).run()
+    _by_label(app.number_input, "Epochs").set_value(3).run()
+    _by_label(app.button, "Start").click().run()
+    assert not app.exception and not app.error
+    jobs = store.jobs()
+    assert len(jobs) == 1 and jobs["kind"][0] == "train" and jobs["status"][0] == "queued"
+    run = store.get_run(jobs["run_id"][0])
+    config = run["config"]
+    assert (run["status"], config["dataset"], config["epochs"]) == (
+        "queued", "builtin:counting", 3)
+    assert config["prompt"]["method"] == "vpt-deep"
+    assert config["prompt"]["visual_prompt_len"] == 7
+    assert config["prompt"]["kv_prompt_len"] == 0
+    assert run["id"] in app.success[0].value
+    assert "No worker is running" in app.warning[0].value
+    _by_label(app.button, "Cancel").click().run()
+    assert store.get_job(int(jobs["id"][0]))["status"] == "cancelled"
+
+
+def test_train_page_shows_a_runs_progress(store):
+    run_id = _stored_run(store)
+    app = _app()
+    assert _by_label(app.selectbox, "Follow run").value == run_id
+    assert "step 3 / 3" in app.get("progress")[0].proto.text
+    assert len(app.get("plotly_chart")) == 1
+
+
+def test_runs_page_lists_runs_with_the_reproducing_command(store):
+    run_id = _stored_run(store, seed=3)
+    app = _app("runs")
+    assert app.title[0].value == "Runs"
     table = app.dataframe[0].value
+    assert list(table["id"]) == [run_id] and table["val_top1"][0] == 43.0
+    command = app.code[0].value
+    assert command.startswith("e2vpt train --backbone builtin-vit-tiny")
+    assert "--seed 3" in command and "-P 4" in command
+    assert len(app.get("plotly_chart")) == 1
+
+
+def test_runs_page_deletes_only_after_confirmation(store):
+    run_id = _stored_run(store)
+    app = _app("runs")
+    assert _by_label(app.button, "Delete").disabled
+    app.checkbox(key=f"confirm-{run_id}").check().run()
+    _by_label(app.button, "Delete").click().run()
+    assert not app.exception
+    assert store.runs().empty
+
+
+def test_budget_page_lists_every_method_with_its_budget(store):
+    app = _app("budget")
+    table = app.dataframe[0].value.set_index("method")
     assert len(table) == 9
-    assert _row(app, "e2vpt")["trainable params"] == 12 * 15 * 768 + 768 * 100 + 100
-    assert _row(app, "vpt-deep")["trainable params"] == 12 * 10 * 768 + 768 * 100 + 100
-    assert _row(app, "linear")["trainable params"] == 768 * 100 + 100
-
-
-def test_prompt_length_slider_updates_the_table():
-    app = AppTest.from_file(APP, default_timeout=120).run()
+    assert table.loc["e2vpt", "trainable params"] == 12 * 15 * 768 + 768 * 100 + 100
+    assert table.loc["linear", "trainable params"] == 768 * 100 + 100
     app.slider[0].set_value(50).run()
-    assert not app.exception
-    assert _row(app, "vpt-deep")["trainable params"] == 460_800 + 768 * 100 + 100
+    table = app.dataframe[0].value.set_index("method")
+    assert table.loc["vpt-deep", "trainable params"] == 460_800 + 768 * 100 + 100
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"backbone": "vit_base_patch16_224.augreg_in21k", "dataset": "builtin:digits",
+     "epochs": 7, "base_lr": 2.5, "weight_decay": 0.0, "seed": 4, "pretrained": False,
+     "prompt": PromptConfig("e2vpt", visual_prompt_len=3, kv_prompt_len=1,
+                            kv_sharing="separate")},
+    {"prompt": PromptConfig("bias"), "batch_size": 16, "grad_clip": 1.0, "amp": False},
+])
+def test_the_reproduce_command_rebuilds_the_config(changes):
+    config = TrainConfig(**changes)
+    command, missing = reproduce_command(config.to_dict())
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    rebuilt = _train_config(args, base_lr=args.lr, weight_decay=args.wd)
+    assert rebuilt.to_dict() == config.to_dict() and missing == []
+
+
+def test_the_reproduce_command_names_what_the_cli_cannot_set():
+    config = TrainConfig(momentum=0.8, prompt=PromptConfig(prune_mode="remove"))
+    assert reproduce_command(config.to_dict())[1] == ["momentum", "prompt.prune_mode"]
+
+
+def test_progress_estimates_the_remaining_time(store):
+    run_id = store.create_run(TrainConfig().to_dict())
+    store.set_status(run_id, "running")
+    store.update_summary(run_id, total_steps=10)
+    for step in (1, 2, 3):
+        store.log_metrics(run_id, step, 0, {"train/loss": 1.0})
+    last = store.metrics(run_id)["time"].max()
+    state = progress(store, run_id, now=last)
+    assert (state["done"], state["total"], state["status"]) == (3, 10, "running")
+    assert state["eta_seconds"] is not None and state["eta_seconds"] >= 0
+    assert format_seconds(75) == "1:15" and format_seconds(3725) == "1:02:05"
+    assert format_seconds(None) == "–"

@@ -1,0 +1,148 @@
+"""Every figure of the app: pure functions from data to a plotly Figure.
+
+No Streamlit here, so pages stay thin and each figure is unit-tested without a browser.
+Metrics frames are the run store's long format (`step`, `epoch`, `name`, `value`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+LOSS, LR, VAL_TOP1 = "train/loss", "train/lr", "val/top1"
+
+
+def _empty(title: str, message: str = "no data yet") -> go.Figure:
+    figure = go.Figure()
+    figure.update_layout(title=title, xaxis={"visible": False}, yaxis={"visible": False},
+                         annotations=[{"text": message, "showarrow": False,
+                                       "xref": "paper", "yref": "paper", "x": 0.5, "y": 0.5}])
+    return figure
+
+
+def _series(metrics: pd.DataFrame, name: str) -> pd.DataFrame:
+    if metrics.empty:
+        return metrics
+    return metrics[metrics["name"] == name].sort_values("step")
+
+
+def training_curves(runs: Mapping[str, pd.DataFrame]) -> go.Figure:
+    """Loss and lr per step, val top-1 per epoch; one colour per run so runs overlay."""
+    if not any(not frame.empty for frame in runs.values()):
+        return _empty("Training curves")
+    figure = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Learning rate",
+                                                           "Validation top-1"))
+    for index, (label, metrics) in enumerate(runs.items()):
+        colour = _COLOURS[index % len(_COLOURS)]
+        for column, name in enumerate((LOSS, LR, VAL_TOP1), start=1):
+            series = _series(metrics, name)
+            x = series["epoch"] + 1 if name == VAL_TOP1 else series["step"]
+            figure.add_trace(go.Scatter(
+                x=list(x), y=list(series["value"]), name=label, legendgroup=label,
+                showlegend=column == 1, line={"color": colour},
+                mode="lines+markers" if name == VAL_TOP1 else "lines"), row=1, col=column)
+    for column, (x_title, y_title) in enumerate(
+            (("step", "loss"), ("step", "lr"), ("epoch", "top-1 (%)")), start=1):
+        figure.update_xaxes(title_text=x_title, row=1, col=column)
+        figure.update_yaxes(title_text=y_title, row=1, col=column)
+    figure.update_layout(title="Training curves", legend_title_text="run")
+    return figure
+
+
+def importance_heatmap(segment_scores: np.ndarray | Sequence[Sequence[float]]) -> go.Figure:
+    """Segment importance, prompt tokens × segments (rows are tokens)."""
+    scores = np.asarray(segment_scores, dtype=float)
+    if scores.size == 0:
+        return _empty("Segment importance", "no importance scores")
+    figure = go.Figure(go.Heatmap(
+        z=scores, x=list(range(scores.shape[1])), y=list(range(scores.shape[0])),
+        colorscale="Viridis", colorbar={"title": "score"},
+        hovertemplate="token %{y}, segment %{x}: %{z:.3g}<extra></extra>"))
+    figure.update_layout(title="Segment importance", xaxis_title="segment",
+                         yaxis_title="prompt token", yaxis={"autorange": "reversed"})
+    return figure
+
+
+def token_importance_bar(token_scores: np.ndarray | Sequence[float]) -> go.Figure:
+    """One bar per prompt token."""
+    scores = np.asarray(token_scores, dtype=float).ravel()
+    if scores.size == 0:
+        return _empty("Token importance", "no importance scores")
+    figure = go.Figure(go.Bar(x=list(range(scores.size)), y=scores,
+                              hovertemplate="token %{x}: %{y:.3g}<extra></extra>"))
+    figure.update_layout(title="Token importance", xaxis_title="prompt token",
+                         yaxis_title="importance")
+    return figure
+
+
+def mask_preview(token_mask: np.ndarray | Sequence[float],
+                 segment_mask: np.ndarray | Sequence[Sequence[float]]) -> go.Figure:
+    """Kept (1) / pruned (0) grid of tokens × segments: a pruned token prunes its row."""
+    tokens = np.asarray(token_mask, dtype=float).ravel()
+    segments = np.asarray(segment_mask, dtype=float)
+    if tokens.size == 0 or segments.size == 0:
+        return _empty("Mask preview", "no prompts to prune")
+    kept = tokens[:, None] * segments
+    labels = np.where(kept > 0, "kept", "pruned")
+    figure = go.Figure(go.Heatmap(
+        z=kept, x=list(range(kept.shape[1])), y=list(range(kept.shape[0])), zmin=0, zmax=1,
+        colorscale=[[0.0, "#d9d9d9"], [0.5, "#d9d9d9"], [0.5, "#2ca02c"], [1.0, "#2ca02c"]],
+        showscale=False, text=labels, xgap=1, ygap=1,
+        hovertemplate="token %{y}, segment %{x}: %{text}<extra></extra>"))
+    figure.update_layout(
+        title=f"Mask preview: {int(kept.sum())} of {kept.size} segments kept",
+        xaxis_title="segment", yaxis_title="prompt token", yaxis={"autorange": "reversed"})
+    return figure
+
+
+def prune_curve(results: pd.DataFrame) -> go.Figure:
+    """Accuracy and effective parameters against the prune ratio, from rewound runs.
+
+    Columns: `ratio`, `accuracy`, `effective_params`."""
+    if results.empty:
+        return _empty("Pruning trade-off", "no rewinds yet")
+    results = results.sort_values("ratio")
+    figure = make_subplots(specs=[[{"secondary_y": True}]])
+    figure.add_trace(go.Scatter(x=list(results["ratio"]), y=list(results["accuracy"]),
+                                name="accuracy", mode="lines+markers"), secondary_y=False)
+    figure.add_trace(go.Scatter(x=list(results["ratio"]), y=list(results["effective_params"]),
+                                name="effective params", mode="lines+markers",
+                                line={"dash": "dot"}), secondary_y=True)
+    figure.update_xaxes(title_text="prune ratio")
+    figure.update_yaxes(title_text="top-1 (%)", secondary_y=False)
+    figure.update_yaxes(title_text="effective parameters", secondary_y=True)
+    figure.update_layout(title="Pruning trade-off")
+    return figure
+
+
+def poincare_disk(disk: np.ndarray, labels: Sequence[int] | np.ndarray,
+                  indices: Sequence[int] | np.ndarray | None = None,
+                  class_names: Sequence[str] | None = None, title: str = "Poincaré disk",
+                  ) -> go.Figure:
+    """Points in the unit disk, one trace per class, with the boundary circle drawn."""
+    points = np.asarray(disk, dtype=float).reshape(-1, 2)
+    labels = np.asarray(labels).ravel()
+    indices = np.arange(len(points)) if indices is None else np.asarray(indices).ravel()
+    angle = np.linspace(0.0, 2 * np.pi, 361)
+    figure = go.Figure(go.Scatter(x=np.cos(angle), y=np.sin(angle), mode="lines",
+                                  name="unit circle", line={"color": "black", "width": 1},
+                                  hoverinfo="skip", showlegend=False))
+    for label in np.unique(labels):
+        chosen = labels == label
+        name = class_names[int(label)] if class_names is not None else f"class {label}"
+        figure.add_trace(go.Scatter(
+            x=points[chosen, 0], y=points[chosen, 1], mode="markers", name=name,
+            marker={"size": 5}, customdata=indices[chosen],
+            hovertemplate=f"{name}<br>sample %{{customdata}}<extra></extra>"))
+    axis = {"range": [-1.05, 1.05], "zeroline": False, "showgrid": False}
+    figure.update_layout(title=title, xaxis=axis, yaxis={**axis, "scaleanchor": "x"},
+                         legend_title_text="class")
+    return figure
+
+
+_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+            "#7f7f7f", "#bcbd22", "#17becf")

@@ -1,0 +1,104 @@
+"""Helpers shared by the pages: the store, run progress, the reproducing CLI command.
+
+Only `get_store` touches Streamlit (to cache one RunStore per directory); the rest are
+plain functions, tested directly.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from e2vpt_core.config import PromptConfig
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig
+
+STORE_ENV = "E2VPT_STORE"
+
+
+def store_dir() -> Path:
+    """`runs/` under the working directory, unless E2VPT_STORE names another."""
+    return Path(os.environ.get(STORE_ENV) or "runs").resolve()
+
+
+@st.cache_resource
+def _store(directory: str) -> RunStore:
+    return RunStore(directory)
+
+
+def get_store() -> RunStore:
+    return _store(str(store_dir()))
+
+
+def run_label(run: pd.Series | dict[str, Any]) -> str:
+    return f"{run['id']} · {run.get('method')} · {run.get('dataset')} · {run['status']}"
+
+
+def progress(store: RunStore, run_id: str, now: float | None = None) -> dict[str, Any]:
+    """Steps done of the total and an ETA from the step rate so far (None if unknown)."""
+    run = store.get_run(run_id)
+    losses = store.metrics(run_id, ["train/loss"])
+    done = int(losses["step"].max()) if not losses.empty else 0
+    total = run["summary"].get("total_steps")
+    eta = None
+    if total and done and run["status"] == "running" and len(losses) > 1:
+        first, last = losses.iloc[0], losses.iloc[-1]
+        rate = (last["step"] - first["step"]) / max(last["time"] - first["time"], 1e-9)
+        since_last = (now if now is not None else time.time()) - last["time"]
+        eta = max((total - done) / rate - since_last, 0.0) if rate > 0 else None
+    return {"done": done, "total": total, "eta_seconds": eta, "status": run["status"]}
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+# TrainConfig / PromptConfig field → `e2vpt train` flag (None: a boolean flag, see below).
+_TRAIN_FLAGS = {"backbone": "--backbone", "checkpoint": "--checkpoint",
+                "dataset": "--dataset", "epochs": "--epochs",
+                "warmup_epochs": "--warmup-epochs", "batch_size": "--batch-size",
+                "seed": "--seed", "grad_clip": "--grad-clip", "num_workers": "--workers",
+                "device": "--device", "base_lr": "--lr", "weight_decay": "--wd"}
+_PROMPT_FLAGS = {"method": "--method", "visual_prompt_len": "-P", "kv_prompt_len": "-T",
+                 "kv_sharing": "--kv-sharing", "num_segments": "--num-segments",
+                 "segment_layout": "--segment-layout", "prompt_dropout": "--prompt-dropout"}
+
+
+def reproduce_command(config: dict[str, Any], store: str | None = None) -> tuple[str, list[str]]:
+    """The `e2vpt train` command that rebuilds `config`, and the fields it cannot express.
+
+    Only values that differ from the CLI's defaults are spelled out."""
+    train, default = TrainConfig.from_dict(config), TrainConfig()
+    prompt = train.prompt
+    default_prompt = PromptConfig(prompt.method)
+    words = ["e2vpt", "train"]
+    for name, flag in _TRAIN_FLAGS.items():
+        value = getattr(train, name)
+        if name in ("backbone", "dataset", "epochs") or value != getattr(default, name):
+            words += [flag, str(value)]
+    for name, flag in _PROMPT_FLAGS.items():
+        value = getattr(prompt, name)
+        if name == "method" or value != getattr(default_prompt, name):
+            words += [flag, str(value)]
+    if not train.pretrained:
+        words.append("--random-init")
+    if not train.amp:
+        words.append("--no-amp")
+    if store is not None:
+        words += ["--store", store]
+    expressible = set(_TRAIN_FLAGS) | {"prompt", "pretrained", "amp"}
+    missing = [name for name, value in train.to_dict().items()
+               if name not in expressible and value != default.to_dict()[name]]
+    missing += [f"prompt.{name}" for name, value in prompt.to_dict().items()
+                if name not in _PROMPT_FLAGS and value != default_prompt.to_dict()[name]]
+    return shlex.join(words), missing

@@ -1,0 +1,47 @@
+"""Parameter budget: trainable parameters of every method on a timm backbone."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+import timm
+import torch
+
+from e2vpt_core import METHODS, PromptConfig, create_model
+
+BACKBONES = ["vit_base_patch16_224", "vit_small_patch16_224", "vit_tiny_patch16_224",
+             "vit_large_patch16_224", "vit_huge_patch14_224"]
+
+
+@st.cache_data(show_spinner="Counting parameters…")
+def parameter_table(backbone: str, num_classes: int, prompt_len: int, kv_len: int) -> pd.DataFrame:
+    """Counts on the meta device: shapes only, so even ViT-H costs no memory."""
+    rows = []
+    for method in METHODS:
+        lengths = {}
+        if method in ("vpt-shallow", "vpt-deep", "e2vpt"):
+            lengths["visual_prompt_len"] = prompt_len
+        if method == "e2vpt":
+            lengths["kv_prompt_len"] = kv_len
+        with torch.device("meta"):
+            backbone_model = timm.create_model(backbone)
+            model = create_model(backbone_model, num_classes, PromptConfig(method, **lengths))
+        trainable = sum(p.numel() for _, p in model.trainable_parameters())
+        percent = 100.0 * trainable / model.backbone_parameter_count()
+        rows.append({"method": method, "trainable params": trainable,
+                     "% of backbone": round(percent, 4)})
+    return pd.DataFrame(rows)
+
+
+st.title("E²VPT: parameter budget")
+st.write("Deep visual prompts plus key-value prompts on a frozen timm ViT: how many "
+         "parameters each method trains.")
+left, right = st.columns([1, 2])
+with left:
+    backbone = st.selectbox("Backbone", BACKBONES)
+    num_classes = st.number_input("Classes", min_value=1, value=100)
+    prompt_len = st.slider("Visual prompt length P", 0, 100, 10)
+    kv_len = st.slider("Key-value prompt length T", 0, 50, 5)
+with right:
+    table = parameter_table(backbone, int(num_classes), prompt_len, kv_len)
+    st.dataframe(table, hide_index=True, use_container_width=True)

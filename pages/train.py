@@ -1,0 +1,145 @@
+"""Train: configure a run, queue it for the worker, follow it live, cancel it.
+
+The page only submits jobs and reads the store; training runs in the worker process, so
+a rerun, a closed tab or an app restart leaves the run going.
+"""
+
+from __future__ import annotations
+
+import os
+
+import streamlit as st
+
+from app.figures import training_curves
+from app.state import format_seconds, get_store, progress, run_label
+from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS, PromptConfig
+from e2vpt_core.data import BUILTIN_TASKS, parse_dataset_spec
+from e2vpt_core.jobs import cancel_job, ensure_worker, submit_train, worker_alive
+from e2vpt_core.models.factory import check_backbone_name
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig
+from e2vpt_core.train.config import DEFAULT_BACKBONE
+
+AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
+BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Directory")
+DATASET_SOURCES = ("Built-in task", "Dataset on disk")
+
+
+def backbone_input() -> str:
+    source = st.radio("Backbone", BACKBONE_SOURCES, horizontal=True)
+    if source == BACKBONE_SOURCES[0]:
+        st.caption(f"`{DEFAULT_BACKBONE}`: a small ViT pretrained offline on fractal images.")
+        return DEFAULT_BACKBONE
+    if source == BACKBONE_SOURCES[1]:
+        return st.text_input("timm model name", "vit_base_patch16_224.augreg_in21k").strip()
+    return st.text_input("Backbone directory (config.json + model.safetensors)").strip()
+
+
+def dataset_input() -> str:
+    source = st.radio("Dataset", DATASET_SOURCES, horizontal=True)
+    if source == DATASET_SOURCES[0]:
+        task = st.selectbox("Task", sorted(BUILTIN_TASKS), format_func=lambda t:
+                            f"{t}: {BUILTIN_TASKS[t]}")
+        return f"builtin:{task}"
+    return st.text_input("Dataset spec", placeholder="vtab:/data/vtab-1k/cifar",
+                         help="vtab:/path/vtab-1k/TASK, fgvc:/path/ROOT or folder:/path").strip()
+
+
+def method_inputs() -> dict:
+    method = st.selectbox("Method", METHODS, index=METHODS.index("e2vpt"))
+    left, right = st.columns(2)
+    prompt_len = left.number_input("Visual prompt length P", 0, 500, 10 if method in
+                                   VISUAL_PROMPT_METHODS else 0, key=f"P-{method}",
+                                   disabled=method not in VISUAL_PROMPT_METHODS)
+    kv_len = right.number_input("Key-value prompt length T", 0, 500, 5 if method in
+                                KV_PROMPT_METHODS else 0, key=f"T-{method}",
+                                disabled=method not in KV_PROMPT_METHODS)
+    epochs = left.number_input("Epochs", 1, 1000, 100)
+    batch_size = right.number_input("Batch size", 1, 4096, 64)
+    base_lr = left.number_input("Base learning rate (× batch / 256)", 0.0001, 1000.0, 10.0)
+    weight_decay = right.number_input("Weight decay", 0.0, 1.0, 0.001, format="%.4f")
+    seed = left.number_input("Seed", 0, 2**31 - 1, 0)
+    return dict(method=method, prompt_len=int(prompt_len), kv_len=int(kv_len),
+                epochs=int(epochs), batch_size=int(batch_size), base_lr=float(base_lr),
+                weight_decay=float(weight_decay), seed=int(seed))
+
+
+def build_config(backbone: str, dataset: str, values: dict) -> TrainConfig:
+    """Every check the CLI makes before creating a run; raises ValueError with the reason."""
+    if not backbone:
+        raise ValueError("name a backbone")
+    check_backbone_name(backbone)
+    parse_dataset_spec(dataset)
+    prompt = PromptConfig(
+        values["method"],
+        visual_prompt_len=values["prompt_len"] if values["method"] in VISUAL_PROMPT_METHODS
+        else None,
+        kv_prompt_len=values["kv_len"] if values["method"] in KV_PROMPT_METHODS else None)
+    return TrainConfig(backbone=backbone, dataset=dataset, prompt=prompt,
+                       epochs=values["epochs"], batch_size=values["batch_size"],
+                       base_lr=values["base_lr"], weight_decay=values["weight_decay"],
+                       seed=values["seed"])
+
+
+def autostart() -> bool:
+    """E2VPT_AUTOSTART_WORKER=0 leaves starting workers to you (tests, a managed worker)."""
+    return os.environ.get(AUTOSTART_ENV, "1") != "0"
+
+
+def start(store: RunStore, config: TrainConfig) -> None:
+    job_id, run_id = submit_train(store, config)
+    st.session_state["train_run"] = run_id
+    if autostart():
+        ensure_worker(store)
+    st.success(f"Queued run {run_id} (job {job_id}).")
+
+
+@st.fragment(run_every=2)
+def live_view(store: RunStore, run_id: str) -> None:
+    """Re-run every 2 s on its own: progress, ETA, curves and the Cancel button."""
+    state = progress(store, run_id)
+    total = state["total"]
+    if total:
+        st.progress(min(state["done"] / total, 1.0),
+                    text=f"{state['status']}: step {state['done']} / {total} · "
+                         f"ETA {format_seconds(state['eta_seconds'])}")
+    else:
+        st.write(f"Status: **{state['status']}**, step {state['done']}")
+    run = store.get_run(run_id)
+    if run["reason"]:
+        st.error(f"{run['status']}: {run['reason']}")
+    jobs = store.jobs()
+    active = jobs[(jobs["run_id"] == run_id) & jobs["status"].isin(["queued", "running"])]
+    if not active.empty and st.button("Cancel", key="cancel"):
+        st.info(f"Job {int(active['id'].iloc[0])}: "
+                f"{cancel_job(store, int(active['id'].iloc[0]))}")
+    if state["status"] in ("queued", "running") and not worker_alive(store):
+        st.warning("No worker is running: start one with "
+                   f"`python -m e2vpt_core.jobs --store {store.root}`.")
+    st.plotly_chart(training_curves({run_id: store.metrics(run_id)}), key="curves")
+
+
+store = get_store()
+st.title("Train")
+if autostart() and store.jobs()["status"].isin(["queued", "running", "cancelling"]).any():
+    ensure_worker(store)  # after an app or machine restart: resume what was left
+with st.container(border=True):
+    backbone = backbone_input()
+    dataset = dataset_input()
+    values = method_inputs()
+    if st.button("Start", type="primary"):
+        try:
+            start(store, build_config(backbone, dataset, values))
+        except ValueError as error:
+            st.error(str(error))
+
+runs = store.runs()
+if runs.empty:
+    st.info("No runs yet: configure one above and press Start.")
+else:
+    ids = list(runs["id"])
+    chosen = st.session_state.get("train_run")
+    labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
+    run_id = st.selectbox("Follow run", ids, index=ids.index(chosen) if chosen in ids else 0,
+                          format_func=labels.get)
+    live_view(store, run_id)

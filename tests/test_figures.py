@@ -1,0 +1,95 @@
+"""Figures are pure functions: traces, axis titles, the data passed through, empty cases."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from app import figures  # noqa: E402
+
+
+def _metrics(steps: int = 4, epochs: int = 2) -> pd.DataFrame:
+    rows = [{"step": s, "epoch": (s - 1) * epochs // steps, "name": "train/loss",
+             "value": 2.0 / s} for s in range(1, steps + 1)]
+    rows += [{"step": s, "epoch": 0, "name": "train/lr", "value": 0.1 * s}
+             for s in range(1, steps + 1)]
+    rows += [{"step": (e + 1) * steps // epochs, "epoch": e, "name": "val/top1",
+              "value": 50.0 + e} for e in range(epochs)]
+    return pd.DataFrame(rows)
+
+
+def _is_empty(figure) -> bool:
+    return not figure.data and "no" in figure.layout.annotations[0].text
+
+
+def test_training_curves_overlay_runs_with_one_legend_entry_each():
+    figure = figures.training_curves({"run a": _metrics(), "run b": _metrics(6, 3)})
+    assert len(figure.data) == 6
+    loss_a = figure.data[0]
+    assert loss_a.name == "run a" and list(loss_a.x) == [1, 2, 3, 4]
+    assert list(loss_a.y) == pytest.approx([2.0, 1.0, 2 / 3, 0.5])
+    top1_b = figure.data[5]
+    assert list(top1_b.x) == [1, 2, 3] and list(top1_b.y) == [50.0, 51.0, 52.0]
+    assert [trace.showlegend for trace in figure.data] == [True, False, False] * 2
+    assert figure.data[0].line.color != figure.data[3].line.color
+    assert figure.layout.xaxis.title.text == "step"
+    assert figure.layout.yaxis3.title.text == "top-1 (%)"
+    assert figure.layout.xaxis3.title.text == "epoch"
+
+
+def test_training_curves_without_data():
+    assert _is_empty(figures.training_curves({}))
+    assert _is_empty(figures.training_curves({"queued": pd.DataFrame()}))
+
+
+def test_importance_figures_pass_scores_through():
+    scores = np.arange(12.0).reshape(3, 4)
+    heatmap = figures.importance_heatmap(scores)
+    assert np.array_equal(np.asarray(heatmap.data[0].z), scores)
+    assert heatmap.layout.xaxis.title.text == "segment"
+    assert heatmap.layout.yaxis.title.text == "prompt token"
+    bar = figures.token_importance_bar([0.5, 0.1, 0.9])
+    assert list(bar.data[0].y) == [0.5, 0.1, 0.9] and list(bar.data[0].x) == [0, 1, 2]
+    assert _is_empty(figures.importance_heatmap(np.zeros((0, 4))))
+    assert _is_empty(figures.token_importance_bar([]))
+
+
+def test_mask_preview_prunes_whole_rows_of_pruned_tokens():
+    figure = figures.mask_preview([1, 0, 1], [[1, 1, 0, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
+    kept = np.asarray(figure.data[0].z)
+    assert kept.tolist() == [[1, 1, 0, 1], [0, 0, 0, 0], [0, 1, 1, 1]]
+    assert np.asarray(figure.data[0].text)[1].tolist() == ["pruned"] * 4
+    assert "6 of 12" in figure.layout.title.text
+    assert _is_empty(figures.mask_preview([], []))
+
+
+def test_prune_curve_sorts_by_ratio_and_uses_two_axes():
+    results = pd.DataFrame({"ratio": [0.5, 0.0, 0.3], "accuracy": [70.0, 80.0, 75.0],
+                            "effective_params": [100, 200, 140]})
+    figure = figures.prune_curve(results)
+    accuracy, params = figure.data
+    assert list(accuracy.x) == [0.0, 0.3, 0.5] and list(accuracy.y) == [80.0, 75.0, 70.0]
+    assert list(params.y) == [200, 140, 100] and params.yaxis == "y2"
+    assert figure.layout.xaxis.title.text == "prune ratio"
+    assert figure.layout.yaxis2.title.text == "effective parameters"
+    assert _is_empty(figures.prune_curve(pd.DataFrame()))
+
+
+def test_poincare_disk_draws_the_unit_circle_and_one_trace_per_class():
+    disk = np.array([[0.1, 0.2], [-0.5, 0.3], [0.7, -0.1], [0.0, 0.9]])
+    figure = figures.poincare_disk(disk, [0, 1, 0, 2], indices=[10, 11, 12, 13],
+                                   class_names=["a", "b", "c"])
+    circle, *classes = figure.data
+    radius = np.hypot(np.asarray(circle.x), np.asarray(circle.y))
+    assert np.allclose(radius, 1.0) and circle.mode == "lines"
+    assert [trace.name for trace in classes] == ["a", "b", "c"]
+    assert list(classes[0].customdata) == [10, 12] and list(classes[0].x) == [0.1, 0.7]
+    assert "sample %{customdata}" in classes[0].hovertemplate
+    assert figure.layout.yaxis.scaleanchor == "x"
+    empty = figures.poincare_disk(np.zeros((0, 2)), [])
+    assert len(empty.data) == 1  # the circle alone

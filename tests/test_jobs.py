@@ -1,0 +1,183 @@
+"""The job queue and its worker: order, cancellation, failures, SIGKILL and resume, one
+worker per store."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from e2vpt_core import PromptConfig
+from e2vpt_core.jobs import (
+    cancel_job,
+    ensure_worker,
+    run_job,
+    run_worker,
+    submit_embed,
+    submit_rewind,
+    submit_train,
+    worker_alive,
+    worker_pid,
+)
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig
+
+
+def _config(backbone: str, **changes) -> TrainConfig:
+    values = dict(backbone=backbone, dataset="builtin:position", epochs=1, batch_size=100,
+                  eval_splits=("val",), device="cpu",
+                  prompt=PromptConfig("vpt-deep", visual_prompt_len=2, num_segments=4))
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def _drain(store: RunStore) -> int:
+    return run_worker(store, idle_exit=0, poll=0.01, log=lambda line: None)
+
+
+def test_submit_creates_a_queued_run_and_its_job_together(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    job_id, run_id = submit_train(store, _config(tiny_backbone))
+    job = store.get_job(job_id)
+    assert (job["kind"], job["status"], job["run_id"]) == ("train", "queued", run_id)
+    assert store.get_run(run_id)["status"] == "queued"
+    assert store.get_run(run_id)["config"]["dataset"] == "builtin:position"
+
+
+def test_jobs_run_in_order_one_at_a_time(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    submitted = [submit_train(store, _config(tiny_backbone, seed=seed)) for seed in (0, 1)]
+    assert _drain(store) == 2
+    jobs = store.jobs().set_index("id")
+    for job_id, run_id in submitted:
+        assert jobs.loc[job_id, "status"] == "done"
+        run = store.get_run(run_id)
+        assert run["status"] == "completed"
+        assert run["summary"]["total_steps"] == 8
+    first, second = (jobs.loc[job_id] for job_id, _ in submitted)
+    assert first["finished_at"] <= second["started_at"]
+    assert worker_alive(store) is False
+
+
+def test_a_cancelled_queued_job_never_runs(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    job_a, run_a = submit_train(store, _config(tiny_backbone))
+    job_b, run_b = submit_train(store, _config(tiny_backbone))
+    assert cancel_job(store, job_a) == "cancelled"
+    assert _drain(store) == 1
+    assert store.get_job(job_a)["status"] == "cancelled"
+    assert store.get_run(run_a)["status"] == "cancelled"
+    assert store.metrics(run_a).empty
+    assert store.get_job(job_b)["status"] == "done"
+    assert store.get_run(run_b)["status"] == "completed"
+
+
+def test_a_running_job_stops_at_the_next_step_when_cancelled(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    job_id, run_id = submit_train(store, _config(tiny_backbone))
+    job = store.claim_job(os.getpid())
+    assert job["id"] == job_id and job["resumed"] is False
+    assert cancel_job(store, job_id) == "cancelling"
+    assert run_job(store, job) == "cancelled"
+    assert store.get_job(job_id)["status"] == "cancelled"
+    run = store.get_run(run_id)
+    assert (run["status"], run["reason"]) == ("cancelled", "stop requested")
+    assert store.metrics(run_id, ["train/loss"]).empty
+
+
+def test_failing_jobs_record_their_reason(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path / "store")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    job_id, run_id = submit_train(store, _config(tiny_backbone, dataset=f"folder:{empty}"))
+    missing = store.enqueue_job("rewind", {"parent": "no-such-run", "token_ratio": 0.5})[0]
+    assert _drain(store) == 2
+    job, run = store.get_job(job_id), store.get_run(run_id)
+    assert (job["status"], run["status"]) == ("failed", "failed")
+    assert job["error"] == run["reason"] and "DatasetError" in job["error"]
+    job = store.get_job(missing)
+    assert job["status"] == "failed" and "no-such-run" in job["error"]
+
+
+def test_submit_rewind_refuses_a_run_that_cannot_be_pruned(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    _, run_id = submit_train(store, _config(tiny_backbone))
+    with pytest.raises(ValueError, match="not completed"):
+        submit_rewind(store, run_id, 0.5)
+    assert len(store.jobs()) == 1
+
+
+def _wait(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_worker_killed_mid_run_is_resumed_without_loss(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    config = _config(tiny_backbone, epochs=3, batch_size=50)
+    job_id, run_id = submit_train(store, config)
+    process = subprocess.Popen([sys.executable, "-m", "e2vpt_core.jobs", "--store",
+                                str(tmp_path), "--poll", "0.05"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait(lambda: not store.metrics(run_id, ["val/top1"]).empty, 120, "the first epoch")
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    killed_at = int(store.metrics(run_id, ["train/loss"])["step"].max())
+    assert killed_at < 3 * 16, "not killed mid-run"
+    assert store.get_run(run_id)["status"] == "running"
+    assert store.get_job(job_id)["status"] == "running"
+    assert worker_alive(store) is False
+
+    assert _drain(store) == 1
+    assert store.get_job(job_id)["status"] == "done"
+    assert store.get_run(run_id)["status"] == "completed"
+    losses = store.metrics(run_id, ["train/loss"])
+    assert list(losses["step"]) == list(range(1, 3 * 16 + 1))
+    assert len(store.metrics(run_id, ["val/top1"])) == 3
+    assert "resumed after epoch" in " ".join(store.events(run_id)["message"])
+
+
+def test_ensure_worker_starts_one_detached_worker(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    job_id, run_id = submit_train(store, _config(tiny_backbone))
+    assert ensure_worker(store, idle_exit=1.0) is True
+    try:
+        assert ensure_worker(store, idle_exit=1.0) is False
+        pid = worker_pid(store)
+        assert pid is not None and os.getpgid(pid) == pid  # its own session
+        with pytest.raises(RuntimeError, match="another worker"):
+            run_worker(store, idle_exit=0)
+        _wait(lambda: store.get_job(job_id)["status"] == "done", 120, "the job")
+        assert store.get_run(run_id)["status"] == "completed"
+        _wait(lambda: not worker_alive(store), 30, "the idle worker to exit")
+    finally:
+        pid = worker_pid(store)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+
+
+def test_embed_jobs_compute_one_view_or_a_comparison(tmp_path, monkeypatch):
+    import e2vpt_core.hyperbolic.view as view
+
+    calls = []
+    monkeypatch.setattr(view, "embedding_view", lambda *args, **kw: calls.append(args[1:]))
+    monkeypatch.setattr(view, "compare_runs", lambda *args, **kw: calls.append(args[1:]))
+    store = RunStore(tmp_path)
+    first, second = (store.create_run({}) for _ in range(2))
+    with pytest.raises(ValueError, match="one or two runs"):
+        submit_embed(store, [])
+    with pytest.raises(KeyError):
+        submit_embed(store, ["no-such-run"])
+    single = submit_embed(store, [first], "val")
+    pair = submit_embed(store, [first, second])
+    assert _drain(store) == 2
+    assert calls == [(first, "val"), (first, second, "test")]
+    assert store.get_job(single)["status"] == store.get_job(pair)["status"] == "done"
