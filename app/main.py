@@ -19,8 +19,8 @@ PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="E²VPT toolkit", layout="wide")
 navigation = st.navigation([
-    st.Page(PAGES / "train.py", title="Train", icon="🏋️", default=True),
-    st.Page(PAGES / "runs.py", title="Runs", icon="📋"),
-    st.Page(PAGES / "budget.py", title="Parameter budget", icon="🧮"),
+    st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", default=True),
+    st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_view:"),
+    st.Page(PAGES / "budget.py", title="Parameter budget", icon=":material/calculate:"),
 ])
 navigation.run()
