@@ -127,3 +127,18 @@ def test_train_run_on_a_tiny_swin_directory(tmp_path):
     init = store.load_tensors(result.run_id, "init")
     assert set(init) >= {"visual_prompts", "later_visual_prompts.0", "kv_prompts.0"}
     assert not torch.equal(model.visual_prompts.detach(), init["visual_prompts"])
+
+
+def test_cli_trains_a_swin_backbone(tmp_path, capsys):
+    import json
+
+    from e2vpt_core.cli import main
+
+    directory = write_tiny_swin_dir(tmp_path / "swin-backbone")
+    code = main(["train", "--backbone", str(directory), "--dataset", "builtin:orientation",
+                 "--method", "vpt-deep", "-P", "2", "--num-segments", "4", "--epochs", "1",
+                 "--batch-size", "50", "--lr", "1.0", "--store", str(tmp_path / "runs"),
+                 "--json", "--quiet"])
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and result["status"] == "completed", result
+    assert result["effective_params"] == result["trainable_params"]
