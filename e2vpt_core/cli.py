@@ -232,8 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one run")
     _add_train_arguments(train)
-    train.add_argument("--lr", type=float, default=10.0, help="base lr (× batch / 256)")
-    train.add_argument("--wd", type=float, default=0.001, help="weight decay")
+    train.add_argument("--lr", type=float, default=TrainConfig.base_lr,
+                       help="base lr (× batch / 256); the paper searches 0.05–50")
+    train.add_argument("--wd", type=float, default=TrainConfig.weight_decay, help="weight decay")
     train.set_defaults(handler=_train)
 
     sweep = commands.add_parser("sweep", help="lr × wd grid on train→val, then seeds → test")

@@ -60,8 +60,8 @@ def test_train_page_renders_its_form(store):
     assert _by_label(app.selectbox, "Method").value == "e2vpt"
     assert _by_label(app.number_input, "Visual prompt length P").value == 10
     assert _by_label(app.number_input, "Key-value prompt length T").value == 5
-    assert _by_label(app.number_input, "Epochs").value == 100
-    assert _by_label(app.number_input, "Base learning rate (× batch / 256)").value == 10.0
+    assert _by_label(app.number_input, "Epochs").value == 10
+    assert _by_label(app.number_input, "Base learning rate (× batch / 256)").value == 0.1
     assert any(b.label == "Start" for b in app.button)
     assert "No runs yet" in app.info[0].value
 

@@ -31,8 +31,8 @@ class TrainConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     epochs: int = 100
     warmup_epochs: float | None = None
-    base_lr: float = 10.0
-    weight_decay: float = 0.001
+    base_lr: float = 0.1
+    weight_decay: float = 0.0001
     momentum: float = 0.9
     batch_size: int = 64
     seed: int = 0
