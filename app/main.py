@@ -22,5 +22,7 @@ navigation = st.navigation([
     st.Page(PAGES / "train.py", title="Train", icon=":material/model_training:", default=True),
     st.Page(PAGES / "runs.py", title="Runs", icon=":material/table_view:"),
     st.Page(PAGES / "budget.py", title="Parameter budget", icon=":material/calculate:"),
+    st.Page(PAGES / "pruning.py", title="Pruning", icon=":material/content_cut:"),
+    st.Page(PAGES / "embeddings.py", title="Embeddings", icon=":material/bubble_chart:"),
 ])
 navigation.run()

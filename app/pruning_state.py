@@ -1,0 +1,159 @@
+"""Store reads behind the Pruning and Embeddings pages, kept out of the page scripts.
+
+Everything here only reads (no importance pass, no UMAP fit), so a page rerun every few
+seconds stays cheap; the expensive work is queued as jobs. Only `effective_params` touches
+Streamlit, to keep one loaded adapter per run across reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+import torch
+from safetensors import safe_open
+
+from e2vpt_core.artifacts import load_adapter
+from e2vpt_core.config import VISUAL_PROMPT_METHODS
+from e2vpt_core.models.vit import PromptedViT
+from e2vpt_core.prune.importance import IMPORTANCE, Importance, pick
+from e2vpt_core.store import RunStore
+
+LIVE = "importance_live"
+SWEEP_RATIOS = tuple(round(0.1 * step, 1) for step in range(1, 10))
+_ADAPTER_LOCK = threading.Lock()  # one cached model is shared by every session
+
+
+def prompt_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs with visual prompts (the only ones with tokens and segments to prune); trained
+    runs first, newest first, so a fresh rewind does not displace its parent as default."""
+    if runs.empty:
+        return runs
+    runs = runs[runs["method"].isin(VISUAL_PROMPT_METHODS)]
+    return runs.sort_values("kind", key=lambda kind: kind != "train", kind="stable")
+
+
+def tensor_metadata(store: RunStore, run_id: str, name: str) -> dict[str, str]:
+    """The metadata of a stored tensor file (the live snapshot records its step there)."""
+    path = store.run_dir(run_id) / f"{name}.safetensors"
+    with safe_open(str(path), "pt") as handle:
+        return handle.metadata() or {}
+
+
+def importance_scores(store: RunStore, run_id: str) -> tuple[Importance, str] | None:
+    """The run's token and segment scores and where they come from, or None.
+
+    The full pass (`importance`) wins over the training-time snapshot (`importance_live`),
+    which is only an average of the mask gradients seen while the prompts still moved.
+    """
+    if store.has_tensors(run_id, IMPORTANCE):
+        scores = store.load_tensors(run_id, IMPORTANCE)
+        batches = int(scores.get("batches", torch.tensor(0)))
+        source = f"full pass over the training split ({batches} batches)"
+        return pick(scores, batches=batches), source
+    if store.has_tensors(run_id, LIVE):
+        scores = store.load_tensors(run_id, LIVE)
+        step = tensor_metadata(store, run_id, LIVE).get("step", "?")
+        source = f"live snapshot from training, step {step}"
+        return pick(scores, batches=int(scores["steps"])), source
+    return None
+
+
+@st.cache_resource(max_entries=4)
+def _adapter(directory: str) -> PromptedViT:
+    return load_adapter(directory)
+
+
+@st.cache_data(max_entries=256)
+def effective_params(store_root: str, run_id: str, token_mask: tuple[float, ...],
+                     segment_mask: tuple[tuple[float, ...], ...]) -> dict[str, int]:
+    """Trainable and effective parameter counts of the run's adapter under these masks."""
+    model = _adapter(str(RunStore(store_root).run_dir(run_id) / "adapter"))
+    with _ADAPTER_LOCK:
+        token, segment = model.token_mask.clone(), model.segment_mask.clone()
+        try:
+            model.set_masks(torch.tensor(token_mask), torch.tensor(segment_mask))
+            summary = model.parameter_summary()
+        finally:
+            model.set_masks(token, segment)
+    return {"trainable_params": int(summary["trainable_params"]),
+            "effective_params": int(summary["effective_params"])}
+
+
+def rewind_results(runs: pd.DataFrame, parent_id: str) -> pd.DataFrame:
+    """Finished rewinds of `parent_id`: ratios, top-1 (test, else val), effective params."""
+    columns = ["id", "token_ratio", "segment_ratio", "accuracy", "effective_params"]
+    if runs.empty or "parent_id" not in runs.columns:
+        return pd.DataFrame(columns=columns)
+    children = runs[(runs["parent_id"] == parent_id) & (runs["kind"] == "rewind")
+                    & (runs["status"] == "completed")].copy()
+    if children.empty or "token_ratio" not in children.columns:
+        return pd.DataFrame(columns=columns)
+    accuracy = children["test_top1"] if "test_top1" in children.columns else None
+    if "val_top1" in children.columns:
+        accuracy = children["val_top1"] if accuracy is None else \
+            accuracy.fillna(children["val_top1"])
+    children["accuracy"] = accuracy
+    for column in columns:
+        if column not in children.columns:
+            children[column] = np.nan
+    return children[columns].sort_values(["token_ratio", "segment_ratio"])
+
+
+def pending_jobs(store: RunStore, kind: str) -> pd.DataFrame:
+    """Queued or running jobs of one kind, with their payloads parsed."""
+    jobs = store.jobs()
+    jobs = jobs[(jobs["kind"] == kind) & jobs["status"].isin(["queued", "running",
+                                                              "cancelling"])]
+    return jobs.assign(payload=[json.loads(p) for p in jobs["payload"]])
+
+
+# ----------------------------------------------------------------------- embeddings
+def embeddable_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Completed runs: the only ones with an adapter to embed with."""
+    return runs if runs.empty else runs[runs["status"] == "completed"]
+
+
+def default_pair(runs: pd.DataFrame) -> tuple[str, str] | None:
+    """The newest completed vpt-deep and e2vpt runs on one dataset (the paper's figure)."""
+    done = embeddable_runs(runs)
+    if done.empty:
+        return None
+    for _, e2vpt in done[done["method"] == "e2vpt"].iterrows():  # newest first
+        vpt = done[(done["method"] == "vpt-deep") & (done["dataset"] == e2vpt["dataset"])]
+        if not vpt.empty:
+            return str(vpt["id"].iloc[0]), str(e2vpt["id"])
+    return None
+
+
+def cached_view(store: RunStore, run_id: str, split: str) -> dict[str, Any] | None:
+    """The last stored Poincaré view of a run's split (disk, labels, indices, figures).
+
+    Read through the run summary's `hyperbolic_<split>` (which names the settings hash of
+    the cache file), so nothing is recomputed when it is missing."""
+    figures = store.get_run(run_id)["summary"].get(f"hyperbolic_{split}")
+    if not figures:
+        return None
+    name = f"poincare_{split}_{figures['settings_hash']}"
+    if not store.has_tensors(run_id, name):
+        return None
+    stored = store.load_tensors(run_id, name)
+    return {"disk": stored["disk"].numpy(), "labels": stored["labels"].numpy(),
+            "indices": stored["indices"].numpy(), "figures": figures}
+
+
+def separability_frame(views: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per (run, space): k-NN accuracy, silhouette and mean class radius."""
+    rows = []
+    for run_id, view in views.items():
+        figures = view["figures"]
+        for space, prefix in (("ball", ""), ("disk", "disk_"), ("euclidean", "euclidean_")):
+            rows.append({"run": run_id, "space": space,
+                         "knn_accuracy": figures.get(f"{prefix}knn_accuracy"),
+                         "silhouette": figures.get(f"{prefix}silhouette"),
+                         "mean_class_radius": figures.get(f"{prefix}mean_class_radius")})
+    return pd.DataFrame(rows)

@@ -1,0 +1,96 @@
+"""Embeddings: two runs' test images on the Poincaré disk, side by side (VPT vs E²VPT).
+
+The hyperbolic head and the UMAP fit run in the worker as an `embed` job; this page only
+reads what the job cached (the run summaries name the cache files), so a rerun never fits.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from app.figures import poincare_disk
+from app.pruning_state import (
+    cached_view,
+    default_pair,
+    embeddable_runs,
+    pending_jobs,
+    separability_frame,
+)
+from app.state import get_store, run_label
+from e2vpt_core.hyperbolic.view import DEFAULT_MAX_POINTS
+from e2vpt_core.jobs import ensure_worker, submit_embed
+from e2vpt_core.store import RunStore
+
+AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
+SPLITS = ("test", "val", "train")
+
+
+def autostart() -> bool:
+    """E2VPT_AUTOSTART_WORKER=0 leaves starting workers to you (tests, a managed worker)."""
+    return os.environ.get(AUTOSTART_ENV, "1") != "0"
+
+
+def pair_inputs(runs: pd.DataFrame) -> tuple[str, str]:
+    """Two runs, by default the newest vpt-deep / e2vpt pair on one dataset."""
+    ids = list(runs["id"])
+    labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
+    pair = default_pair(runs) or (ids[min(1, len(ids) - 1)], ids[0])
+    left, right = st.columns(2)
+    first = left.selectbox("Left run", ids, index=ids.index(pair[0]), format_func=labels.get)
+    second = right.selectbox("Right run", ids, index=ids.index(pair[1]),
+                             format_func=labels.get)
+    return first, second
+
+
+def pair_jobs(store: RunStore, pair: list[str], split: str) -> int:
+    """How many embed jobs of exactly this pair and split are queued or running."""
+    jobs = pending_jobs(store, "embed")
+    return sum(payload["runs"] == pair and payload["split"] == split
+               for payload in jobs["payload"])
+
+
+@st.fragment(run_every=3)
+def results(store: RunStore, pair: list[str], split: str) -> None:
+    """Redrawn every 3 s, so the plots appear when the worker finishes the job."""
+    views = {run_id: cached_view(store, run_id, split) for run_id in dict.fromkeys(pair)}
+    missing = [run_id for run_id, view in views.items() if view is None]
+    if missing:
+        busy = pair_jobs(store, pair, split)
+        st.info(f"Not computed yet for {', '.join(missing)} on `{split}`"
+                + (f": {busy} embed job(s) queued or running." if busy
+                   else ": press Compute."))
+        return
+    for index, (column, run_id) in enumerate(zip(st.columns(2), pair, strict=True)):
+        view = views[run_id]
+        column.plotly_chart(poincare_disk(view["disk"], view["labels"], view["indices"],
+                                          title=f"{run_id} ({split})"),
+                            key=f"disk-{index}")
+        column.caption(f"{len(view['labels'])} points · settings "
+                       f"{view['figures']['settings_hash']}")
+    st.caption("Separability (k-NN accuracy and silhouette: higher separates classes "
+               "better; ball = hyperbolic head output, disk = its 2-D projection).")
+    st.dataframe(separability_frame(views), hide_index=True, width="stretch")
+
+
+store = get_store()
+st.title("Embeddings")
+runs = embeddable_runs(store.runs())
+if runs.empty:
+    st.info("No completed runs yet: the view embeds images with a trained adapter.")
+    st.stop()
+
+first, second = pair_inputs(runs)
+left, right = st.columns(2)
+split = left.selectbox("Split", SPLITS)
+max_points = right.number_input("Points (0: all)", 0, 100_000, DEFAULT_MAX_POINTS,
+                                help="A seeded sample of the split, the same for both runs")
+pair = [first, second]
+if st.button("Compute", type="primary"):
+    job_id = submit_embed(store, pair, split, max_points=int(max_points))
+    if autostart():
+        ensure_worker(store)
+    st.success(f"Queued embed job {job_id}.")
+results(store, pair, split)

@@ -1,0 +1,157 @@
+"""Pruning: importance of prompt tokens and segments, a live mask preview, rewinds.
+
+Scores come from the stored full pass when there is one, else from the snapshot training
+writes every few steps, so a running run can be watched. Rewinds (and sweeps of them) are
+queued as jobs for the worker; their finished child runs fill the trade-off curve.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import streamlit as st
+
+from app.figures import importance_heatmap, mask_preview, prune_curve, token_importance_bar
+from app.pruning_state import (
+    SWEEP_RATIOS,
+    effective_params,
+    importance_scores,
+    pending_jobs,
+    prompt_runs,
+    rewind_results,
+)
+from app.state import get_store, run_label
+from e2vpt_core.jobs import ensure_worker, submit_rewind
+from e2vpt_core.prune import select_masks
+from e2vpt_core.prune.importance import compute_run_importance
+from e2vpt_core.prune.rewind import INITS, MODES
+from e2vpt_core.store import RunStore
+
+AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
+RATIOS = [round(0.1 * step, 1) for step in range(10)]
+
+
+def autostart() -> bool:
+    """E2VPT_AUTOSTART_WORKER=0 leaves starting workers to you (tests, a managed worker)."""
+    return os.environ.get(AUTOSTART_ENV, "1") != "0"
+
+
+def importance_view(store: RunStore, run_id: str, token_ratio: float,
+                    segment_ratio: float) -> None:
+    """Heatmaps of the scores and the mask the ratios would keep, with its parameters."""
+    found = importance_scores(store, run_id)
+    if found is None:
+        st.info("No importance scores yet: training writes a snapshot every "
+                "`importance_every` steps; or compute the full pass below.")
+        return
+    scores, source = found
+    st.caption(f"Scores: {source}.")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(importance_heatmap(scores.segment.numpy()), key="segment-heatmap")
+    right.plotly_chart(token_importance_bar(scores.token.numpy()), key="token-bar")
+
+    selection = select_masks(scores.token, scores.segment, token_ratio, segment_ratio)
+    kept = int(selection.segment_mask.sum())
+    st.metric("Kept token × segment entries", f"{kept} / {selection.segment_mask.numel()}",
+              help=f"tokens kept: {len(selection.kept_tokens)} of "
+                   f"{len(selection.token_mask)}")
+    left, right = st.columns([3, 2])
+    left.plotly_chart(mask_preview(selection.token_mask.numpy(),
+                                   selection.segment_mask.numpy()), key="mask-preview")
+    if (store.run_dir(run_id) / "adapter").is_dir():
+        counts = effective_params(str(store.root), run_id,
+                                  tuple(selection.token_mask.tolist()),
+                                  tuple(map(tuple, selection.segment_mask.tolist())))
+        right.metric("Effective parameters", f"{counts['effective_params']:,}",
+                     delta=f"{counts['effective_params'] - counts['trainable_params']:,}")
+        right.caption(f"of {counts['trainable_params']:,} trainable")
+    else:
+        right.caption("Effective parameters: available once the run has its adapter.")
+
+
+def compute_importance_button(store: RunStore, run_id: str, completed: bool) -> None:
+    """The full pass runs here, not as a job: the job queue has no importance kind."""
+    st.caption("The full pass scores the trained adapter over the whole training split "
+               "(a rewind computes it anyway when missing). It runs in the app process, "
+               "as the job queue has no importance job.")
+    if st.button("Compute full-pass importance", disabled=not completed):
+        with st.spinner("Scoring the prompts over the training split…"):
+            try:
+                compute_run_importance(store, run_id)
+            except (ValueError, FileNotFoundError) as error:
+                st.error(str(error))
+                return
+        st.rerun()
+
+
+def queue_rewinds(store: RunStore, parent: str, ratios: list[tuple[float, float]],
+                  options: dict) -> None:
+    try:
+        jobs = [submit_rewind(store, parent, token, segment, **options)
+                for token, segment in ratios]
+    except (ValueError, KeyError) as error:
+        st.error(str(error))
+        return
+    if autostart():
+        ensure_worker(store)
+    st.success(f"Queued {len(jobs)} rewind job(s): " + ", ".join(map(str, jobs)) + ".")
+
+
+def rewind_controls(store: RunStore, run: dict, token_ratio: float,
+                    segment_ratio: float) -> None:
+    """Init, mode and epochs of the rewind; one rewind or a 10–90 % token-ratio sweep."""
+    left, middle, right = st.columns(3)
+    init = left.selectbox("Init", INITS, help="fresh: new random prompts (reference code); "
+                          "original: the parent's own initial values (lottery ticket)")
+    mode = middle.selectbox("Mode", MODES, help="zero: pruned entries are zeroed; "
+                            "remove: pruned tokens leave the sequence")
+    epochs = right.number_input("Rewind epochs", 1, 1000, int(run["config"]["epochs"]))
+    options = {"init": init, "mode": mode, "epochs": int(epochs)}
+    completed = run["status"] == "completed"
+    if not completed:
+        st.caption("Rewinds start from a completed run.")
+    left, right = st.columns(2)
+    if left.button("Rewind", type="primary", disabled=not completed):
+        queue_rewinds(store, run["id"], [(token_ratio, segment_ratio)], options)
+    if right.button("Sweep 10–90 %", disabled=not completed,
+                    help="One rewind per token ratio 0.1 … 0.9, at this segment ratio"):
+        queue_rewinds(store, run["id"], [(ratio, segment_ratio) for ratio in SWEEP_RATIOS],
+                      options)
+    queued = pending_jobs(store, "rewind")
+    queued = queued[[payload.get("parent") == run["id"] for payload in queued["payload"]]]
+    if not queued.empty:
+        st.caption(f"{len(queued)} rewind job(s) of this run queued or running.")
+
+
+def trade_off(runs: pd.DataFrame, parent: str) -> None:
+    results = rewind_results(runs, parent)
+    st.plotly_chart(prune_curve(results.rename(columns={"token_ratio": "ratio"})),
+                    key="prune-curve")
+    if not results.empty:
+        st.dataframe(results, hide_index=True, width="stretch")
+
+
+store = get_store()
+st.title("Pruning")
+runs = prompt_runs(store.runs())
+if runs.empty:
+    st.info("No runs with visual prompts yet: train a vpt-shallow, vpt-deep or e2vpt run.")
+    st.stop()
+
+labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
+run_id = st.selectbox("Run", list(runs["id"]), format_func=labels.get)
+run = store.get_run(run_id)
+running = run["status"] in ("queued", "running")
+
+left, right = st.columns(2)
+token_ratio = left.select_slider("Token prune ratio", RATIOS, value=0.0)
+segment_ratio = right.select_slider("Segment prune ratio", RATIOS, value=0.0)
+view = st.fragment(run_every=3 if running else None)(importance_view)
+view(store, run_id, token_ratio, segment_ratio)
+compute_importance_button(store, run_id, run["status"] == "completed")
+
+st.subheader("Rewind")
+rewind_controls(store, run, token_ratio, segment_ratio)
+st.subheader("Accuracy and parameters against the prune ratio")
+trade_off(store.runs(), run_id)

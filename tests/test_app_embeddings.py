@@ -1,0 +1,108 @@
+"""The Embeddings page (AppTest) on two real tiny runs: the default vpt-deep / e2vpt pair,
+Compute queues an embed job, cached views (one small real fit) show two disks and a table."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from e2vpt_core import PromptConfig
+from e2vpt_core.hyperbolic import HeadConfig, ProjectionConfig, compare_runs
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig, train_run
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from app.pruning_state import default_pair  # noqa: E402
+
+APP = str(ROOT / "app" / "main.py")
+POINTS = 60
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_backbone, tmp_path_factory) -> tuple[Path, str, str]:
+    """A vpt-deep and an e2vpt run on one dataset, trained once for the module."""
+    root = tmp_path_factory.mktemp("embeddings-store")
+    store, ids = RunStore(root), []
+    for prompt in (PromptConfig("vpt-deep", visual_prompt_len=4),
+                   PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
+                                num_segments=4)):
+        result = train_run(TrainConfig(backbone=tiny_backbone, dataset="builtin:position",
+                                       epochs=1, batch_size=64, device="cpu", prompt=prompt),
+                           store)
+        assert result.status == "completed", result.reason
+        ids.append(result.run_id)
+    return root, ids[0], ids[1]
+
+
+@pytest.fixture
+def store(trained, tmp_path, monkeypatch) -> RunStore:
+    """A private copy of the trained store, so one test's jobs and caches stay its own."""
+    root = tmp_path / "store"
+    shutil.copytree(trained[0], root)
+    monkeypatch.setenv("E2VPT_STORE", str(root))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    return RunStore(root)
+
+
+def _embeddings_page() -> AppTest:
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    app.switch_page("../pages/embeddings.py").run()
+    assert not app.exception, app.exception
+    return app
+
+
+def _by_label(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
+def _length(values: list | dict) -> int:
+    """Plotly writes numpy arrays as base64 (`bdata`) with their dtype."""
+    if isinstance(values, list):
+        return len(values)
+    return len(np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]))
+
+
+def test_the_default_pair_is_the_newest_vpt_deep_and_e2vpt_runs(store, trained):
+    app = _embeddings_page()
+    assert app.title[0].value == "Embeddings"
+    assert _by_label(app.selectbox, "Left run").value == trained[1]
+    assert _by_label(app.selectbox, "Right run").value == trained[2]
+    assert "Not computed yet" in app.info[0].value and "press Compute" in app.info[0].value
+    assert not app.get("plotly_chart")
+    assert default_pair(store.runs()[lambda runs: runs["method"] != "vpt-deep"]) is None
+
+
+def test_compute_queues_an_embed_job_for_the_pair(store, trained):
+    app = _embeddings_page()
+    _by_label(app.selectbox, "Split").set_value("val").run()
+    _by_label(app.number_input, "Points (0: all)").set_value(POINTS).run()
+    _by_label(app.button, "Compute").click().run()
+    assert not app.exception and not app.error
+    jobs = store.jobs()
+    assert list(jobs["kind"]) == ["embed"] and jobs["status"][0] == "queued"
+    assert json.loads(jobs["payload"][0]) == {
+        "runs": [trained[1], trained[2]], "split": "val", "options": {"max_points": POINTS}}
+    assert "1 embed job(s) queued or running" in app.info[0].value
+
+
+def test_cached_views_show_two_disks_and_the_separability_table(store, trained):
+    compare_runs(store, trained[1], trained[2], "test", max_points=POINTS,
+                 head=HeadConfig(steps=3), projection=ProjectionConfig(n_epochs=20))
+    app = _embeddings_page()
+    assert not app.info
+    charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    assert [chart["layout"]["title"]["text"] for chart in charts] == [
+        f"{trained[1]} (test)", f"{trained[2]} (test)"]
+    assert sum(_length(trace["x"]) for trace in charts[0]["data"][1:]) == POINTS
+    table = app.dataframe[0].value
+    assert list(table["run"].unique()) == [trained[1], trained[2]]
+    assert set(table["space"]) == {"ball", "disk", "euclidean"}
+    assert table["knn_accuracy"].between(0, 1).all()
