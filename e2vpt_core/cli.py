@@ -223,6 +223,7 @@ def _params(args: argparse.Namespace) -> int:
 COMMAND_MODULES: tuple[str, ...] = (
     "e2vpt_core.prune.cli",
     "e2vpt_core.hyperbolic.cli",
+    "e2vpt_core.protocol_cli",
 )
 
 

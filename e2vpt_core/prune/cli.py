@@ -73,12 +73,13 @@ def _sweep_prune(args: argparse.Namespace) -> int:
     from ..store import RunStore
     from .sweep import sweep_prune
 
-    bar = _ProgressBar(not args.quiet and args.workers == 1)
+    bar = _ProgressBar(not args.quiet and args.workers == 1 and args.ray is None)
     try:
         table = sweep_prune(RunStore(args.store), args.run, args.ratios, args.segment_ratios,
                             init=args.init, mode=args.mode, epochs=args.epochs,
                             signed=args.signed, token_scores=args.token_scores,
-                            min_segments=args.min_segments, workers=args.workers, progress=bar)
+                            min_segments=args.min_segments, workers=args.workers, progress=bar,
+                            ray_address=args.ray)
     finally:
         bar.close()
     columns = [c for c in ("token_ratio", "segment_ratio", "run_id", "status", "val_top1",
@@ -120,5 +121,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="token prune ratios")
     sweep.add_argument("--segment-ratios", type=float, nargs="+", default=[0.0])
     sweep.add_argument("--workers", type=int, default=1, help="local processes")
+    sweep.add_argument("--ray", metavar="ADDRESS", default=None,
+                       help="run rewinds as Ray tasks on this cluster ('local' starts one; "
+                            "needs pip install e2vpt-core[ray])")
     _add_rewind_options(sweep)
     sweep.set_defaults(handler=_sweep_prune)

@@ -96,14 +96,15 @@ def sweep_prune(
     segment_ratios: Sequence[float] = (0.0,), init: str = "fresh", mode: str = "zero",
     epochs: int | None = None, signed: bool = False, token_scores: str = "mask",
     min_segments: int | None = None, workers: int = 1, timing_repeats: int = 5,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, ray_address: str | None = None,
 ) -> pd.DataFrame:
     """Rewind at every (token ratio × segment ratio); one row per rewind, `best` marked.
 
     The best row has the highest top-1 on the parent's first eval split (`val` in the
     paper's search); ties go to more pruning (token ratio, then segment ratio). `workers`
     > 1 trains rewinds in a local process pool (without `progress`); timing always runs
-    here, one model at a time, on the parent's device.
+    here, one model at a time, on the parent's device. `ray_address` (a cluster address,
+    or "local") runs each rewind as a Ray task instead (`workers` is then ignored).
     """
     check_rewind_options(init, mode, epochs)
     if not ratios or not segment_ratios:
@@ -112,6 +113,10 @@ def sweep_prune(
             for t in ratios for s in segment_ratios]
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
+    if ray_address is not None:
+        from .ray_backend import import_ray, ray_rewinds
+
+        import_ray()  # a missing ray fails here, before the importance pass
     config = prunable_config(store, run_id)
     if not config.eval_splits:
         raise ValueError(f"run {run_id} has no eval split to compare prune ratios on")
@@ -123,7 +128,10 @@ def sweep_prune(
     options = [dict(token_ratio=t, segment_ratio=s, init=init, mode=mode, epochs=epochs,
                     signed=signed, token_scores=token_scores, min_segments=min_segments)
                for t, s in grid]
-    if workers == 1:
+    if ray_address is not None:
+        results = ray_rewinds(ray_address, str(store.root), run_id, options,
+                              num_gpus=1.0 if device.type == "cuda" else 0.0)
+    elif workers == 1:
         results = [rewind_run(store, run_id, progress=progress, **o).to_dict() for o in options]
     else:
         threads = max(1, (os.cpu_count() or 1) // workers)

@@ -1,0 +1,61 @@
+"""`e2vpt protocol`: the paper's full pipeline on one dataset or a VTAB / FGVC suite."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .prune.sweep import DEFAULT_RATIOS
+from .train.config import PAPER_LR_GRID, PAPER_WD_GRID
+
+
+def _protocol(args: argparse.Namespace) -> int:
+    from .cli import _ProgressBar, _train_config
+    from .protocol import results_markdown, run_protocol, run_suite
+    from .store import RunStore
+
+    config = _train_config(args)
+    store = RunStore(args.store)
+    grids = (args.lrs, args.wds, args.token_ratios, args.segment_ratios, args.seeds)
+    bar = _ProgressBar(not args.quiet)
+    try:
+        if args.suite:
+            result = run_suite(store, args.suite, config, *grids, progress=bar,
+                               ray_address=args.ray)
+            text = result["report"]
+        else:
+            result = run_protocol(store, config, *grids, progress=bar, ray_address=args.ray)
+            text = results_markdown(result)
+    finally:
+        bar.close()
+    print(text, end="" if text.endswith("\n") else "\n")
+    print(f"results in {store.run_dir(result['run_id'])}/results.md")
+    if args.json:
+        print(json.dumps(result, default=str))
+    return 0 if result["status"] == "completed" else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `protocol` to the `e2vpt` parser."""
+    from .cli import _add_train_arguments
+    from .protocol import DEFAULT_SEGMENT_RATIOS
+
+    parser = subparsers.add_parser(
+        "protocol", help="grid → prune sweep → final seeds (the paper's pipeline)",
+        description="The paper's pipeline: lr × wd grid on train → val, rewind at every "
+                    "token × segment prune ratio (best on val), final seeds on trainval → "
+                    "test. The defaults (40 grid runs, 27 rewinds, 5 seeds per dataset) "
+                    "mean thousands of trainings for a whole suite.")
+    _add_train_arguments(parser)
+    parser.add_argument("--suite", default=None,
+                        help="vtab:/path/vtab-1k or fgvc:/path: every task folder found "
+                             "(replaces --dataset), compared with the paper's numbers")
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID))
+    parser.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID))
+    parser.add_argument("--token-ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS))
+    parser.add_argument("--segment-ratios", type=float, nargs="+",
+                        default=list(DEFAULT_SEGMENT_RATIOS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--ray", metavar="ADDRESS", default=None,
+                        help="run the rewinds as Ray tasks on this cluster ('local' starts one)")
+    parser.set_defaults(handler=_protocol)
