@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=sorted(BUILTIN_TASKS))
     parser.add_argument("--methods", nargs="*", default=[])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--lr", type=float, default=10.0)
+    parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.threads:
