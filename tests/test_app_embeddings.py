@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from streamlit.testing.v1 import AppTest
+from app_helpers import by_label, open_page, private_store
 
 from e2vpt_core import PromptConfig
 from e2vpt_core.hyperbolic import HeadConfig, ProjectionConfig, compare_runs
@@ -22,7 +21,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from app.pruning_state import default_pair  # noqa: E402
 
-APP = str(ROOT / "app" / "main.py")
 POINTS = 60
 
 
@@ -44,23 +42,7 @@ def trained(tiny_backbone, tmp_path_factory) -> tuple[Path, str, str]:
 
 @pytest.fixture
 def store(trained, tmp_path, monkeypatch) -> RunStore:
-    """A private copy of the trained store, so one test's jobs and caches stay its own."""
-    root = tmp_path / "store"
-    shutil.copytree(trained[0], root)
-    monkeypatch.setenv("E2VPT_STORE", str(root))
-    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
-    return RunStore(root)
-
-
-def _embeddings_page() -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=120).run()
-    app.switch_page("../pages/embeddings.py").run()
-    assert not app.exception, app.exception
-    return app
-
-
-def _by_label(widgets, label: str):
-    return next(w for w in widgets if w.label == label)
+    return private_store(trained[0], tmp_path, monkeypatch)
 
 
 def _length(values: list | dict) -> int:
@@ -71,20 +53,20 @@ def _length(values: list | dict) -> int:
 
 
 def test_the_default_pair_is_the_newest_vpt_deep_and_e2vpt_runs(store, trained):
-    app = _embeddings_page()
+    app = open_page("embeddings.py")
     assert app.title[0].value == "Embeddings"
-    assert _by_label(app.selectbox, "Left run").value == trained[1]
-    assert _by_label(app.selectbox, "Right run").value == trained[2]
+    assert by_label(app.selectbox, "Left run").value == trained[1]
+    assert by_label(app.selectbox, "Right run").value == trained[2]
     assert "Not computed yet" in app.info[0].value and "press Compute" in app.info[0].value
     assert not app.get("plotly_chart")
     assert default_pair(store.runs()[lambda runs: runs["method"] != "vpt-deep"]) is None
 
 
 def test_compute_queues_an_embed_job_for_the_pair(store, trained):
-    app = _embeddings_page()
-    _by_label(app.selectbox, "Split").set_value("val").run()
-    _by_label(app.number_input, "Points (0: all)").set_value(POINTS).run()
-    _by_label(app.button, "Compute").click().run()
+    app = open_page("embeddings.py")
+    by_label(app.selectbox, "Split").set_value("val").run()
+    by_label(app.number_input, "Points (0: all)").set_value(POINTS).run()
+    by_label(app.button, "Compute").click().run()
     assert not app.exception and not app.error
     jobs = store.jobs()
     assert list(jobs["kind"]) == ["embed"] and jobs["status"][0] == "queued"
@@ -96,7 +78,7 @@ def test_compute_queues_an_embed_job_for_the_pair(store, trained):
 def test_cached_views_show_two_disks_and_the_separability_table(store, trained):
     compare_runs(store, trained[1], trained[2], "test", max_points=POINTS,
                  head=HeadConfig(steps=3), projection=ProjectionConfig(n_epochs=20))
-    app = _embeddings_page()
+    app = open_page("embeddings.py")
     assert not app.info
     charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
     assert [chart["layout"]["title"]["text"] for chart in charts] == [

@@ -4,11 +4,11 @@ its parameter count follow the sliders, Rewind queues a job, finished rewinds fi
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
+from app_helpers import by_label, open_page, private_store
 from streamlit.testing.v1 import AppTest
 
 from e2vpt_core import PromptConfig, load_adapter
@@ -18,7 +18,6 @@ from e2vpt_core.train import TrainConfig, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-APP = str(ROOT / "app" / "main.py")
 
 
 @pytest.fixture(scope="module")
@@ -36,23 +35,7 @@ def trained(tiny_backbone, tmp_path_factory) -> tuple[Path, str]:
 
 @pytest.fixture
 def store(trained, tmp_path, monkeypatch) -> RunStore:
-    """A private copy of the trained store, so a test's jobs and rewinds stay its own."""
-    root = tmp_path / "store"
-    shutil.copytree(trained[0], root)
-    monkeypatch.setenv("E2VPT_STORE", str(root))
-    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
-    return RunStore(root)
-
-
-def _pruning_page() -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=120).run()
-    app.switch_page("../pages/pruning.py").run()
-    assert not app.exception, app.exception
-    return app
-
-
-def _by_label(widgets, label: str):
-    return next(w for w in widgets if w.label == label)
+    return private_store(trained[0], tmp_path, monkeypatch)
 
 
 def _metric(app: AppTest, label: str) -> str:
@@ -66,9 +49,9 @@ def _chart_titles(app: AppTest) -> list[str]:
 
 def test_the_page_shows_the_live_snapshot_heatmaps(store, trained):
     assert not store.has_tensors(trained[1], "importance")
-    app = _pruning_page()
+    app = open_page("pruning.py")
     assert app.title[0].value == "Pruning"
-    assert _by_label(app.selectbox, "Run").value == trained[1]
+    assert by_label(app.selectbox, "Run").value == trained[1]
     assert any("live snapshot from training, step" in c.value for c in app.caption)
     titles = _chart_titles(app)
     assert "Segment importance" in titles and "Token importance" in titles
@@ -76,18 +59,18 @@ def test_the_page_shows_the_live_snapshot_heatmaps(store, trained):
 
 
 def test_the_full_pass_button_replaces_the_live_scores(store, trained):
-    app = _pruning_page()
-    _by_label(app.button, "Compute full-pass importance").click().run()
+    app = open_page("pruning.py")
+    by_label(app.button, "Compute full-pass importance").click().run()
     assert not app.exception and not app.error
     assert store.has_tensors(trained[1], "importance")
     assert any("full pass over the training split" in c.value for c in app.caption)
 
 
 def test_the_token_slider_updates_the_preview_and_the_parameter_count(store, trained):
-    app = _pruning_page()
+    app = open_page("pruning.py")
     assert _metric(app, "Kept token × segment entries") == "16 / 16"
     full = int(_metric(app, "Effective parameters").replace(",", ""))
-    _by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
     assert not app.exception, app.exception
     assert _metric(app, "Kept token × segment entries") == "8 / 16"
     assert "Mask preview: 8 of 16 segments kept" in _chart_titles(app)
@@ -97,19 +80,19 @@ def test_the_token_slider_updates_the_preview_and_the_parameter_count(store, tra
 
 
 def test_rewind_queues_a_job_with_the_chosen_ratios(store, trained):
-    app = _pruning_page()
-    _by_label(app.select_slider, "Token prune ratio").set_value(0.3).run()
-    _by_label(app.select_slider, "Segment prune ratio").set_value(0.2).run()
-    _by_label(app.selectbox, "Mode").set_value("remove").run()
-    _by_label(app.number_input, "Rewind epochs").set_value(2).run()
-    _by_label(app.button, "Rewind").click().run()
+    app = open_page("pruning.py")
+    by_label(app.select_slider, "Token prune ratio").set_value(0.3).run()
+    by_label(app.select_slider, "Segment prune ratio").set_value(0.2).run()
+    by_label(app.selectbox, "Mode").set_value("remove").run()
+    by_label(app.number_input, "Rewind epochs").set_value(2).run()
+    by_label(app.button, "Rewind").click().run()
     assert not app.exception and not app.error
     jobs = store.jobs()
     assert list(jobs["kind"]) == ["rewind"] and jobs["status"][0] == "queued"
     payload = json.loads(jobs["payload"][0])
     assert payload == {"parent": trained[1], "token_ratio": 0.3, "segment_ratio": 0.2,
                        "init": "fresh", "mode": "remove", "epochs": 2}
-    _by_label(app.button, "Sweep 10–90 %").click().run()
+    by_label(app.button, "Sweep 10–90 %").click().run()
     ratios = [json.loads(p)["token_ratio"] for p in store.jobs()["payload"]]
     assert ratios == [0.3, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -117,7 +100,7 @@ def test_rewind_queues_a_job_with_the_chosen_ratios(store, trained):
 def test_the_curve_shows_a_finished_rewind_child(store, trained):
     result = rewind_run(store, trained[1], 0.5, epochs=1)
     assert result.status == "completed", result.reason
-    app = _pruning_page()
+    app = open_page("pruning.py")
     assert any("full pass over the training split" in c.value for c in app.caption)
     curve = next(json.loads(chart.proto.spec) for chart in app.get("plotly_chart")
                  if "Pruning trade-off" in json.dumps(chart.proto.spec))
@@ -132,8 +115,8 @@ def test_the_curve_shows_a_finished_rewind_child(store, trained):
 
 def test_a_running_run_is_watched_but_not_rewound(store, trained):
     store.set_status(trained[1], "running")
-    app = _pruning_page()
+    app = open_page("pruning.py")
     assert any("live snapshot from training" in c.value for c in app.caption)
-    assert _by_label(app.button, "Rewind").disabled
-    assert _by_label(app.button, "Sweep 10–90 %").disabled
-    assert _by_label(app.button, "Compute full-pass importance").disabled
+    assert by_label(app.button, "Rewind").disabled
+    assert by_label(app.button, "Sweep 10–90 %").disabled
+    assert by_label(app.button, "Compute full-pass importance").disabled
