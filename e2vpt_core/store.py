@@ -21,6 +21,11 @@ import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; one process initialises at a time
+    fcntl = None
+
 from .fileio import atomic_write
 
 DB_NAME = "store.sqlite"
@@ -105,14 +110,22 @@ class RunStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / DB_NAME
-        with self._connect() as connection:
-            connection.executescript(_SCHEMA)
+        # Processes opening one store at once (DDP ranks, app sessions, the worker) take
+        # turns here: switching to WAL needs the database to themselves.
+        with open(self.root / ".init.lock", "w") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            connection = sqlite3.connect(self.db_path, timeout=60.0)
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")  # stored in the file
+                connection.executescript(_SCHEMA)
+            finally:
+                connection.close()
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         connection = sqlite3.connect(self.db_path, timeout=60.0)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
             with connection:  # one transaction: commit, or roll back on error
