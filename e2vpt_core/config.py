@@ -110,6 +110,23 @@ class PromptConfig:
         """Deep prompts are replaced before every block; shallow ones enter once."""
         return self.method in ("vpt-deep", "e2vpt")
 
+    @classmethod
+    def for_method(
+        cls, method: str, visual_prompt_len: int | None = None,
+        kv_prompt_len: int | None = None, **fields: Any,
+    ) -> PromptConfig:
+        """A config that takes each prompt length only where `method` has such prompts.
+
+        For forms and sweeps over methods, where one P and one T apply to whichever
+        methods use them; `PromptConfig(...)` itself refuses a length a method cannot use.
+        """
+        if method not in VISUAL_PROMPT_METHODS:
+            visual_prompt_len = None
+        if method not in KV_PROMPT_METHODS:
+            kv_prompt_len = None
+        return cls(method, visual_prompt_len=visual_prompt_len, kv_prompt_len=kv_prompt_len,
+                   **fields)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -18,14 +18,10 @@ def parameter_table(backbone: str, num_classes: int, prompt_len: int, kv_len: in
     """Counts on the meta device: shapes only, so even ViT-H costs no memory."""
     rows = []
     for method in METHODS:
-        lengths = {}
-        if method in ("vpt-shallow", "vpt-deep", "e2vpt"):
-            lengths["visual_prompt_len"] = prompt_len
-        if method == "e2vpt":
-            lengths["kv_prompt_len"] = kv_len
+        config = PromptConfig.for_method(method, prompt_len, kv_len)
         with torch.device("meta"):
             backbone_model = timm.create_model(backbone)
-            model = create_model(backbone_model, num_classes, PromptConfig(method, **lengths))
+            model = create_model(backbone_model, num_classes, config)
         trainable = sum(p.numel() for _, p in model.trainable_parameters())
         percent = 100.0 * trainable / model.backbone_parameter_count()
         rows.append({"method": method, "trainable params": trainable,

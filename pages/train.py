@@ -74,11 +74,7 @@ def build_config(backbone: str, dataset: str, values: dict) -> TrainConfig:
         raise ValueError("name a backbone")
     check_backbone_name(backbone)
     parse_dataset_spec(dataset)
-    prompt = PromptConfig(
-        values["method"],
-        visual_prompt_len=values["prompt_len"] if values["method"] in VISUAL_PROMPT_METHODS
-        else None,
-        kv_prompt_len=values["kv_len"] if values["method"] in KV_PROMPT_METHODS else None)
+    prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"])
     return TrainConfig(backbone=backbone, dataset=dataset, prompt=prompt,
                        epochs=values["epochs"], batch_size=values["batch_size"],
                        base_lr=values["base_lr"], weight_decay=values["weight_decay"],

@@ -147,3 +147,13 @@ def test_timm_name_with_checkpoint_file(tmp_path, images):
     model = create_model("vit_tiny_patch16_224", 4, PromptConfig("e2vpt"), checkpoint_path=path)
     assert model.backbone_name == "vit_tiny_patch16_224"
     assert torch.equal(model.backbone.pos_embed, source.pos_embed)
+
+
+def test_for_method_applies_lengths_only_where_the_method_has_prompts():
+    assert PromptConfig.for_method("linear", 10, 5).visual_prompt_len == 0
+    vpt = PromptConfig.for_method("vpt-deep", 20, 5)
+    assert (vpt.visual_prompt_len, vpt.kv_prompt_len) == (20, 0)
+    e2vpt = PromptConfig.for_method("e2vpt", 20, 3, kv_sharing="separate")
+    assert (e2vpt.visual_prompt_len, e2vpt.kv_prompt_len, e2vpt.kv_sharing) == (20, 3, "separate")
+    with pytest.raises(ValueError, match="visual_prompt_len=-1"):
+        PromptConfig.for_method("e2vpt", -1, 3)

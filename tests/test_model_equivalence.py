@@ -26,12 +26,7 @@ def _with_timm_head(model, timm_model):
 def test_no_prompts_equals_timm(variant, method, images):
     reference = tiny_vit(**VARIANTS[variant])
     expected = reference(images)
-    lengths = {}
-    if method in ("vpt-shallow", "vpt-deep", "e2vpt"):
-        lengths["visual_prompt_len"] = 0
-    if method == "e2vpt":
-        lengths["kv_prompt_len"] = 0
-    config = PromptConfig(method=method, **lengths)
+    config = PromptConfig.for_method(method, visual_prompt_len=0, kv_prompt_len=0)
     model = _with_timm_head(create_model(copy.deepcopy(reference), 7, config), reference)
     model.eval()
     assert torch.allclose(model(images), expected, atol=1e-6, rtol=0)

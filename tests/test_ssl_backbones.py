@@ -144,10 +144,8 @@ def test_every_method_runs_on_the_mae_style_vit(method, images):
 
     if method in ("mlp-3", "adapter"):
         return
-    lengths = {"visual_prompt_len": 0} if method in ("vpt-shallow", "vpt-deep", "e2vpt") else {}
-    if method == "e2vpt":
-        lengths["kv_prompt_len"] = 0
-    plain = create_model(copy.deepcopy(reference), 7, PromptConfig(method, **lengths)).eval()
+    config = PromptConfig.for_method(method, visual_prompt_len=0, kv_prompt_len=0)
+    plain = create_model(copy.deepcopy(reference), 7, config).eval()
     plain.head.load_state_dict(reference.head.state_dict())
     with torch.no_grad():
         assert torch.allclose(plain(images), reference(images), atol=1e-6, rtol=0)

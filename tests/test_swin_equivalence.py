@@ -34,12 +34,8 @@ def test_no_prompts_equals_timm(variant, method):
     reference = tiny_swin(**VARIANTS[variant])
     images = _images(reference.patch_embed.img_size[0])
     expected = reference(images)
-    lengths = {}
-    if method in ("vpt-shallow", "vpt-deep", "e2vpt"):
-        lengths["visual_prompt_len"] = 0
-    if method == "e2vpt":
-        lengths["kv_prompt_len"] = 0
-    model = create_model(copy.deepcopy(reference), 5, PromptConfig(method, **lengths)).eval()
+    config = PromptConfig.for_method(method, visual_prompt_len=0, kv_prompt_len=0)
+    model = create_model(copy.deepcopy(reference), 5, config).eval()
     model.head.load_state_dict(reference.head.fc.state_dict())
     assert torch.allclose(model(images), expected, atol=1e-6, rtol=0)
 
