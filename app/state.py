@@ -16,10 +16,12 @@ import pandas as pd
 import streamlit as st
 
 from e2vpt_core.config import PromptConfig
+from e2vpt_core.jobs import ensure_worker
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 
 STORE_ENV = "E2VPT_STORE"
+AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
 
 
 def store_dir() -> Path:
@@ -34,6 +36,13 @@ def _store(directory: str) -> RunStore:
 
 def get_store() -> RunStore:
     return _store(str(store_dir()))
+
+
+def start_worker(store: RunStore) -> None:
+    """Make sure a worker runs the queued jobs, unless E2VPT_AUTOSTART_WORKER=0 leaves
+    starting workers to you (tests, a managed worker)."""
+    if os.environ.get(AUTOSTART_ENV, "1") != "0":
+        ensure_worker(store)
 
 
 def run_label(run: pd.Series | dict[str, Any]) -> str:

@@ -6,8 +6,6 @@ reads what the job cached (the run summaries name the cache files), so a rerun n
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import streamlit as st
 
@@ -19,18 +17,13 @@ from app.pruning_state import (
     pending_jobs,
     separability_frame,
 )
-from app.state import get_store, run_label
+from app.state import get_store, run_label, start_worker
 from e2vpt_core.hyperbolic.view import DEFAULT_MAX_POINTS
-from e2vpt_core.jobs import ensure_worker, submit_embed
+from e2vpt_core.jobs import submit_embed
 from e2vpt_core.store import RunStore
 
-AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
 SPLITS = ("test", "val", "train")
 
-
-def autostart() -> bool:
-    """E2VPT_AUTOSTART_WORKER=0 leaves starting workers to you (tests, a managed worker)."""
-    return os.environ.get(AUTOSTART_ENV, "1") != "0"
 
 
 def pair_inputs(runs: pd.DataFrame) -> tuple[str, str]:
@@ -90,7 +83,6 @@ max_points = right.number_input("Points (0: all)", 0, 100_000, DEFAULT_MAX_POINT
 pair = [first, second]
 if st.button("Compute", type="primary"):
     job_id = submit_embed(store, pair, split, max_points=int(max_points))
-    if autostart():
-        ensure_worker(store)
+    start_worker(store)
     st.success(f"Queued embed job {job_id}.")
 results(store, pair, split)

@@ -7,8 +7,6 @@ queued as jobs for the worker; their finished child runs fill the trade-off curv
 
 from __future__ import annotations
 
-import os
-
 import pandas as pd
 import streamlit as st
 
@@ -21,20 +19,15 @@ from app.pruning_state import (
     prompt_runs,
     rewind_results,
 )
-from app.state import get_store, run_label
-from e2vpt_core.jobs import ensure_worker, submit_rewind
+from app.state import get_store, run_label, start_worker
+from e2vpt_core.jobs import submit_rewind
 from e2vpt_core.prune import select_masks
 from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.prune.rewind import INITS, MODES
 from e2vpt_core.store import RunStore
 
-AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
 RATIOS = [round(0.1 * step, 1) for step in range(10)]
 
-
-def autostart() -> bool:
-    """E2VPT_AUTOSTART_WORKER=0 leaves starting workers to you (tests, a managed worker)."""
-    return os.environ.get(AUTOSTART_ENV, "1") != "0"
 
 
 def importance_view(store: RunStore, run_id: str, token_ratio: float,
@@ -93,8 +86,7 @@ def queue_rewinds(store: RunStore, parent: str, ratios: list[tuple[float, float]
     except (ValueError, KeyError) as error:
         st.error(str(error))
         return
-    if autostart():
-        ensure_worker(store)
+    start_worker(store)
     st.success(f"Queued {len(jobs)} rewind job(s): " + ", ".join(map(str, jobs)) + ".")
 
 

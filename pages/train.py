@@ -6,21 +6,18 @@ a rerun, a closed tab or an app restart leaves the run going.
 
 from __future__ import annotations
 
-import os
-
 import streamlit as st
 
 from app.figures import training_curves
-from app.state import format_seconds, get_store, progress, run_label
+from app.state import format_seconds, get_store, progress, run_label, start_worker
 from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS, PromptConfig
 from e2vpt_core.data import BUILTIN_TASKS, parse_dataset_spec
-from e2vpt_core.jobs import cancel_job, ensure_worker, submit_train, worker_alive
+from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
 from e2vpt_core.models.factory import check_backbone_name
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import DEFAULT_BACKBONE
 
-AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
 BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Directory")
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
 
@@ -81,16 +78,11 @@ def build_config(backbone: str, dataset: str, values: dict) -> TrainConfig:
                        seed=values["seed"])
 
 
-def autostart() -> bool:
-    """E2VPT_AUTOSTART_WORKER=0 leaves starting workers to you (tests, a managed worker)."""
-    return os.environ.get(AUTOSTART_ENV, "1") != "0"
-
 
 def start(store: RunStore, config: TrainConfig) -> None:
     job_id, run_id = submit_train(store, config)
     st.session_state["train_run"] = run_id
-    if autostart():
-        ensure_worker(store)
+    start_worker(store)
     st.success(f"Queued run {run_id} (job {job_id}).")
 
 
@@ -121,8 +113,8 @@ def live_view(store: RunStore, run_id: str) -> None:
 
 store = get_store()
 st.title("Train")
-if autostart() and store.jobs()["status"].isin(["queued", "running", "cancelling"]).any():
-    ensure_worker(store)  # after an app or machine restart: resume what was left
+if store.jobs()["status"].isin(["queued", "running", "cancelling"]).any():
+    start_worker(store)  # after an app or machine restart: resume what was left
 with st.container(border=True):
     backbone = backbone_input()
     dataset = dataset_input()

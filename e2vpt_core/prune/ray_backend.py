@@ -11,8 +11,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from ..store import RunStore
-from .rewind import rewind_run
+from .rewind import rewind_in_store
 
 
 def import_ray() -> ModuleType:
@@ -23,11 +22,6 @@ def import_ray() -> ModuleType:
         raise RuntimeError("the Ray backend needs ray: pip install e2vpt-core[ray] "
                            "(or pip install ray)") from error
     return ray
-
-
-def _rewind_task(root: str, parent: str, options: dict[str, Any]) -> dict[str, Any]:
-    """One rewind on a Ray worker; returns the run result as a plain dict."""
-    return rewind_run(RunStore(root), parent, **options).to_dict()
 
 
 def ray_rewinds(
@@ -45,7 +39,7 @@ def ray_rewinds(
     if connected_here:
         ray.init(address=address)
     try:
-        task = ray.remote(num_cpus=1, num_gpus=num_gpus)(_rewind_task)
+        task = ray.remote(num_cpus=1, num_gpus=num_gpus)(rewind_in_store)
         return ray.get([task.remote(root, run_id, dict(o)) for o in options])
     finally:
         if connected_here:

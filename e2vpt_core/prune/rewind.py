@@ -138,3 +138,9 @@ def rewind_run(
     result = train_run(config, store, run_id, progress=progress)
     result.metrics = {**result.metrics, **info}
     return result
+
+
+def rewind_in_store(root: str, parent: str, options: dict[str, Any]) -> dict[str, Any]:
+    """One rewind in another process (pool worker or Ray task): it opens the store itself
+    and returns the run result as a plain dict."""
+    return rewind_run(RunStore(root), parent, **options).to_dict()

@@ -23,7 +23,13 @@ from ..models.vit import PromptedViT
 from ..store import RunStore
 from ..train.loop import ProgressFn, resolve_device
 from .importance import run_importance
-from .rewind import check_rewind_options, prunable_config, rewind_run, scoring_info
+from .rewind import (
+    check_rewind_options,
+    prunable_config,
+    rewind_in_store,
+    rewind_run,
+    scoring_info,
+)
 from .selection import check_ratio
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
@@ -66,11 +72,6 @@ def time_modes(model: PromptedViT, images: torch.Tensor, repeats: int = 5) -> di
     finally:
         model.config = original
     return times
-
-
-def _rewind_task(root: str, parent: str, options: dict[str, Any]) -> dict[str, Any]:
-    """One rewind in a worker process (spawned: it opens the store itself)."""
-    return rewind_run(RunStore(root), parent, **options).to_dict()
 
 
 def _limit_threads(threads: int) -> None:
@@ -137,7 +138,7 @@ def sweep_prune(
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_limit_threads, initargs=(threads,)) as pool:
-            futures = [pool.submit(_rewind_task, str(store.root), run_id, o) for o in options]
+            futures = [pool.submit(rewind_in_store, str(store.root), run_id, o) for o in options]
             results = [future.result() for future in futures]
 
     rows, images = [], None
