@@ -12,9 +12,34 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..config import PromptConfig
+
 
 class PromptedModelMixin:
     """Shared behaviour of PromptedViT and PromptedSwin (mixed into an nn.Module)."""
+
+    def _init_shared(
+        self, backbone: nn.Module, num_classes: int, config: PromptConfig,
+        backbone_name: str | None,
+    ) -> None:
+        """The attributes every prompted model sets the same way; call after nn.Module's
+        __init__ and the backbone type check."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 1")
+        self.config = config
+        self.backbone = backbone
+        self.backbone_name = backbone_name
+        # Where the backbone weights came from, so an artifact can rebuild it.
+        self.backbone_source: dict[str, object] = {"pretrained": False, "checkpoint_path": None}
+        self.num_classes = num_classes
+        self.prompt_dropout = nn.Dropout(config.prompt_dropout)
+        # Masks are shared by all blocks (reference code) and act on `visual_prompts`. They
+        # are frozen parameters so that `mask_gradients()` can expose dL/dmask.
+        prompt_len = config.visual_prompt_len
+        self.token_mask = nn.Parameter(torch.ones(prompt_len), requires_grad=False)
+        self.segment_mask = nn.Parameter(
+            torch.ones(prompt_len, config.num_segments), requires_grad=False
+        )
 
     def train(self, mode: bool = True) -> nn.Module:
         """Only the prompt dropout trains: the backbone stays in eval mode."""

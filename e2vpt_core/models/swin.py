@@ -63,20 +63,13 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                 f"unsupported backbone {type(backbone).__name__}: PromptedSwin needs a timm "
                 "SwinTransformer"
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 1")
-        self.config = config
-        self.backbone = backbone
-        self.backbone_name = backbone_name
-        self.backbone_source: dict[str, object] = {"pretrained": False, "checkpoint_path": None}
-        self.num_classes = num_classes
+        self._init_shared(backbone, num_classes, config, backbone_name)
         self.stage_depths = [len(stage.blocks) for stage in backbone.layers]
         self.stage_widths = [stage.blocks[0].dim for stage in backbone.layers]
         self._check_backbone()
 
         self.head = make_head(config.method, backbone.num_features, num_classes,
                               config.mlp_hidden_dim)
-        self.prompt_dropout = nn.Dropout(config.prompt_dropout)
 
         prompt_len = config.visual_prompt_len
         self.visual_prompts: nn.Parameter | None = None
@@ -87,12 +80,6 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
             if config.deep_prompts:
                 for depth, width in zip(self.stage_depths[1:], self.stage_widths[1:], strict=True):
                     self.later_visual_prompts.append(self._new_visual_prompts(depth, width))
-        # Masks prune the first stage's prompts; frozen parameters so that
-        # `mask_gradients()` can expose dL/dmask for importance scores.
-        self.token_mask = nn.Parameter(torch.ones(prompt_len), requires_grad=False)
-        self.segment_mask = nn.Parameter(
-            torch.ones(prompt_len, config.num_segments), requires_grad=False
-        )
 
         self.kv_prompts: nn.ParameterList | None = None
         self.kv_value_prompts: nn.ParameterList | None = None

@@ -48,14 +48,7 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 f"unsupported backbone {type(backbone).__name__}: PromptedViT needs a timm "
                 "VisionTransformer"
             )
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes={num_classes!r} must be an integer >= 1")
-        self.config = config
-        self.backbone = backbone
-        self.backbone_name = backbone_name
-        # Where the backbone weights came from, so an artifact can rebuild it.
-        self.backbone_source: dict[str, object] = {"pretrained": False, "checkpoint_path": None}
-        self.num_classes = num_classes
+        self._init_shared(backbone, num_classes, config, backbone_name)
         self.num_prefix_tokens = backbone.num_prefix_tokens
         width = backbone.embed_dim
         depth = len(backbone.blocks)
@@ -71,7 +64,6 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 check_standard_block(block, index, need)
 
         self.head = make_head(config.method, width, num_classes, config.mlp_hidden_dim)
-        self.prompt_dropout = nn.Dropout(config.prompt_dropout)
 
         prompt_len = config.visual_prompt_len
         self.visual_prompts: nn.Parameter | None = None
@@ -81,12 +73,6 @@ class PromptedViT(PromptedModelMixin, nn.Module):
             patch_area = math.prod(backbone.patch_embed.patch_size)
             in_chans = backbone.patch_embed.proj.in_channels
             init_visual_prompts(self.visual_prompts, config.visual_init, patch_area, in_chans)
-        # Masks are shared by all blocks (reference code). They are frozen parameters so that
-        # `mask_gradients()` can expose dL/dmask for importance scores.
-        self.token_mask = nn.Parameter(torch.ones(prompt_len), requires_grad=False)
-        self.segment_mask = nn.Parameter(
-            torch.ones(prompt_len, config.num_segments), requires_grad=False
-        )
 
         self.kv_prompts: nn.Parameter | None = None
         self.kv_value_prompts: nn.Parameter | None = None
