@@ -21,10 +21,11 @@ def private_store(source: Path, tmp_path: Path, monkeypatch) -> RunStore:
     return RunStore(root)
 
 
-def open_page(page: str) -> AppTest:
-    """The app with `pages/<page>` selected, checked to have rendered without an exception."""
+def open_page(page: str | None = None) -> AppTest:
+    """The app (on `pages/<page>` when given), checked to have rendered without an exception."""
     app = AppTest.from_file(APP, default_timeout=120).run()
-    app.switch_page(f"../pages/{page}").run()
+    if page is not None:
+        app.switch_page(f"../pages/{page}").run()
     assert not app.exception, app.exception
     return app
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
+from app_helpers import by_label, open_page
 
 from e2vpt_core import PromptConfig
 from e2vpt_core.cli import _train_config, build_parser
@@ -19,26 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from app.state import format_seconds, progress, reproduce_command  # noqa: E402
 
-APP = str(ROOT / "app" / "main.py")
-
 
 @pytest.fixture
 def store(tmp_path, monkeypatch) -> RunStore:
     monkeypatch.setenv("E2VPT_STORE", str(tmp_path))
     monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
     return RunStore(tmp_path)
-
-
-def _app(page: str | None = None) -> AppTest:
-    app = AppTest.from_file(APP, default_timeout=120).run()
-    if page is not None:
-        app.switch_page(f"../pages/{page}.py").run()
-    assert not app.exception, app.exception
-    return app
-
-
-def _by_label(widgets, label: str):
-    return next(w for w in widgets if w.label == label)
 
 
 def _stored_run(store: RunStore, **changes) -> str:
@@ -54,44 +40,44 @@ def _stored_run(store: RunStore, **changes) -> str:
 
 
 def test_train_page_renders_its_form(store):
-    app = _app()
+    app = open_page()
     assert app.title[0].value == "Train"
-    assert _by_label(app.radio, "Backbone").value == "Bundled offline ViT"
-    assert _by_label(app.selectbox, "Method").value == "e2vpt"
-    assert _by_label(app.number_input, "Visual prompt length P").value == 10
-    assert _by_label(app.number_input, "Key-value prompt length T").value == 5
-    assert _by_label(app.number_input, "Epochs").value == 10
-    assert _by_label(app.number_input, "Base learning rate (× batch / 256)").value == 0.1
+    assert by_label(app.radio, "Backbone").value == "Bundled offline ViT"
+    assert by_label(app.selectbox, "Method").value == "e2vpt"
+    assert by_label(app.number_input, "Visual prompt length P").value == 10
+    assert by_label(app.number_input, "Key-value prompt length T").value == 5
+    assert by_label(app.number_input, "Epochs").value == 10
+    assert by_label(app.number_input, "Base learning rate (× batch / 256)").value == 0.1
     assert any(b.label == "Start" for b in app.button)
     assert "No runs yet" in app.info[0].value
 
 
 def test_a_bad_dataset_spec_is_an_error_and_queues_nothing(store, tmp_path):
-    app = _app()
-    _by_label(app.radio, "Dataset").set_value("Dataset on disk").run()
-    _by_label(app.text_input, "Dataset spec").input(f"vtab:{tmp_path}/missing").run()
-    _by_label(app.button, "Start").click().run()
+    app = open_page()
+    by_label(app.radio, "Dataset").set_value("Dataset on disk").run()
+    by_label(app.text_input, "Dataset spec").input(f"vtab:{tmp_path}/missing").run()
+    by_label(app.button, "Start").click().run()
     assert not app.exception
     assert "does not exist" in app.error[0].value
     assert store.jobs().empty and store.runs().empty
 
 
 def test_an_unknown_backbone_is_an_error(store):
-    app = _app()
-    _by_label(app.radio, "Backbone").set_value("timm name").run()
-    _by_label(app.text_input, "timm model name").input("not_a_vit_at_all").run()
-    _by_label(app.button, "Start").click().run()
+    app = open_page()
+    by_label(app.radio, "Backbone").set_value("timm name").run()
+    by_label(app.text_input, "timm model name").input("not_a_vit_at_all").run()
+    by_label(app.button, "Start").click().run()
     assert "unknown timm model" in app.error[0].value
     assert store.jobs().empty
 
 
 def test_start_queues_a_job_and_follows_its_run(store):
-    app = _app()
-    _by_label(app.selectbox, "Task").set_value("counting").run()
-    _by_label(app.selectbox, "Method").set_value("vpt-deep").run()
-    _by_label(app.number_input, "Visual prompt length P").set_value(7).run()
-    _by_label(app.number_input, "Epochs").set_value(3).run()
-    _by_label(app.button, "Start").click().run()
+    app = open_page()
+    by_label(app.selectbox, "Task").set_value("counting").run()
+    by_label(app.selectbox, "Method").set_value("vpt-deep").run()
+    by_label(app.number_input, "Visual prompt length P").set_value(7).run()
+    by_label(app.number_input, "Epochs").set_value(3).run()
+    by_label(app.button, "Start").click().run()
     assert not app.exception and not app.error
     jobs = store.jobs()
     assert len(jobs) == 1 and jobs["kind"][0] == "train" and jobs["status"][0] == "queued"
@@ -104,21 +90,21 @@ def test_start_queues_a_job_and_follows_its_run(store):
     assert config["prompt"]["kv_prompt_len"] == 0
     assert run["id"] in app.success[0].value
     assert "No worker is running" in app.warning[0].value
-    _by_label(app.button, "Cancel").click().run()
+    by_label(app.button, "Cancel").click().run()
     assert store.get_job(int(jobs["id"][0]))["status"] == "cancelled"
 
 
 def test_train_page_shows_a_runs_progress(store):
     run_id = _stored_run(store)
-    app = _app()
-    assert _by_label(app.selectbox, "Follow run").value == run_id
+    app = open_page()
+    assert by_label(app.selectbox, "Follow run").value == run_id
     assert "step 3 / 3" in app.get("progress")[0].proto.text
     assert len(app.get("plotly_chart")) == 1
 
 
 def test_runs_page_lists_runs_with_the_reproducing_command(store):
     run_id = _stored_run(store, seed=3)
-    app = _app("runs")
+    app = open_page("runs.py")
     assert app.title[0].value == "Runs"
     table = app.dataframe[0].value
     assert list(table["id"]) == [run_id] and table["val_top1"][0] == 43.0
@@ -130,16 +116,16 @@ def test_runs_page_lists_runs_with_the_reproducing_command(store):
 
 def test_runs_page_deletes_only_after_confirmation(store):
     run_id = _stored_run(store)
-    app = _app("runs")
-    assert _by_label(app.button, "Delete").disabled
+    app = open_page("runs.py")
+    assert by_label(app.button, "Delete").disabled
     app.checkbox(key=f"confirm-{run_id}").check().run()
-    _by_label(app.button, "Delete").click().run()
+    by_label(app.button, "Delete").click().run()
     assert not app.exception
     assert store.runs().empty
 
 
 def test_budget_page_lists_every_method_with_its_budget(store):
-    app = _app("budget")
+    app = open_page("budget.py")
     table = app.dataframe[0].value.set_index("method")
     assert len(table) == 9
     assert table.loc["e2vpt", "trainable params"] == 12 * 15 * 768 + 768 * 100 + 100

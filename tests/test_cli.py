@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import last_json
 
 from e2vpt_core import load_adapter
 from e2vpt_core.cli import main
@@ -16,9 +16,6 @@ from e2vpt_core.data import BUILTIN_TASKS, load_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
-
-def _last_json(output: str):
-    return json.loads(output.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("task", sorted(BUILTIN_TASKS))
@@ -29,7 +26,7 @@ def test_every_builtin_task_trains_from_the_cli(task, tmp_path, tiny_backbone, c
                  "--json", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
-    result = _last_json(out)
+    result = last_json(out)
     assert result["status"] == "completed"
     for key in ("run_id", "val_top1", "test_top1", "trainable_params", "effective_params"):
         assert key in result, key
@@ -41,9 +38,9 @@ def test_runs_export_and_params(tmp_path, tiny_backbone, capsys):
     main(["train", "--backbone", tiny_backbone, "--dataset", "builtin:digits", "--method",
           "vpt-deep", "-P", "3", "--num-segments", "4", "--epochs", "1", "--store",
           str(tmp_path), "--json", "--quiet"])
-    run_id = _last_json(capsys.readouterr().out)["run_id"]
+    run_id = last_json(capsys.readouterr().out)["run_id"]
     assert main(["runs", "--store", str(tmp_path), "--json"]) == 0
-    rows = _last_json(capsys.readouterr().out)
+    rows = last_json(capsys.readouterr().out)
     assert rows[0]["id"] == run_id and rows[0]["method"] == "vpt-deep"
     assert rows[0]["status"] == "completed"
     assert main(["runs", "--store", str(tmp_path)]) == 0
@@ -57,7 +54,7 @@ def test_runs_export_and_params(tmp_path, tiny_backbone, capsys):
 
     assert main(["params", "--backbone", "vit_base_patch16_224", "-P", "10", "-T", "5",
                  "--json"]) == 0
-    summary = _last_json(capsys.readouterr().out)
+    summary = last_json(capsys.readouterr().out)
     assert summary["trainable_params"] == 12 * 15 * 768 + 768 * 100 + 100
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from cli_helpers import last_json
 from timm.data import resolve_model_data_config
 
 from e2vpt_core import PromptConfig, load_adapter
@@ -53,7 +53,7 @@ def embedded(tiny_backbone, tmp_path_factory) -> SimpleNamespace:
         torch.set_num_threads(threads)
     output = stdout.getvalue()
     return SimpleNamespace(store=store, root=root, run_id=result.run_id, code=code,
-                           output=output, summary=json.loads(output.strip().splitlines()[-1]),
+                           output=output, summary=last_json(output),
                            threads_after=threads_after)
 
 

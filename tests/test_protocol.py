@@ -7,6 +7,7 @@ import statistics
 
 import pandas as pd
 import pytest
+from cli_helpers import last_json
 
 from e2vpt_core.cli import main
 from e2vpt_core.config import PromptConfig
@@ -95,7 +96,7 @@ def test_suite_prints_group_means_beside_the_paper(tmp_path, tiny_backbone, caps
                  "--store", str(store), *ARGS])
     out = capsys.readouterr().out
     assert code == 0, out
-    result = json.loads(out.strip().splitlines()[-1])
+    result = last_json(out)
     assert set(result["tasks"]) == {"dsprites_loc", "dtd"}
     assert len(result["skipped"]) == len(VTAB_TASKS) - 2
     lines = out.splitlines()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
+from cli_helpers import last_json
 
 from e2vpt_core.cli import main
 from e2vpt_core.prune import rewind_run
@@ -15,9 +14,6 @@ from e2vpt_core.train import TrainConfig
 P, R = 8, 4
 
 
-
-def _last_json(output: str):
-    return json.loads(output.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +34,7 @@ def test_prune_json_lists_kept_tokens_segments_and_effective_params(trained, cap
     assert main(["prune", run_id, "--token-ratio", "0.5", "--segment-ratio", "0.5",
                  "--store", store, "--json"]) == 0
     out = capsys.readouterr().out
-    result = _last_json(out)
+    result = last_json(out)
     assert out.startswith(f"run {run_id}: pruned 4 of 8 tokens")
     assert len(result["kept_tokens"]) == 4
     assert all(isinstance(token, int) for token in result["kept_tokens"])
@@ -52,7 +48,7 @@ def test_prune_json_lists_kept_tokens_segments_and_effective_params(trained, cap
 
     assert main(["prune", run_id, "--token-ratio", "0.5", "--signed", "--token-scores",
                  "segments", "--store", store, "--json"]) == 0
-    signed = _last_json(capsys.readouterr().out)
+    signed = last_json(capsys.readouterr().out)
     assert signed["importance"] == "signed" and signed["token_scores"] == "segments"
     assert result["importance"] == "abs"
 
@@ -65,7 +61,7 @@ def test_rewind_json_is_the_train_result_plus_the_ratios(trained, capsys):
                  "--json", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
-    result = _last_json(out)
+    result = last_json(out)
     assert result["status"] == "completed"
     for key in ("run_id", "val_top1", "test_top1", "trainable_params", "effective_params"):
         assert key in result, key
@@ -87,7 +83,7 @@ def test_a_rewind_that_fails_to_train_exits_1(trained, capsys):
     capsys.readouterr()
     assert main(["rewind", doomed, "--token-ratio", "0.5", "--epochs", "1", "--store",
                  store_dir, "--json", "--quiet"]) == 1
-    result = _last_json(capsys.readouterr().out)
+    result = last_json(capsys.readouterr().out)
     assert result["status"] == "failed" and "non-finite" in result["reason"]
 
 
@@ -127,7 +123,7 @@ def test_sweep_prune_with_two_processes_matches_sequential_rewinds(trained, caps
                  "--workers", "2", "--store", store, "--json", "--quiet"])
     out = capsys.readouterr().out
     assert code == 0, out
-    result = _last_json(out)
+    result = last_json(out)
     table = result["table"]
     assert [row["token_ratio"] for row in table] == [0.25, 0.5]
     assert all(row["status"] == "completed" for row in table)

@@ -7,8 +7,10 @@ import json
 import pytest
 import timm
 import torch
-from safetensors.torch import load_file, save_file
+from cli_helpers import last_json
+from safetensors.torch import load_file
 from timm.models.swin_transformer import SwinTransformer
+from vit_helpers import write_backbone_dir
 
 from e2vpt_core import PromptConfig, create_model, load_adapter, save_adapter
 from e2vpt_core.models import PromptedSwin
@@ -28,19 +30,9 @@ def tiny_swin(seed: int = 0, **overrides) -> SwinTransformer:
 
 
 def write_tiny_swin_dir(directory, seed: int = 0):
-    """A Swin backbone in timm's hub layout (config.json + model.safetensors)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {
-        "architecture": "swin_tiny_patch4_window7_224",
-        "model_args": SWIN_DIR_ARGS,
-        "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3,
-                           "crop_pct": 1.0, "interpolation": "bilinear", "hf_hub_id": None},
-    }
-    (directory / "config.json").write_text(json.dumps(config))
     torch.manual_seed(seed)
     model = timm.create_model("swin_tiny_patch4_window7_224", num_classes=0, **SWIN_DIR_ARGS)
-    save_file(model.state_dict(), str(directory / "model.safetensors"))
-    return directory
+    return write_backbone_dir(directory, "swin_tiny_patch4_window7_224", SWIN_DIR_ARGS, model)
 
 
 @pytest.fixture
@@ -130,7 +122,6 @@ def test_train_run_on_a_tiny_swin_directory(tmp_path):
 
 
 def test_cli_trains_a_swin_backbone(tmp_path, capsys):
-    import json
 
     from e2vpt_core.cli import main
 
@@ -139,6 +130,6 @@ def test_cli_trains_a_swin_backbone(tmp_path, capsys):
                  "--method", "vpt-deep", "-P", "2", "--num-segments", "4", "--epochs", "1",
                  "--batch-size", "50", "--lr", "1.0", "--store", str(tmp_path / "runs"),
                  "--json", "--quiet"])
-    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = last_json(capsys.readouterr().out)
     assert code == 0 and result["status"] == "completed", result
     assert result["effective_params"] == result["trainable_params"]

@@ -3,7 +3,6 @@ and DDP on the CPU with two processes."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import last_json
 
 from e2vpt_core import PromptConfig, load_adapter
 from e2vpt_core.store import RunStore
@@ -94,7 +94,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_backbone)
     reference = subprocess.run(_cli(*_train_args(tiny_backbone, tmp_path / "a", epochs)),
                                capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert reference.returncode == 0, reference.stderr
-    expected = json.loads(reference.stdout.strip().splitlines()[-1])
+    expected = last_json(reference.stdout)
 
     store = RunStore(tmp_path / "b")
     process = subprocess.Popen(_cli(*_train_args(tiny_backbone, tmp_path / "b", epochs)),
@@ -120,7 +120,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_backbone)
                                   "--quiet"), capture_output=True, text=True, cwd=ROOT,
                              timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    result = json.loads(resumed.stdout.strip().splitlines()[-1])
+    result = last_json(resumed.stdout)
     assert result["status"] == "completed"
     assert result["val_top1"] == expected["val_top1"]
     assert result["test_top1"] == expected["test_top1"]
@@ -146,8 +146,8 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_backbone):
     single = subprocess.run(_cli(*_train_args(tiny_backbone, tmp_path / "one", 1, batch=32)),
                             capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
     assert single.returncode == 0, single.stderr
-    ddp_result = json.loads(ddp.stdout.strip().splitlines()[-1])
-    single_result = json.loads(single.stdout.strip().splitlines()[-1])
+    ddp_result = last_json(ddp.stdout)
+    single_result = last_json(single.stdout)
     state_ddp = _final_state(RunStore(tmp_path / "ddp"), ddp_result["run_id"])
     state_one = _final_state(RunStore(tmp_path / "one"), single_result["run_id"])
     for key in state_one:

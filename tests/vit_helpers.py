@@ -25,8 +25,9 @@ def tiny_vit(seed: int = 0, **overrides) -> VisionTransformer:
 TINY_DIR_ARGS = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3)
 
 
-def write_tiny_backbone_dir(directory, seed: int = 0):
-    """A backbone in timm's hub layout (config.json + model.safetensors), as users ship one."""
+def write_backbone_dir(directory, architecture: str, model_args: dict, model):
+    """`model` saved in timm's hub layout (config.json + model.safetensors), as users ship a
+    backbone: 32-px inputs normalised with mean and std 0.5."""
     import json
     from pathlib import Path
 
@@ -35,13 +36,17 @@ def write_tiny_backbone_dir(directory, seed: int = 0):
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = {
-        "architecture": "vit_tiny_patch16_224",
-        "model_args": TINY_DIR_ARGS,
+        "architecture": architecture,
+        "model_args": model_args,
         "pretrained_cfg": {"input_size": [3, 32, 32], "mean": [0.5] * 3, "std": [0.5] * 3,
                            "crop_pct": 1.0, "interpolation": "bilinear", "hf_hub_id": None},
     }
     (directory / "config.json").write_text(json.dumps(config))
-    torch.manual_seed(seed)
-    model = VisionTransformer(**TINY_DIR_ARGS, num_classes=0)
     save_file(model.state_dict(), str(directory / "model.safetensors"))
     return directory
+
+
+def write_tiny_backbone_dir(directory, seed: int = 0):
+    torch.manual_seed(seed)
+    model = VisionTransformer(**TINY_DIR_ARGS, num_classes=0)
+    return write_backbone_dir(directory, "vit_tiny_patch16_224", TINY_DIR_ARGS, model)
