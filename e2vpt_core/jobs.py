@@ -104,25 +104,13 @@ def _train_stored_run(store: RunStore, job: dict[str, Any], run_id: str) -> RunR
 
 def _rewind(store: RunStore, job: dict[str, Any]) -> RunResult:
     """Create the child run (masks from the parent's importance), then train it."""
-    from .prune.rewind import rewind_config, save_masks, scoring_info, select_for_run
+    from .prune.rewind import create_rewind_run
 
     run_id = job["run_id"]
     if run_id is None:
         options = dict(job["payload"])
-        parent_id = options.pop("parent")
-        signed = options.get("signed", False)
-        token_scores = options.get("token_scores", "mask")
-        selection, _ = select_for_run(
-            store, parent_id, options["token_ratio"], options.get("segment_ratio", 0.0),
-            signed, token_scores, options.get("min_segments"))
-        parent = TrainConfig.from_dict(store.get_run(parent_id)["config"])
-        init, mode = options.get("init", "fresh"), options.get("mode", "zero")
-        config = rewind_config(parent, parent_id, selection, init, mode, options.get("epochs"))
-        run_id = store.create_run(config.to_dict(), kind="rewind", parent_id=parent_id)
+        run_id, _, _ = create_rewind_run(store, options.pop("parent"), **options)
         store.set_job_run(job["id"], run_id)
-        scoring = scoring_info(signed, token_scores)
-        save_masks(store, run_id, selection, scoring)
-        store.update_summary(run_id, **selection.to_dict(), init=init, mode=mode, **scoring)
     return _train_stored_run(store, job, run_id)
 
 

@@ -111,6 +111,20 @@ def test_submit_rewind_refuses_a_run_that_cannot_be_pruned(tmp_path, tiny_backbo
     assert len(store.jobs()) == 1
 
 
+def test_a_rewind_job_creates_and_trains_the_child_run(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    _, parent = submit_train(store, _config(tiny_backbone))
+    _drain(store)
+    job_id = submit_rewind(store, parent, 0.5, init="original", mode="remove", epochs=1)
+    _drain(store)
+    job = store.get_job(job_id)
+    child = store.get_run(job["run_id"])
+    assert (job["status"], child["status"], child["parent_id"]) == ("done", "completed", parent)
+    assert len(child["summary"]["kept_tokens"]) == 1  # 2 prompts, half pruned
+    assert (child["summary"]["init"], child["summary"]["mode"]) == ("original", "remove")
+    assert child["config"]["init_from_run"] == parent
+
+
 def _wait(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():

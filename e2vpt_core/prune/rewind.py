@@ -112,16 +112,16 @@ def rewind_config(
     )
 
 
-def rewind_run(
+def create_rewind_run(
     store: RunStore, parent_run_id: str, token_ratio: float, segment_ratio: float = 0.0,
     init: str = "fresh", mode: str = "zero", epochs: int | None = None,
-    progress: ProgressFn | None = None, signed: bool = False, token_scores: str = "mask",
-    min_segments: int | None = None,
-) -> RunResult:
-    """Select masks from the parent's importance and train a `rewind` child run.
+    signed: bool = False, token_scores: str = "mask", min_segments: int | None = None,
+) -> tuple[str, TrainConfig, dict[str, Any]]:
+    """Select masks from the parent's importance and create the `rewind` child run (not yet
+    trained): its id, config and the rewind settings recorded in its summary.
 
     Bad input (unknown run, no prompts, ratio outside [0, 0.9], bad init / mode / epochs)
-    raises before any run is created; a failed training returns a `failed` result.
+    raises before any run is created.
     """
     check_rewind_options(init, mode, epochs)
     parent = prunable_config(store, parent_run_id)
@@ -135,6 +135,20 @@ def rewind_run(
     save_masks(store, run_id, selection, scoring)
     info = {**selection.to_dict(), "init": init, "mode": mode, **scoring}
     store.update_summary(run_id, **info)
+    return run_id, config, info
+
+
+def rewind_run(
+    store: RunStore, parent_run_id: str, token_ratio: float, segment_ratio: float = 0.0,
+    init: str = "fresh", mode: str = "zero", epochs: int | None = None,
+    progress: ProgressFn | None = None, signed: bool = False, token_scores: str = "mask",
+    min_segments: int | None = None,
+) -> RunResult:
+    """Create a `rewind` child run (`create_rewind_run`) and train it; a failed training
+    returns a `failed` result."""
+    run_id, config, info = create_rewind_run(
+        store, parent_run_id, token_ratio, segment_ratio, init, mode, epochs, signed,
+        token_scores, min_segments)
     result = train_run(config, store, run_id, progress=progress)
     result.metrics = {**result.metrics, **info}
     return result
