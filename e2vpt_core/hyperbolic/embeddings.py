@@ -9,15 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from timm.data import resolve_model_data_config
 from torch.utils.data import DataLoader
 
 from ..artifacts import load_adapter
-from ..data import build_transform, load_dataset, normalize_split
+from ..data import normalize_split
 from ..models.vit import PromptedViT
 from ..store import RunStore
 from ..train.config import TrainConfig
-from ..train.data import default_workers
+from ..train.data import eval_loader
 from ..train.loop import resolve_device
 
 
@@ -62,11 +61,7 @@ def run_embeddings(
         return cached["embeddings"], cached["labels"]
     config = TrainConfig.from_dict(store.get_run(run_id)["config"])
     model = load_adapter(directory)
-    transform = build_transform(config.dataset, resolve_model_data_config(model.backbone),
-                                train=False)
-    dataset = load_dataset(config.dataset, split, transform, seed=config.data_seed)
-    loader = DataLoader(dataset, batch_size=batch_size,
-                        num_workers=default_workers(config.dataset))
+    loader = eval_loader(config, model.backbone, split, batch_size=batch_size)
     embeddings, labels = extract_embeddings(model, loader, resolve_device(device))
     store.save_tensors(run_id, name, {"embeddings": embeddings, "labels": labels}, metadata={
         "dataset": config.dataset, "split": normalize_split(split),

@@ -17,7 +17,7 @@ from ..artifacts import load_adapter
 from ..models.vit import PromptedViT
 from ..store import RunStore
 from ..train import TrainConfig, resolve_device
-from ..train.data import default_workers
+from ..train.data import eval_loader
 
 IMPORTANCE = "importance"
 _KEYS = ("token", "segment", "token_signed", "segment_signed")
@@ -163,20 +163,6 @@ def compute_importance(
     return pick(scores, signed, normalize, int(scores["batches"]), token_scores)
 
 
-def _score_loader(config: TrainConfig, model: PromptedViT) -> DataLoader:
-    """The run's training split with the eval transform (no augmentation), fixed order."""
-    from timm.data import resolve_model_data_config
-
-    from ..data import build_transform, load_dataset
-
-    transform = build_transform(config.dataset, resolve_model_data_config(model.backbone),
-                                train=False)
-    dataset = load_dataset(config.dataset, config.train_split, transform, seed=config.data_seed)
-    workers = config.num_workers
-    return DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
-                      num_workers=default_workers(config.dataset) if workers is None else workers)
-
-
 def compute_run_importance(
     store: RunStore, run_id: str, max_batches: int | None = None,
 ) -> dict[str, torch.Tensor]:
@@ -187,7 +173,9 @@ def compute_run_importance(
         raise ValueError(f"run {run_id} has no adapter artifact (not completed?)")
     device = resolve_device(config.device)
     model = load_adapter(adapter).to(device)
-    scores = importance_pass(model, _score_loader(config, model), device, max_batches)
+    loader = eval_loader(config, model.backbone, config.train_split,
+                         batch_size=config.batch_size)
+    scores = importance_pass(model, loader, device, max_batches)
     store.save_tensors(run_id, IMPORTANCE, scores)
     return scores
 

@@ -54,28 +54,41 @@ def default_workers(dataset_spec: str) -> int:
     return min(8, os.cpu_count() or 1)
 
 
+def _workers(config: TrainConfig) -> int:
+    return default_workers(config.dataset) if config.num_workers is None else config.num_workers
+
+
+def eval_loader(
+    config: TrainConfig, backbone: torch.nn.Module, split: str, batch_size: int | None = None,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """A split of the run's dataset with the deterministic eval transform, in order: for
+    evaluation, importance scores and embeddings alike."""
+    transform = build_transform(config.dataset, resolve_model_data_config(backbone), train=False)
+    dataset = load_dataset(config.dataset, split, transform, seed=config.data_seed)
+    return DataLoader(dataset, batch_size=batch_size or max(2 * config.batch_size, 64),
+                      num_workers=_workers(config), pin_memory=pin_memory)
+
+
 def build_loaders(
     config: TrainConfig, backbone: torch.nn.Module, device: torch.device, rank: int = 0,
     world: int = 1,
 ) -> tuple[DataLoader, EpochBatchSampler, dict[str, DataLoader], int]:
     """Train loader (+ its sampler), one eval loader per split, and the class count."""
-    data_config = resolve_model_data_config(backbone)
-    workers = config.num_workers if config.num_workers is not None else default_workers(
-        config.dataset)
+    workers = _workers(config)
     pin = device.type == "cuda"
-    train_set = load_dataset(config.dataset, config.train_split,
-                             build_transform(config.dataset, data_config, train=True),
-                             seed=config.data_seed)
+    train_set = load_dataset(
+        config.dataset, config.train_split,
+        build_transform(config.dataset, resolve_model_data_config(backbone), train=True),
+        seed=config.data_seed)
     sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed, rank, world)
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
                               pin_memory=pin, persistent_workers=workers > 0)
-    eval_transform = build_transform(config.dataset, data_config, train=False)
     eval_loaders = {}
     for split in config.eval_splits:
-        dataset = load_dataset(config.dataset, split, eval_transform, seed=config.data_seed)
-        if dataset.num_classes != train_set.num_classes:
-            raise ValueError(f"split {split!r} has {dataset.num_classes} classes, the "
+        loader = eval_loader(config, backbone, split, pin_memory=pin)
+        if loader.dataset.num_classes != train_set.num_classes:
+            raise ValueError(f"split {split!r} has {loader.dataset.num_classes} classes, the "
                              f"training split {train_set.num_classes}")
-        eval_loaders[split] = DataLoader(dataset, batch_size=max(2 * config.batch_size, 64),
-                                         num_workers=workers, pin_memory=pin)
+        eval_loaders[split] = loader
     return train_loader, sampler, eval_loaders, train_set.num_classes
