@@ -70,15 +70,6 @@ def _train_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def _check_inputs(config: TrainConfig) -> None:
-    """Reject a bad backbone or dataset before a run is created for it."""
-    from .data import parse_dataset_spec
-    from .models.factory import check_backbone_name
-
-    check_backbone_name(config.backbone)
-    parse_dataset_spec(config.dataset)
-
-
 class _ProgressBar:
     """A tqdm bar on stderr fed by the loop's progress callback."""
 
@@ -124,7 +115,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train.distributed import distributed_context
 
     config = _train_config(args, base_lr=args.lr, weight_decay=args.wd)
-    _check_inputs(config)
+    config.check_sources()
     with distributed_context(config.device) as (rank, _world, broadcast):
         store = RunStore(args.store)
         run_id = broadcast(store.create_run(config.to_dict()) if rank == 0 else None)
@@ -156,7 +147,7 @@ def _sweep(args: argparse.Namespace) -> int:
     from .train.grid import sweep
 
     config = _train_config(args)
-    _check_inputs(config)
+    config.check_sources()
     bar = _ProgressBar(not args.quiet)
     result = sweep(config, RunStore(args.store), args.lrs, args.wds, args.seeds, progress=bar)
     bar.close()

@@ -15,9 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import parse_dataset_spec
 from .data.vtab import VTAB_GROUPS, VTAB_TASKS
-from .models.factory import check_backbone_name
 from .prune import sweep_prune
 from .prune.selection import check_ratio
 from .store import RunStore
@@ -64,8 +62,7 @@ def check_protocol_inputs(
     if not base.prompt.has_visual_prompts:
         raise ValueError(f"method {base.prompt.method!r} has no visual prompts to prune; "
                          "use vpt-shallow, vpt-deep or e2vpt")
-    check_backbone_name(base.backbone)
-    parse_dataset_spec(base.dataset)
+    base.check_sources()
 
 
 def _finish(store: RunStore, run_id: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -11,9 +11,8 @@ import streamlit as st
 from app.figures import training_curves
 from app.state import format_seconds, get_store, progress, run_label, start_worker
 from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS, PromptConfig
-from e2vpt_core.data import BUILTIN_TASKS, parse_dataset_spec
+from e2vpt_core.data import BUILTIN_TASKS
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
-from e2vpt_core.models.factory import check_backbone_name
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import DEFAULT_BACKBONE
@@ -69,13 +68,13 @@ def build_config(backbone: str, dataset: str, values: dict) -> TrainConfig:
     """Every check the CLI makes before creating a run; raises ValueError with the reason."""
     if not backbone:
         raise ValueError("name a backbone")
-    check_backbone_name(backbone)
-    parse_dataset_spec(dataset)
     prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"])
-    return TrainConfig(backbone=backbone, dataset=dataset, prompt=prompt,
-                       epochs=values["epochs"], batch_size=values["batch_size"],
-                       base_lr=values["base_lr"], weight_decay=values["weight_decay"],
-                       seed=values["seed"])
+    config = TrainConfig(backbone=backbone, dataset=dataset, prompt=prompt,
+                         epochs=values["epochs"], batch_size=values["batch_size"],
+                         base_lr=values["base_lr"], weight_decay=values["weight_decay"],
+                         seed=values["seed"])
+    config.check_sources()
+    return config
 
 
 

@@ -79,6 +79,15 @@ class TrainConfig:
         """The paper's linear scaling: lr = base_lr × batch_size / 256."""
         return self.base_lr * self.batch_size / 256
 
+    def check_sources(self) -> None:
+        """Reject a backbone or dataset that cannot be built, before a run is created for
+        it (the run itself would only fail later, in the worker)."""
+        from ..data import parse_dataset_spec
+        from ..models.factory import check_backbone_name
+
+        check_backbone_name(self.backbone)
+        parse_dataset_spec(self.dataset)
+
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["prompt"] = self.prompt.to_dict()
