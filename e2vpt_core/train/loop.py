@@ -6,6 +6,7 @@ per-epoch evaluation, a checkpoint at the end of every epoch, the final adapter 
 
 from __future__ import annotations
 
+import math
 import time
 import traceback
 from collections.abc import Callable
@@ -206,7 +207,8 @@ def _epoch(
         labels = labels.to(run.device, non_blocking=True)
         with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=run.amp):
             loss = torch.nn.functional.cross_entropy(run.trained(images), labels)
-        _check_finite(loss, epoch, step, lr, run.world)
+        loss_value = loss.item()  # the step's one host sync
+        _check_finite(loss_value, epoch, step, lr, run.world, run.device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip is not None:
@@ -219,7 +221,6 @@ def _epoch(
             if run.rank == 0 and step % config.importance_every == 0:
                 store.save_tensors(run.run_id, "importance_live", run.tracker.snapshot(),
                                    metadata={"step": str(step), "epoch": str(epoch)})
-        loss_value = loss.item()
         loss_sum += loss_value
         if run.rank == 0 and step % config.log_every == 0:
             store.log_metrics(run.run_id, step, epoch, {"train/loss": loss_value, "train/lr": lr})
@@ -275,12 +276,16 @@ def _apply_rewind(model: PromptedViT, config: TrainConfig, store: RunStore) -> N
             model.visual_prompts.mul_(model.prompt_mask())
 
 
-def _check_finite(loss: torch.Tensor, epoch: int, step: int, lr: float, world: int) -> None:
-    finite = torch.isfinite(loss.detach()).float()
-    if world > 1:
-        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-    if finite.item() < 1:
+def _check_finite(
+    loss: float, epoch: int, step: int, lr: float, world: int, device: torch.device,
+) -> None:
+    finite = math.isfinite(loss)
+    if world > 1:  # every rank must stop together, or the others hang in the all-reduce
+        flag = torch.tensor(float(finite), device=device)  # NCCL reduces GPU tensors
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+        finite = bool(flag.item())
+    if not finite:
         raise TrainingFailed(
-            f"non-finite loss ({loss.item()}) at epoch {epoch}, step {step}, lr {lr:.4g}: "
+            f"non-finite loss ({loss}) at epoch {epoch}, step {step}, lr {lr:.4g}: "
             "the learning rate is likely too high"
         )
