@@ -29,7 +29,7 @@ from typing import Any
 from .store import RunStore
 from .train import RunResult, TrainConfig, train_run
 
-JOB_KINDS = ("train", "rewind", "embed")
+JOB_KINDS = ("train", "rewind", "importance", "embed")
 LOCK_FILE = "worker.lock"
 SPAWN_LOCK_FILE = "worker.spawn.lock"
 LOG_FILE = "worker.log"
@@ -47,15 +47,30 @@ def submit_train(store: RunStore, config: TrainConfig) -> tuple[int, str]:
 
 def submit_rewind(store: RunStore, parent_run_id: str, token_ratio: float,
                   segment_ratio: float = 0.0, **options: Any) -> int:
-    """Queue a rewind of a completed run; the child run is created when the job starts."""
+    """Queue a rewind of a completed run, or of one whose training job is still queued or
+    running (it runs first); the child run is created when the rewind job starts."""
     from .prune.rewind import check_rewind_options, prunable_config
+    from .prune.selection import check_ratio
 
     check_rewind_options(options.get("init", "fresh"), options.get("mode", "zero"),
                          options.get("epochs"))
-    prunable_config(store, parent_run_id)
+    check_ratio("token_ratio", token_ratio)
+    check_ratio("segment_ratio", segment_ratio)
+    prunable_config(store, parent_run_id, pending_ok=True)
     payload = {"parent": parent_run_id, "token_ratio": token_ratio,
                "segment_ratio": segment_ratio, **options}
     return store.enqueue_job("rewind", payload)[0]
+
+
+def submit_importance(store: RunStore, run_id: str, max_batches: int | None = None) -> int:
+    """Queue the full-pass importance of a run (completed, or with its training queued):
+    its prompts scored over the training split and stored as the run's `importance`."""
+    from .prune.rewind import prunable_config
+
+    prunable_config(store, run_id, pending_ok=True)
+    if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
+        raise ValueError(f"max_batches={max_batches!r} must be an integer >= 1 or None")
+    return store.enqueue_job("importance", {"run": run_id, "max_batches": max_batches})[0]
 
 
 def submit_embed(store: RunStore, run_ids: list[str], split: str = "test",
@@ -114,6 +129,15 @@ def _rewind(store: RunStore, job: dict[str, Any]) -> RunResult:
     return _train_stored_run(store, job, run_id)
 
 
+def _importance(store: RunStore, job: dict[str, Any]) -> None:
+    from .prune.importance import compute_run_importance
+    from .prune.rewind import prunable_config
+
+    run_id = job["payload"]["run"]
+    prunable_config(store, run_id)
+    compute_run_importance(store, run_id, job["payload"].get("max_batches"))
+
+
 def _embed(store: RunStore, job: dict[str, Any]) -> None:
     from .hyperbolic import compare_runs, embedding_view
 
@@ -133,6 +157,9 @@ def run_job(store: RunStore, job: dict[str, Any]) -> str:
             result = _train_stored_run(store, job, job["run_id"])
         elif job["kind"] == "rewind":
             result = _rewind(store, job)
+        elif job["kind"] == "importance":
+            _importance(store, job)
+            result = None
         elif job["kind"] == "embed":
             _embed(store, job)
             result = None

@@ -20,9 +20,8 @@ from app.pruning_state import (
     rewind_results,
 )
 from app.state import get_store, run_label, start_worker
-from e2vpt_core.jobs import submit_rewind
+from e2vpt_core.jobs import submit_importance, submit_rewind
 from e2vpt_core.prune import select_masks
-from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.prune.rewind import INITS, MODES
 from e2vpt_core.store import RunStore
 
@@ -63,19 +62,21 @@ def importance_view(store: RunStore, run_id: str, token_ratio: float,
         right.caption("Effective parameters: available once the run has its adapter.")
 
 
-def compute_importance_button(store: RunStore, run_id: str, completed: bool) -> None:
-    """The full pass runs here, not as a job: the job queue has no importance kind."""
-    st.caption("The full pass scores the trained adapter over the whole training split "
-               "(a rewind computes it anyway when missing). It runs in the app process, "
-               "as the job queue has no importance job.")
-    if st.button("Compute full-pass importance", disabled=not completed):
-        with st.spinner("Scoring the prompts over the training split…"):
-            try:
-                compute_run_importance(store, run_id)
-            except (ValueError, FileNotFoundError) as error:
-                st.error(str(error))
-                return
-        st.rerun()
+def compute_importance_button(store: RunStore, run_id: str, completed: bool,
+                              scoring: bool) -> None:
+    """Queue the full pass as a job (a rewind computes it anyway when missing)."""
+    if scoring:
+        st.caption("Full-pass importance of this run: queued or running.")
+    elif st.button("Compute full-pass importance", disabled=not completed,
+                   help="Score the trained adapter over the whole training split "
+                        "(a job for the worker)"):
+        try:
+            job_id = submit_importance(store, run_id)
+        except ValueError as error:
+            st.error(str(error))
+            return
+        start_worker(store)
+        st.success(f"Queued importance job {job_id}.")
 
 
 def queue_rewinds(store: RunStore, parent: str, ratios: list[tuple[float, float]],
@@ -134,14 +135,16 @@ if runs.empty:
 labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
 run_id = st.selectbox("Run", list(runs["id"]), format_func=labels.get)
 run = store.get_run(run_id)
-running = run["status"] in ("queued", "running")
+scoring = any(payload["run"] == run_id
+              for payload in pending_jobs(store, "importance")["payload"])
+live = run["status"] in ("queued", "running") or scoring
 
 left, right = st.columns(2)
 token_ratio = left.select_slider("Token prune ratio", RATIOS, value=0.0)
 segment_ratio = right.select_slider("Segment prune ratio", RATIOS, value=0.0)
-view = st.fragment(run_every=3 if running else None)(importance_view)
+view = st.fragment(run_every=3 if live else None)(importance_view)
 view(store, run_id, token_ratio, segment_ratio)
-compute_importance_button(store, run_id, run["status"] == "completed")
+compute_importance_button(store, run_id, run["status"] == "completed", scoring)
 
 st.subheader("Rewind")
 rewind_controls(store, run, token_ratio, segment_ratio)

@@ -12,6 +12,7 @@ from app.figures import training_curves
 from app.state import format_seconds, get_store, progress, run_label, start_worker
 from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS, PromptConfig
 from e2vpt_core.data import BUILTIN_TASKS
+from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
@@ -76,6 +77,29 @@ def build_config(backbone: str, dataset: str, values: dict) -> TrainConfig:
     config.check_sources()
     return config
 
+def quick_demo(store: RunStore, first_run: bool) -> None:
+    """One click that gives every page data: two runs, importance, a rewind, embeddings."""
+    box = st.container(border=True) if first_run else st.expander("Quick demo")
+    if first_run:
+        box.markdown("**First time here?** The quick demo trains VPT-deep and E²VPT on a "
+                     "built-in task with the bundled backbone, scores the prompts, rewinds "
+                     "a pruned E²VPT and embeds both runs on the Poincaré disk: every page "
+                     "has data within a few minutes on a CPU.")
+    left, right = box.columns(2)
+    tasks = sorted(BUILTIN_TASKS)
+    task = left.selectbox("Demo task", tasks, index=tasks.index(DEMO_TASK))
+    epochs = right.number_input("Demo epochs", 1, 100, DEMO_EPOCHS)
+    if box.button("Run the quick demo", type="primary" if first_run else "secondary"):
+        try:
+            demo = submit_demo(store, task, int(epochs))
+        except ValueError as error:
+            box.error(str(error))
+            return
+        st.session_state["train_run"] = demo.e2vpt_run
+        start_worker(store)
+        box.success(f"Queued the demo: E²VPT run {demo.e2vpt_run} and VPT-deep run "
+                    f"{demo.vpt_run}, then importance, a rewind and the embedding view "
+                    "(watch them here, then on Pruning and Embeddings).")
 
 
 def start(store: RunStore, config: TrainConfig) -> None:
@@ -114,6 +138,8 @@ store = get_store()
 st.title("Train")
 if store.jobs()["status"].isin(["queued", "running", "cancelling"]).any():
     start_worker(store)  # after an app or machine restart: resume what was left
+runs = store.runs()
+quick_demo(store, first_run=runs.empty)
 with st.container(border=True):
     backbone = backbone_input()
     dataset = dataset_input()
@@ -126,7 +152,7 @@ with st.container(border=True):
 
 runs = store.runs()
 if runs.empty:
-    st.info("No runs yet: configure one above and press Start.")
+    st.info("No runs yet: run the quick demo, or configure a run above and press Start.")
 else:
     ids = list(runs["id"])
     chosen = st.session_state.get("train_run")

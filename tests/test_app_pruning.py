@@ -12,6 +12,7 @@ from app_helpers import by_label, open_page, private_store
 from streamlit.testing.v1 import AppTest
 
 from e2vpt_core import PromptConfig, load_adapter
+from e2vpt_core.jobs import run_worker
 from e2vpt_core.prune import rewind_run
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
@@ -58,11 +59,20 @@ def test_the_page_shows_the_live_snapshot_heatmaps(store, trained):
     assert "Mask preview: 16 of 16 segments kept" in titles
 
 
-def test_the_full_pass_button_replaces_the_live_scores(store, trained):
+def test_the_full_pass_button_queues_a_job_whose_scores_replace_the_live_ones(store, trained):
     app = open_page("pruning.py")
     by_label(app.button, "Compute full-pass importance").click().run()
     assert not app.exception and not app.error
+    jobs = store.jobs()
+    assert list(jobs["kind"]) == ["importance"] and jobs["status"][0] == "queued"
+    assert json.loads(jobs["payload"][0])["run"] == trained[1]
+    assert "Queued importance job" in app.success[0].value
+    app.run()
+    assert any("queued or running" in c.value for c in app.caption)
+    assert not any(b.label == "Compute full-pass importance" for b in app.button)
+    assert run_worker(store, idle_exit=0, poll=0.01, log=lambda line: None) == 1
     assert store.has_tensors(trained[1], "importance")
+    app = open_page("pruning.py")
     assert any("full pass over the training split" in c.value for c in app.caption)
 
 

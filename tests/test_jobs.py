@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from e2vpt_core import PromptConfig
 from e2vpt_core.jobs import (
@@ -18,11 +19,13 @@ from e2vpt_core.jobs import (
     run_job,
     run_worker,
     submit_embed,
+    submit_importance,
     submit_rewind,
     submit_train,
     worker_alive,
     worker_pid,
 )
+from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 
@@ -105,10 +108,41 @@ def test_failing_jobs_record_their_reason(tmp_path, tiny_backbone):
 
 def test_submit_rewind_refuses_a_run_that_cannot_be_pruned(tmp_path, tiny_backbone):
     store = RunStore(tmp_path)
-    _, run_id = submit_train(store, _config(tiny_backbone))
-    with pytest.raises(ValueError, match="not completed"):
-        submit_rewind(store, run_id, 0.5)
-    assert len(store.jobs()) == 1
+    _, linear = submit_train(store, _config(tiny_backbone, prompt=PromptConfig("linear")))
+    job, cancelled = submit_train(store, _config(tiny_backbone))
+    cancel_job(store, job)
+    with pytest.raises(ValueError, match="no visual prompts"):
+        submit_rewind(store, linear, 0.5)
+    with pytest.raises(ValueError, match="no visual prompts"):
+        submit_importance(store, linear)
+    with pytest.raises(ValueError, match="cancelled, not completed"):
+        submit_rewind(store, cancelled, 0.5)
+    with pytest.raises(ValueError, match="outside"):
+        submit_rewind(store, cancelled, 1.5)
+    assert len(store.jobs()) == 2
+
+
+def test_jobs_queued_behind_a_training_job_see_its_result(tmp_path, tiny_backbone):
+    """Importance and rewind jobs may be queued before their parent trains: jobs run in
+    order, so they find it completed, and fail with its state when it did not complete."""
+    store = RunStore(tmp_path / "store")
+    _, parent = submit_train(store, _config(tiny_backbone))
+    importance = submit_importance(store, parent)
+    rewind = submit_rewind(store, parent, 0.5, epochs=1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _, broken = submit_train(store, _config(tiny_backbone, dataset=f"folder:{empty}"))
+    orphan = submit_rewind(store, broken, 0.5)
+    assert _drain(store) == 5
+    assert store.get_job(importance)["status"] == "done"
+    stored = store.load_tensors(parent, "importance")
+    direct = compute_run_importance(store, parent)
+    for key in ("token", "segment"):
+        torch.testing.assert_close(stored[key], direct[key], rtol=0, atol=0)
+    child = store.get_run(store.get_job(rewind)["run_id"])
+    assert (child["status"], child["parent_id"]) == ("completed", parent)
+    job = store.get_job(orphan)
+    assert job["status"] == "failed" and "failed, not completed" in job["error"]
 
 
 def test_a_rewind_job_creates_and_trains_the_child_run(tmp_path, tiny_backbone):

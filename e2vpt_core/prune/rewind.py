@@ -21,13 +21,19 @@ MODES = ("zero", "remove")
 MASKS = "masks"
 
 
-def prunable_config(store: RunStore, run_id: str) -> TrainConfig:
-    """The run's TrainConfig; refuses runs that cannot be pruned (no prompts, not done)."""
+def prunable_config(store: RunStore, run_id: str, pending_ok: bool = False) -> TrainConfig:
+    """The run's TrainConfig; refuses runs that cannot be pruned (no prompts, not done).
+
+    `pending_ok` also accepts a queued or running run: a job queued behind the run's own
+    training job finds it completed (jobs run in order), or fails then with this check.
+    """
     run = store.get_run(run_id)
     config = TrainConfig.from_dict(run["config"])
     if not config.prompt.has_visual_prompts:
         raise ValueError(f"run {run_id} has no visual prompts to prune (method "
                          f"{config.prompt.method!r}; use vpt-shallow, vpt-deep or e2vpt)")
+    if pending_ok and run["status"] in ("queued", "running"):
+        return config
     if run["status"] != "completed":
         raise ValueError(f"run {run_id} is {run['status']}, not completed: nothing to prune")
     return config
