@@ -119,10 +119,12 @@ def embeddable_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def default_pair(runs: pd.DataFrame) -> tuple[str, str] | None:
-    """The newest completed vpt-deep and e2vpt runs on one dataset (the paper's figure)."""
+    """The newest completed vpt-deep and e2vpt runs on one dataset (the paper's figure);
+    trained runs, not rewinds of them."""
     done = embeddable_runs(runs)
     if done.empty:
         return None
+    done = done[done["kind"] == "train"]
     for _, e2vpt in done[done["method"] == "e2vpt"].iterrows():  # newest first
         vpt = done[(done["method"] == "vpt-deep") & (done["dataset"] == e2vpt["dataset"])]
         if not vpt.empty:

@@ -45,9 +45,17 @@ def pair_jobs(store: RunStore, pair: list[str], split: str) -> int:
                for payload in jobs["payload"])
 
 
+def rerun_when_runs_complete(store: RunStore, shown: list[str]) -> None:
+    """A run completed since the page drew its selectors: redraw them (with the default
+    VPT-deep / E²VPT pair, which may only now exist)."""
+    if list(embeddable_runs(store.runs())["id"]) != shown:
+        st.rerun()
+
+
 @st.fragment(run_every=3)
-def results(store: RunStore, pair: list[str], split: str) -> None:
+def results(store: RunStore, pair: list[str], split: str, shown: list[str]) -> None:
     """Redrawn every 3 s, so the plots appear when the worker finishes the job."""
+    rerun_when_runs_complete(store, shown)
     views = {run_id: cached_view(store, run_id, split) for run_id in dict.fromkeys(pair)}
     missing = [run_id for run_id, view in views.items() if view is None]
     if missing:
@@ -73,6 +81,7 @@ st.title("Embeddings")
 runs = embeddable_runs(store.runs())
 if runs.empty:
     st.info("No completed runs yet: the view embeds images with a trained adapter.")
+    st.fragment(run_every=3)(rerun_when_runs_complete)(store, [])
     st.stop()
 
 first, second = pair_inputs(runs)
@@ -85,4 +94,4 @@ if st.button("Compute", type="primary"):
     job_id = submit_embed(store, pair, split, max_points=int(max_points))
     start_worker(store)
     st.success(f"Queued embed job {job_id}.")
-results(store, pair, split)
+results(store, pair, split, list(runs["id"]))

@@ -133,7 +133,10 @@ if runs.empty:
     st.stop()
 
 labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
-run_id = st.selectbox("Run", list(runs["id"]), format_func=labels.get)
+ids = list(runs["id"])
+followed = st.session_state.get("train_run")  # the run the Train page follows
+run_id = st.selectbox("Run", ids, index=ids.index(followed) if followed in ids else 0,
+                      format_func=labels.get)
 run = store.get_run(run_id)
 scoring = any(payload["run"] == run_id
               for payload in pending_jobs(store, "importance")["payload"])

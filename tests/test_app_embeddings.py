@@ -62,6 +62,14 @@ def test_the_default_pair_is_the_newest_vpt_deep_and_e2vpt_runs(store, trained):
     assert default_pair(store.runs()[lambda runs: runs["method"] != "vpt-deep"]) is None
 
 
+def test_a_rewind_child_does_not_displace_its_parent_from_the_default_pair(store, trained):
+    parent = store.get_run(trained[2])
+    child = store.create_run(parent["config"], kind="rewind", parent_id=trained[2])
+    store.set_status(child, "completed")
+    assert store.runs()["id"].iloc[0] == child  # the newest completed e2vpt run
+    assert default_pair(store.runs()) == (trained[1], trained[2])
+
+
 def test_compute_queues_an_embed_job_for_the_pair(store, trained):
     app = open_page("embeddings.py")
     by_label(app.selectbox, "Split").set_value("val").run()

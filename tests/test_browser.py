@@ -1,4 +1,5 @@
-"""End to end in a real browser: `streamlit run app/main.py`, headless Chromium, a short run.
+"""End to end in a real browser: `streamlit run app/main.py` in headless Chromium; a short
+run watched live, then the quick demo through the Pruning and Embeddings pages.
 
 Uses Debian's chromium (`make test` installs it when missing) through Python Playwright,
 never a browser Playwright downloads itself. Screenshots go to $E2VPT_SCREENSHOTS (default:
@@ -14,9 +15,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from e2vpt_core.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -65,12 +69,33 @@ def _scroll_down(page) -> None:
                   " if (e.scrollHeight > e.clientHeight + 50) e.scrollTop = e.scrollHeight; })")
 
 
-def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
-    shots = Path(os.environ.get("E2VPT_SCREENSHOTS", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
+@contextmanager
+def _page():
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        try:
+            yield browser.new_page(viewport={"width": 1400, "height": 1400})
+        finally:
+            browser.close()
+
+
+def _screenshots(tmp_path: Path) -> Path:
+    shots = Path(os.environ.get("E2VPT_SCREENSHOTS", tmp_path))
+    shots.mkdir(parents=True, exist_ok=True)
+    return shots
+
+
+def _wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
+    shots = _screenshots(tmp_path)
+    with _page() as page:
         page.goto(app_url)
         page.get_by_role("button", name="Start").wait_for(timeout=60_000)
         epochs = page.get_by_label("Epochs", exact=True).first
@@ -89,5 +114,66 @@ def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
         page.get_by_role("link", name="Runs").click()
         page.get_by_text("e2vpt train").first.wait_for(timeout=60_000)
         page.screenshot(path=str(shots / "runs.png"))
-        browser.close()
     assert (shots / "train-live.png").stat().st_size > 10_000
+
+
+def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path):
+    """Demo → live heatmap moves → slider changes the preview → Rewind queued → two disks."""
+    shots = _screenshots(tmp_path)
+    store = RunStore(tmp_path / "runs")
+    with _page() as page:
+        page.goto(app_url)
+        page.get_by_role("button", name="Run the quick demo").wait_for(timeout=60_000)
+        epochs = page.get_by_label("Demo epochs", exact=True)
+        epochs.fill("1")
+        epochs.press("Enter")
+        page.wait_for_timeout(1000)
+        page.get_by_role("button", name="Run the quick demo").click()
+        page.get_by_text("Queued the demo").wait_for(timeout=30_000)
+        page.get_by_text("running: step").first.wait_for(timeout=180_000)
+        runs = store.runs()
+        e2vpt, vpt = (str(runs[runs["method"] == method]["id"].iloc[0])
+                      for method in ("e2vpt", "vpt-deep"))
+
+        page.get_by_role("link", name="Pruning").click()
+        page.get_by_text("live snapshot from training, step").first.wait_for(timeout=120_000)
+        source = page.get_by_text("Scores: ").first
+        first_caption = source.inner_text()
+        _wait_until(lambda: source.inner_text() != first_caption, 120,
+                    "the live importance snapshot to move on")
+        page.screenshot(path=str(shots / "pruning-live.png"))
+
+        kept = page.get_by_test_id("stMetricValue").first
+        before = kept.inner_text()
+        page.get_by_role("slider").first.focus()
+        for _ in range(5):
+            page.keyboard.press("ArrowRight")
+        _wait_until(lambda: kept.inner_text() != before, 30,
+                    "the mask preview to follow the token slider")
+        assert int(kept.inner_text().split("/")[0]) < int(before.split("/")[0])
+
+        _wait_until(lambda: store.get_run(e2vpt)["status"] == "completed", 300,
+                    "the demo's E²VPT run to complete")
+        page.get_by_role("slider").first.focus()
+        page.keyboard.press("ArrowLeft")  # a rerun: the page sees the completed run
+        rewind = page.get_by_role("button", name="Rewind", exact=True)
+        _wait_until(rewind.is_enabled, 30, "the Rewind button to be enabled")
+        rewind.click()
+        page.get_by_text("Queued 1 rewind job(s)").wait_for(timeout=30_000)
+        page.screenshot(path=str(shots / "pruning.png"))
+        rewinds = store.jobs()
+        assert (rewinds["kind"] == "rewind").sum() == 2  # the demo's and this one
+
+        page.get_by_role("link", name="Embeddings").click()  # while VPT-deep still trains
+        expected = [f"{vpt} (test)", f"{e2vpt} (test)"]
+        titles = page.locator(".js-plotly-plot .gtitle")
+        _wait_until(lambda: titles.all_inner_texts() == expected, 600,
+                    "the VPT-deep and E²VPT disks side by side")
+        page.get_by_text("Separability").first.wait_for(timeout=30_000)
+        _scroll_down(page)
+        page.wait_for_timeout(1500)
+        page.screenshot(path=str(shots / "embeddings.png"))
+
+        page.get_by_role("link", name="Parameter budget").click()
+        page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
+        page.screenshot(path=str(shots / "budget.png"))
