@@ -93,16 +93,21 @@ def _wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def _start_with_epochs(page, url: str, button: str, epochs_label: str, epochs: int) -> None:
+    """Open the Train page, set an epochs input, press a button."""
+    page.goto(url)
+    page.get_by_role("button", name=button).wait_for(timeout=60_000)
+    field = page.get_by_label(epochs_label, exact=True).first
+    field.fill(str(epochs))
+    field.press("Enter")
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name=button).click()
+
+
 def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
     shots = _screenshots(tmp_path)
     with _page() as page:
-        page.goto(app_url)
-        page.get_by_role("button", name="Start").wait_for(timeout=60_000)
-        epochs = page.get_by_label("Epochs", exact=True).first
-        epochs.fill("2")
-        epochs.press("Enter")
-        page.wait_for_timeout(1000)
-        page.get_by_role("button", name="Start").click()
+        _start_with_epochs(page, app_url, "Start", "Epochs", 2)
         page.get_by_text("Queued run").wait_for(timeout=30_000)
         page.get_by_text("running: step").first.wait_for(timeout=180_000)
         _scroll_down(page)
@@ -122,13 +127,7 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
     shots = _screenshots(tmp_path)
     store = RunStore(tmp_path / "runs")
     with _page() as page:
-        page.goto(app_url)
-        page.get_by_role("button", name="Run the quick demo").wait_for(timeout=60_000)
-        epochs = page.get_by_label("Demo epochs", exact=True)
-        epochs.fill("1")
-        epochs.press("Enter")
-        page.wait_for_timeout(1000)
-        page.get_by_role("button", name="Run the quick demo").click()
+        _start_with_epochs(page, app_url, "Run the quick demo", "Demo epochs", 1)
         page.get_by_text("Queued the demo").wait_for(timeout=30_000)
         page.get_by_text("running: step").first.wait_for(timeout=180_000)
         runs = store.runs()
@@ -167,7 +166,7 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         page.get_by_role("link", name="Embeddings").click()  # while VPT-deep still trains
         expected = [f"{vpt} (test)", f"{e2vpt} (test)"]
         titles = page.locator(".js-plotly-plot .gtitle")
-        _wait_until(lambda: titles.all_inner_texts() == expected, 600,
+        _wait_until(lambda: titles.all_text_contents() == expected, 600,
                     "the VPT-deep and E²VPT disks side by side")
         page.get_by_text("Separability").first.wait_for(timeout=30_000)
         _scroll_down(page)

@@ -4,6 +4,7 @@ and DDP on the CPU with two processes."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,6 +155,34 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_backbone):
         assert torch.allclose(state_ddp[key], state_one[key], atol=1e-5, rtol=1e-4), key
     initial = RunStore(tmp_path / "one").load_tensors(single_result["run_id"], "init")
     assert not torch.allclose(initial["visual_prompts"], state_one["model/visual_prompts"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
+def test_two_process_ddp_rewind_matches_one_process(tmp_path, tiny_backbone):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    parent = subprocess.run(_cli(*_train_args(tiny_backbone, tmp_path / "ddp", 1, batch=32)),
+                            capture_output=True, text=True, cwd=ROOT, timeout=600, env=env)
+    assert parent.returncode == 0, parent.stderr
+    parent_id = last_json(parent.stdout)["run_id"]
+    shutil.copytree(tmp_path / "ddp", tmp_path / "one")
+    rewind = ["rewind", parent_id, "--token-ratio", "0.5", "--segment-ratio", "0.25",
+              "--init", "original", "--epochs", "1", "--json", "--quiet", "--store"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                "--nproc_per_node", "2", "-m", "e2vpt_core"]
+    ddp = subprocess.run(torchrun + rewind + [str(tmp_path / "ddp")], capture_output=True,
+                         text=True, cwd=ROOT, timeout=600, env=env)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    single = subprocess.run(_cli(*rewind, str(tmp_path / "one")), capture_output=True,
+                            text=True, cwd=ROOT, timeout=600, env=env)
+    assert single.returncode == 0, single.stderr
+    ddp_result, single_result = last_json(ddp.stdout), last_json(single.stdout)
+    assert ddp_result["kept_tokens"] == single_result["kept_tokens"]
+    children = RunStore(tmp_path / "ddp").runs()
+    assert list(children["kind"]).count("rewind") == 1  # rank 0 alone created the child
+    state_ddp = _final_state(RunStore(tmp_path / "ddp"), ddp_result["run_id"])
+    state_one = _final_state(RunStore(tmp_path / "one"), single_result["run_id"])
+    for key in state_one:
+        assert torch.allclose(state_ddp[key], state_one[key], atol=1e-5, rtol=1e-4), key
 
 
 def test_rewind_keeps_pruned_entries_zero_and_can_start_from_original_init(
