@@ -67,6 +67,21 @@ def importance_heatmap(segment_scores: np.ndarray | Sequence[Sequence[float]]) -
     return figure
 
 
+def layer_importance_heatmap(layer_scores: np.ndarray | Sequence[Sequence[float]]) -> go.Figure:
+    """Per-layer token importance, prompt layers × tokens (rows are layers)."""
+    scores = np.asarray(layer_scores, dtype=float)
+    title = "Token importance per layer (sum over segments)"
+    if scores.size == 0:
+        return _empty(title, "no per-layer scores")
+    figure = go.Figure(go.Heatmap(
+        z=scores, x=list(range(scores.shape[1])), y=list(range(scores.shape[0])),
+        colorscale="Viridis", colorbar={"title": "score"},
+        hovertemplate="layer %{y}, token %{x}: %{z:.3g}<extra></extra>"))
+    figure.update_layout(title=title, xaxis_title="prompt token", yaxis_title="layer",
+                         yaxis={"autorange": "reversed"})
+    return figure
+
+
 def token_importance_bar(token_scores: np.ndarray | Sequence[float]) -> go.Figure:
     """One bar per prompt token."""
     scores = np.asarray(token_scores, dtype=float).ravel()

@@ -63,6 +63,18 @@ def importance_scores(store: RunStore, run_id: str) -> tuple[Importance, str] | 
     return None
 
 
+def layer_scores(store: RunStore, run_id: str) -> np.ndarray | None:
+    """(L, P): per prompt layer, each token's summed segment scores, from the same file
+    `importance_scores` reads; None when that file has no per-layer scores."""
+    for name in (IMPORTANCE, LIVE):
+        if store.has_tensors(run_id, name):
+            scores = store.load_tensors(run_id, name)
+            if "segment_layer" not in scores:
+                return None
+            return scores["segment_layer"].sum(-1).numpy()
+    return None
+
+
 @st.cache_resource(max_entries=4)
 def _adapter(directory: str) -> PromptedViT:
     return load_adapter(directory)

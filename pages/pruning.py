@@ -10,11 +10,18 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.figures import importance_heatmap, mask_preview, prune_curve, token_importance_bar
+from app.figures import (
+    importance_heatmap,
+    layer_importance_heatmap,
+    mask_preview,
+    prune_curve,
+    token_importance_bar,
+)
 from app.pruning_state import (
     SWEEP_RATIOS,
     effective_params,
     importance_scores,
+    layer_scores,
     pending_jobs,
     prompt_runs,
     rewind_results,
@@ -42,6 +49,9 @@ def importance_view(store: RunStore, run_id: str, token_ratio: float,
     left, right = st.columns([3, 2])
     left.plotly_chart(importance_heatmap(scores.segment.numpy()), key="segment-heatmap")
     right.plotly_chart(token_importance_bar(scores.token.numpy()), key="token-bar")
+    per_layer = layer_scores(store, run_id)
+    if per_layer is not None:
+        st.plotly_chart(layer_importance_heatmap(per_layer), key="layer-heatmap")
 
     selection = select_masks(scores.token, scores.segment, token_ratio, segment_ratio)
     kept = int(selection.segment_mask.sum())

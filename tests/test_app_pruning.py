@@ -57,6 +57,11 @@ def test_the_page_shows_the_live_snapshot_heatmaps(store, trained):
     titles = _chart_titles(app)
     assert "Segment importance" in titles and "Token importance" in titles
     assert "Mask preview: 16 of 16 segments kept" in titles
+    live = store.load_tensors(trained[1], "importance_live")
+    per_layer = next(json.loads(chart.proto.spec)["data"][0] for chart in app.get("plotly_chart")
+                     if "per layer" in json.dumps(chart.proto.spec))
+    assert len(per_layer["y"]) == live["segment_layer"].shape[0] == 2  # tiny ViT: 2 blocks
+    assert len(per_layer["x"]) == 4
 
 
 def test_the_full_pass_button_queues_a_job_whose_scores_replace_the_live_ones(store, trained):

@@ -57,6 +57,12 @@ def test_importance_figures_pass_scores_through():
     assert list(bar.data[0].y) == [0.5, 0.1, 0.9] and list(bar.data[0].x) == [0, 1, 2]
     assert _is_empty(figures.importance_heatmap(np.zeros((0, 4))))
     assert _is_empty(figures.token_importance_bar([]))
+    layers = np.arange(6.0).reshape(2, 3)
+    per_layer = figures.layer_importance_heatmap(layers)
+    assert np.array_equal(np.asarray(per_layer.data[0].z), layers)
+    assert list(per_layer.data[0].y) == [0, 1] and list(per_layer.data[0].x) == [0, 1, 2]
+    assert per_layer.layout.yaxis.title.text == "layer"
+    assert _is_empty(figures.layer_importance_heatmap(np.zeros((0, 3))))
 
 
 def test_mask_preview_prunes_whole_rows_of_pruned_tokens():

@@ -105,6 +105,9 @@ class _FakeMasks:
         self.segment_mask = torch.nn.Parameter(torch.ones_like(segment), requires_grad=False)
         self.token_mask.grad, self.segment_mask.grad = token, segment
 
+    def layer_mask_grads(self):
+        return None
+
 
 def test_tracker_running_mean_and_bias_corrected_ema():
     steps = [(torch.tensor([1.0, -2.0]), torch.tensor([[1.0], [-1.0]])),
@@ -139,6 +142,37 @@ def test_tracker_reads_a_real_backward_and_matches_a_pass(model, loader):
     snap, scores = tracker.snapshot(), importance_pass(model, loader)
     for key in ("token", "segment", "token_signed", "segment_signed"):
         torch.testing.assert_close(snap[key], scores[key])
+
+
+def test_per_layer_scores_split_the_mask_gradient_by_layer(model, loader):
+    """Per-layer gradient of token k at layer l = d/dε L(prompt[l, k] · (1 + ε)) at ε = 0
+    = <dL/dprompt[l, k], prompt[l, k]> (masks at 1); segments likewise over their dims."""
+    model.eval()
+    for param in model.parameters():
+        param.grad = None
+    images, labels = next(iter(loader))
+    plain = model(images)
+    with model.mask_gradients(per_layer=True):
+        probed = model(images)
+        torch.nn.functional.cross_entropy(probed, labels).backward()
+    assert torch.equal(plain, probed)  # the probes are ones: same forward
+    token_layer, segment_layer = model.layer_mask_grads()
+    prompts, grads = model.visual_prompts.detach(), model.visual_prompts.grad
+    layers, tokens, width = prompts.shape
+    contribution = (grads * prompts).reshape(layers, tokens, CONFIG.num_segments, -1).sum(-1)
+    torch.testing.assert_close(segment_layer, contribution)
+    torch.testing.assert_close(token_layer, contribution.sum(-1))
+    torch.testing.assert_close(token_layer.sum(0), model.token_mask.grad)
+    torch.testing.assert_close(segment_layer.sum(0), model.segment_mask.grad)
+    model.clear_mask_grads()
+    assert model.layer_mask_grads() is None and model.token_mask.grad is None
+    for param in model.parameters():
+        param.grad = None
+    scores = importance_pass(model, loader)
+    assert scores["token_layer"].shape == (layers, tokens)
+    assert scores["segment_layer"].shape == (layers, tokens, CONFIG.num_segments)
+    torch.testing.assert_close(scores["token_layer"].sum(0) >= scores["token"] - 1e-9,
+                               torch.ones(tokens, dtype=torch.bool))
 
 
 def test_tracker_and_pass_refuse_bad_use(model):

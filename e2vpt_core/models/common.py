@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..config import PromptConfig
+from .layers import expand_segment_mask
 
 
 class PromptedModelMixin:
@@ -40,6 +41,10 @@ class PromptedModelMixin:
         self.segment_mask = nn.Parameter(
             torch.ones(prompt_len, config.num_segments), requires_grad=False
         )
+        # Per-layer probes (ones) of the last `mask_gradients(per_layer=True)`; they act in
+        # the forward only while that context is open.
+        self._layer_probes: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._probing = False
 
     def train(self, mode: bool = True) -> nn.Module:
         """Only the prompt dropout trains: the backbone stays in eval mode."""
@@ -72,18 +77,54 @@ class PromptedModelMixin:
             with torch.no_grad():
                 target.copy_(value)
 
+    def masked_visual_prompts(self) -> torch.Tensor:
+        """(L, P, d) prompts × `prompt_mask()` (× the per-layer probes, all ones, while
+        they are active: same values, but backward then splits the gradient by layer)."""
+        prompts = self.visual_prompts * self.prompt_mask()
+        if not self._probing:
+            return prompts
+        token_probe, segment_probe = self._layer_probes
+        dims = expand_segment_mask(segment_probe, prompts.shape[-1], self.config.segment_layout)
+        return prompts * token_probe[..., None] * dims
+
     @contextmanager
-    def mask_gradients(self) -> Iterator[None]:
-        """Let backward() fill `token_mask.grad` and `segment_mask.grad` (importance)."""
+    def mask_gradients(self, per_layer: bool = False) -> Iterator[None]:
+        """Let backward() fill `token_mask.grad` and `segment_mask.grad` (importance).
+
+        `per_layer=True` also fills `layer_mask_grads()`: the same gradients per prompt
+        layer, (L, P) and (L, P, R), as if every layer had its own masks. With all masks at
+        1 they sum over layers to the shared masks' gradients."""
         masks = (self.token_mask, self.segment_mask)
         for mask in masks:
             mask.grad = None
             mask.requires_grad_(True)
+        self._layer_probes = None
+        if per_layer and self.visual_prompts is not None:
+            layers = self.visual_prompts.shape[0]
+            self._layer_probes = tuple(
+                torch.ones(layers, *mask.shape, dtype=mask.dtype, device=mask.device,
+                           requires_grad=True)
+                for mask in masks)
+            self._probing = True
         try:
             yield
         finally:
+            self._probing = False
             for mask in masks:
                 mask.requires_grad_(False)
+
+    def layer_mask_grads(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Per-layer token (L, P) and segment (L, P, R) mask gradients accumulated since the
+        last `clear_mask_grads()` under `mask_gradients(per_layer=True)`, or None."""
+        if self._layer_probes is None or self._layer_probes[0].grad is None:
+            return None
+        return self._layer_probes[0].grad, self._layer_probes[1].grad
+
+    def clear_mask_grads(self) -> None:
+        """Drop the shared and per-layer mask gradients (backward accumulates into them)."""
+        self.token_mask.grad = self.segment_mask.grad = None
+        for probe in self._layer_probes or ():
+            probe.grad = None
 
     # ------------------------------------------------------------------ summaries
     def backbone_parameter_count(self) -> int:

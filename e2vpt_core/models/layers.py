@@ -17,7 +17,7 @@ from torch import nn
 
 
 def expand_segment_mask(segment_mask: torch.Tensor, width: int, layout: str) -> torch.Tensor:
-    """(P, R) segment mask → (P, width) mask over prompt dimensions.
+    """(…, P, R) segment mask → (…, P, width) mask over prompt dimensions.
 
     `contiguous`: segment j covers dims [j·w/R, (j+1)·w/R). `interleaved` (the reference
     code): segment j covers dims {j, j+R, j+2R, …}.
@@ -27,7 +27,7 @@ def expand_segment_mask(segment_mask: torch.Tensor, width: int, layout: str) -> 
     if layout == "contiguous":
         return segment_mask.repeat_interleave(repeats, dim=-1)
     if layout == "interleaved":
-        return segment_mask.repeat(1, repeats)
+        return segment_mask.repeat(*([1] * (segment_mask.dim() - 1)), repeats)
     raise ValueError(f"unknown segment_layout {layout!r}; choose 'contiguous' or 'interleaved'")
 
 

@@ -163,7 +163,7 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         kept tokens), later stages' as they are. Empty without visual prompts."""
         if self.visual_prompts is None:
             return []
-        first = self.visual_prompts * self.prompt_mask()
+        first = self.masked_visual_prompts()
         if self.config.prune_mode == "remove":
             first = first[:, self.kept_tokens()]
         return [first, *self.later_visual_prompts]

@@ -121,7 +121,7 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         """(L, P', d): masked prompts; in `remove` mode only the kept tokens (P' ≤ P)."""
         if self.visual_prompts is None:
             return None
-        prompts = self.visual_prompts * self.prompt_mask()
+        prompts = self.masked_visual_prompts()
         if self.config.prune_mode == "remove":
             prompts = prompts[:, self.kept_tokens()]
         return prompts

@@ -3,7 +3,9 @@
 The paper scores a token by S_k = E_x |∂L(x)/∂ρ_k| (here: the gradient of each batch's mean
 loss, absolute value, averaged over batches); the reference code averages the signed
 gradient instead. One pass computes both, so a stored `importance` file serves either:
-keys `token`, `segment` (absolute) and `token_signed`, `segment_signed`.
+keys `token`, `segment` (absolute) and `token_signed`, `segment_signed`. Per prompt layer
+too: `token_layer` (L, P), `segment_layer` (L, P, R) and their `_signed` variants, the
+shared masks' gradients split by the layer they act in (they sum to the shared ones).
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ class ImportanceTracker:
             "token": token_grad.detach().abs(), "segment": segment_grad.detach().abs(),
             "token_signed": token_grad.detach(), "segment_signed": segment_grad.detach(),
         }
+        per_layer = model.layer_mask_grads()
+        if per_layer is not None:
+            token_layer, segment_layer = (grad.detach() for grad in per_layer)
+            values.update(token_layer=token_layer.abs(), segment_layer=segment_layer.abs(),
+                          token_layer_signed=token_layer,
+                          segment_layer_signed=segment_layer)
         self.steps += 1
         for key, value in values.items():
             value = value.float()
@@ -137,13 +145,13 @@ def importance_pass(
             if max_batches is not None and index >= max_batches:
                 break
             images, labels = images.to(device), labels.to(device)
-            with model.mask_gradients():
+            with model.mask_gradients(per_layer=True):
                 loss = torch.nn.functional.cross_entropy(model(images), labels)
                 loss.backward()
             tracker.update(model)
     finally:
         model.train(was_training)
-        model.token_mask.grad = model.segment_mask.grad = None
+        model.clear_mask_grads()
         for name, param in model.trainable_parameters():
             param.grad = saved_grads[name]
     if not tracker.steps:

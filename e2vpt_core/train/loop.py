@@ -137,7 +137,8 @@ def _train(
         store.update_summary(run_id, num_classes=run.num_classes,
                              **run.model.parameter_summary())
 
-    with run.model.mask_gradients() if run.tracker is not None else nullcontext():
+    with run.model.mask_gradients(per_layer=True) if run.tracker is not None \
+            else nullcontext():
         for epoch in range(start_epoch, config.epochs):
             step = _epoch(run, epoch, step, progress, should_stop)
             if step is None:
@@ -217,7 +218,7 @@ def _epoch(
         step += 1
         if run.tracker is not None:
             run.tracker.update(model)
-            model.token_mask.grad = model.segment_mask.grad = None
+            model.clear_mask_grads()
             if run.rank == 0 and step % config.importance_every == 0:
                 store.save_tensors(run.run_id, "importance_live", run.tracker.snapshot(),
                                    metadata={"step": str(step), "epoch": str(epoch)})
