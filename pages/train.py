@@ -18,18 +18,24 @@ from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import DEFAULT_BACKBONE
 
-BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Directory")
+BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Directory")
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
 
 
-def backbone_input() -> str:
+def backbone_input() -> tuple[str, str | None]:
+    """The backbone name and, for "Checkpoint file", the local weights file."""
     source = st.radio("Backbone", BACKBONE_SOURCES, horizontal=True)
     if source == BACKBONE_SOURCES[0]:
         st.caption(f"`{DEFAULT_BACKBONE}`: a small ViT pretrained offline on fractal images.")
-        return DEFAULT_BACKBONE
+        return DEFAULT_BACKBONE, None
     if source == BACKBONE_SOURCES[1]:
-        return st.text_input("timm model name", "vit_base_patch16_224.augreg_in21k").strip()
-    return st.text_input("Backbone directory (config.json + model.safetensors)").strip()
+        return st.text_input("timm model name", "vit_base_patch16_224.augreg_in21k").strip(), None
+    if source == BACKBONE_SOURCES[2]:
+        left, right = st.columns(2)
+        name = left.text_input("timm architecture", "vit_base_patch16_224").strip()
+        path = right.text_input("Weights file (.safetensors, .pth, .npz; MoCo v3 too)").strip()
+        return name, path or None
+    return st.text_input("Backbone directory (config.json + model.safetensors)").strip(), None
 
 
 def dataset_input() -> str:
@@ -65,12 +71,14 @@ def method_inputs() -> dict:
                 weight_decay=float(weight_decay), seed=int(seed))
 
 
-def build_config(backbone: str, dataset: str, values: dict) -> TrainConfig:
+def build_config(backbone: str, dataset: str, values: dict,
+                 checkpoint: str | None = None) -> TrainConfig:
     """Every check the CLI makes before creating a run; raises ValueError with the reason."""
     if not backbone:
         raise ValueError("name a backbone")
     prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"])
-    config = TrainConfig(backbone=backbone, dataset=dataset, prompt=prompt,
+    config = TrainConfig(backbone=backbone, checkpoint=checkpoint, dataset=dataset,
+                         prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],
                          base_lr=values["base_lr"], weight_decay=values["weight_decay"],
                          seed=values["seed"])
@@ -141,12 +149,12 @@ if store.jobs()["status"].isin(["queued", "running", "cancelling"]).any():
 runs = store.runs()
 quick_demo(store, first_run=runs.empty)
 with st.container(border=True):
-    backbone = backbone_input()
+    backbone, checkpoint = backbone_input()
     dataset = dataset_input()
     values = method_inputs()
     if st.button("Start", type="primary"):
         try:
-            start(store, build_config(backbone, dataset, values))
+            start(store, build_config(backbone, dataset, values, checkpoint))
         except ValueError as error:
             st.error(str(error))
 

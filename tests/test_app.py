@@ -71,6 +71,26 @@ def test_an_unknown_backbone_is_an_error(store):
     assert store.jobs().empty
 
 
+def test_a_checkpoint_file_backbone_is_checked_and_recorded(store, tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    app = open_page()
+    by_label(app.radio, "Backbone").set_value("Checkpoint file").run()
+    by_label(app.text_input, "timm architecture").input("vit_tiny_patch16_224").run()
+    weights = tmp_path / "weights.safetensors"
+    by_label(app.text_input, "Weights file (.safetensors, .pth, .npz; MoCo v3 too)").input(
+        str(weights)).run()
+    by_label(app.button, "Start").click().run()
+    assert "checkpoint file not found" in app.error[0].value
+    assert store.jobs().empty
+    save_file(timm.create_model("vit_tiny_patch16_224", num_classes=0).state_dict(), weights)
+    by_label(app.button, "Start").click().run()
+    assert not app.exception and not app.error
+    config = store.get_run(store.jobs()["run_id"][0])["config"]
+    assert (config["backbone"], config["checkpoint"]) == ("vit_tiny_patch16_224", str(weights))
+
+
 def test_start_queues_a_job_and_follows_its_run(store):
     app = open_page()
     by_label(app.selectbox, "Task").set_value("counting").run()

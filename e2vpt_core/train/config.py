@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..config import PromptConfig
@@ -86,6 +87,8 @@ class TrainConfig:
         from ..models.factory import check_backbone_name
 
         check_backbone_name(self.backbone)
+        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
+            raise ValueError(f"checkpoint file not found: {self.checkpoint}")
         parse_dataset_spec(self.dataset)
 
     def to_dict(self) -> dict[str, Any]:
