@@ -6,9 +6,11 @@ plain functions, tested directly.
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,27 @@ def start_worker(store: RunStore) -> None:
     starting workers to you (tests, a managed worker)."""
     if os.environ.get(AUTOSTART_ENV, "1") != "0":
         ensure_worker(store)
+
+
+def adapter_zip(store: RunStore, run_id: str) -> bytes:
+    """The run's adapter artifact (what `e2vpt export` copies) as a zip, for a download;
+    unzipped, `load_adapter(<folder>)` reads it."""
+    source = store.run_dir(run_id) / "adapter"
+    if not source.is_dir():
+        raise ValueError(f"run {run_id} has no adapter artifact (not completed?)")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                archive.write(path, path.relative_to(source))
+    return buffer.getvalue()
+
+
+def final_figures(runs: pd.DataFrame, run_ids: list[str]) -> pd.DataFrame:
+    """The compared runs' final numbers side by side, one row per run, in `run_ids` order."""
+    columns = [c for c in ("id", "method", "dataset", "status", "val_top1", "test_top1",
+                           "trainable_params", "effective_params") if c in runs.columns]
+    return runs.set_index("id").loc[run_ids].reset_index()[columns]
 
 
 def run_label(run: pd.Series | dict[str, Any]) -> str:

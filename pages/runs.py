@@ -1,4 +1,5 @@
-"""Runs: every run in the store, curves overlaid, config and the command reproducing it."""
+"""Runs: every run in the store, curves and final figures compared, each run's config, the
+command reproducing it, its adapter for download, deletion."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 import streamlit as st
 
 from app.figures import training_curves
-from app.state import get_store, reproduce_command, run_label
+from app.state import adapter_zip, final_figures, get_store, reproduce_command, run_label
 
 COLUMNS = ["id", "kind", "status", "method", "dataset", "val_top1", "test_top1",
            "trainable_params", "effective_params", "created", "parent_id", "reason"]
@@ -22,13 +23,14 @@ if runs.empty:
 runs["created"] = [time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
                    for t in runs["created_at"]]
 st.dataframe(runs[[c for c in COLUMNS if c in runs.columns]], hide_index=True,
-             use_container_width=True)
+             width="stretch")
 
 labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
 ids = list(runs["id"])
 compared = st.multiselect("Overlay curves of", ids, default=ids[:1], format_func=labels.get)
 if compared:
     st.plotly_chart(training_curves({run: store.metrics(run) for run in compared}))
+    st.dataframe(final_figures(runs, compared), hide_index=True, width="stretch")
 
 st.subheader("One run")
 run_id = st.selectbox("Run", ids, format_func=labels.get)
@@ -50,6 +52,10 @@ with right:
     if run["summary"]:
         st.caption("Summary")
         st.json(run["summary"], expanded=False)
+    if (store.run_dir(run_id) / "adapter").is_dir():
+        st.download_button("Export adapter (.zip)", adapter_zip(store, run_id),
+                           file_name=f"{run_id}-adapter.zip", mime="application/zip",
+                           help="safetensors + JSON; unzip and `load_adapter(folder)`")
 
 with st.expander("Delete this run"):
     busy = run["status"] in ("queued", "running")

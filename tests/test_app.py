@@ -3,21 +3,30 @@ the command reproducing them, the budget table follows the formulas."""
 
 from __future__ import annotations
 
+import io
 import shlex
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 from app_helpers import by_label, open_page
 
-from e2vpt_core import PromptConfig
+from e2vpt_core import PromptConfig, load_adapter
 from e2vpt_core.cli import _train_config, build_parser
 from e2vpt_core.store import RunStore
-from e2vpt_core.train import TrainConfig
+from e2vpt_core.train import TrainConfig, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from app.state import format_seconds, progress, reproduce_command  # noqa: E402
+from app.state import (  # noqa: E402
+    adapter_zip,
+    final_figures,
+    format_seconds,
+    progress,
+    reproduce_command,
+)
 
 
 @pytest.fixture
@@ -188,3 +197,29 @@ def test_progress_estimates_the_remaining_time(store):
     assert state["eta_seconds"] is not None and state["eta_seconds"] >= 0
     assert format_seconds(75) == "1:15" and format_seconds(3725) == "1:02:05"
     assert format_seconds(None) == "–"
+
+
+def test_the_exported_adapter_zip_loads_back_to_the_same_model(store, tmp_path, tiny_backbone):
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=100, eval_splits=("val",), device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=2, kv_prompt_len=1,
+                                             num_segments=4))
+    run_id = train_run(config, store).run_id
+    with zipfile.ZipFile(io.BytesIO(adapter_zip(store, run_id))) as archive:
+        archive.extractall(tmp_path / "unzipped")
+    images = torch.randn(3, 3, 32, 32)
+    original = load_adapter(store.run_dir(run_id) / "adapter").eval()
+    restored = load_adapter(tmp_path / "unzipped").eval()
+    assert torch.equal(original(images), restored(images))
+    app = open_page("runs.py")
+    assert by_label(app.get("download_button"), "Export adapter (.zip)") is not None
+    with pytest.raises(ValueError, match="no adapter"):
+        adapter_zip(store, _stored_run(store))
+
+
+def test_final_figures_lists_the_compared_runs_in_order(store):
+    first, second = _stored_run(store), _stored_run(store, seed=1)
+    table = final_figures(store.runs(), [second, first])
+    assert list(table["id"]) == [second, first]
+    assert list(table["val_top1"]) == [43.0, 43.0]
+    assert "test_top1" not in table or table["test_top1"].isna().all()
