@@ -160,6 +160,19 @@ def test_mask_gradients_expose_first_stage_importance(images):
         model.set_masks(torch.ones(4))
 
 
+def test_per_layer_mask_gradients_cover_the_first_stage_blocks(images):
+    model = create_model(tiny_swin(), 5, _config("e2vpt", visual_prompt_len=3, kv_prompt_len=1))
+    model.eval()
+    with model.mask_gradients(per_layer=True):
+        model(images).sum().backward()
+    token_layer, segment_layer = model.layer_mask_grads()
+    assert token_layer.shape == (DEPTHS[0], 3) and segment_layer.shape == (DEPTHS[0], 3, 4)
+    torch.testing.assert_close(token_layer.sum(0), model.token_mask.grad)
+    torch.testing.assert_close(segment_layer.sum(0), model.segment_mask.grad)
+    prompts, grads = model.visual_prompts.detach(), model.visual_prompts.grad
+    torch.testing.assert_close(token_layer, (prompts * grads).sum(-1))
+
+
 def test_compact_shallow_equals_remove_mode_and_deep_is_refused(images):
     model = create_model(tiny_swin(), 5, _config("vpt-shallow", visual_prompt_len=4,
                                                  prune_mode="remove")).eval()
