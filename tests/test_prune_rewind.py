@@ -99,6 +99,23 @@ def test_rewind_from_original_init_keeps_pruned_entries_zero(parent):
         result.metrics["trainable_params"] - DEPTH * int(pruned.sum()))
 
 
+def test_a_fresh_rewind_draws_new_values_and_an_original_one_reuses_the_parents(parent):
+    """With the parent's own seed a "fresh" init would be the parent's init again: the
+    fresh rewind gets its own init seed, the batch-order seed stays the parent's."""
+    store, run_id, config = parent
+    parent_init = store.load_tensors(run_id, "init")
+    for init in ("fresh", "original"):
+        result = rewind_run(store, run_id, 0.0, init=init, epochs=1)
+        assert result.status == "completed", result.reason
+        child = store.get_run(result.run_id)["config"]
+        assert child["seed"] == config.seed
+        assert child["init_seed"] == (config.seed + 1 if init == "fresh" else None)
+        child_init = store.load_tensors(result.run_id, "init")
+        same = [torch.equal(child_init[name], parent_init[name])
+                for name in ("visual_prompts", "kv_prompts")]
+        assert same == ([False, False] if init == "fresh" else [True, True])
+
+
 def test_remove_mode_trains_short_and_its_compact_artifact_is_smaller(
         parent, tmp_path, monkeypatch):
     store, run_id, config = parent

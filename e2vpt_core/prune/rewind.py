@@ -102,9 +102,15 @@ def rewind_config(
     parent: TrainConfig, parent_id: str, selection: Selection, init: str = "fresh",
     mode: str = "zero", epochs: int | None = None,
 ) -> TrainConfig:
-    """The parent's recipe with fixed masks; a shorter run keeps the warm-up fraction."""
+    """The parent's recipe with fixed masks; a shorter run keeps the warm-up fraction.
+
+    `fresh` draws new starting values (init seed = the parent's + 1; with the parent's own
+    seed they would be the parent's initial values again, i.e. `original`); `original`
+    copies the parent's stored initial values. Batch order and dropout follow `seed` as
+    in the parent either way."""
     check_rewind_options(init, mode, epochs)
-    changes: dict[str, Any] = {}
+    parent_init_seed = parent.seed if parent.init_seed is None else parent.init_seed
+    changes: dict[str, Any] = {"init_seed": parent_init_seed + 1 if init == "fresh" else None}
     if epochs is not None:
         changes["epochs"] = epochs
         if parent.warmup_epochs is not None:

@@ -20,7 +20,9 @@ class TrainConfig:
     """A run: backbone, data, method and the paper's recipe (SGD, warm-up + cosine).
 
     `seed` drives initialisation, batch order and dropout; `data_seed` picks the generated
-    built-in task instance (and a folder's val split), so runs over seeds share their data.
+    built-in task instance (and a folder's val split), so runs over seeds share their data;
+    `init_seed` (None: `seed`) overrides the seed of the prompt and head initialisation
+    alone, so a fresh-init rewind draws new values with the parent's batch order.
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -38,6 +40,7 @@ class TrainConfig:
     batch_size: int = 64
     seed: int = 0
     data_seed: int = 0
+    init_seed: int | None = None
     grad_clip: float | None = None
     num_workers: int | None = None
     device: str = "auto"
