@@ -82,16 +82,26 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--store", default="runs-prune-table")
     parser.add_argument("--results", type=Path, default=Path("prune_table.jsonl"))
+    parser.add_argument("--parent", default=None,
+                        help="a completed E²VPT run in --store to prune (one task only)")
+    parser.add_argument("--inits", nargs="+", choices=("fresh", "original"),
+                        default=["fresh", "original"])
     args = parser.parse_args()
+    if args.parent and len(args.tasks) != 1:
+        parser.error("--parent goes with exactly one --tasks entry")
     if args.threads:
         torch.set_num_threads(args.threads)
     store = RunStore(args.store)
     start = time.perf_counter()
     for task in args.tasks:
-        parent = parent_run(store, task, args.epochs, args.lr)
+        if args.parent:
+            stored = store.get_run(args.parent)
+            parent = {"run_id": args.parent, **stored["summary"]}
+        else:
+            parent = parent_run(store, task, args.epochs, args.lr)
         print(f"{task}: parent {parent['run_id']} val {parent['val_top1']:.1f} "
               f"test {parent['test_top1']:.1f}", flush=True)
-        for init, mode in COMBOS:
+        for init, mode in (combo for combo in COMBOS if combo[0] in args.inits):
             table = sweep_prune(store, parent["run_id"], ratios=args.ratios, init=init,
                                 mode=mode, timing_repeats=3)
             with open(args.results, "a") as f:
