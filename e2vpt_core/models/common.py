@@ -77,6 +77,31 @@ class PromptedModelMixin:
             with torch.no_grad():
                 target.copy_(value)
 
+    # ------------------------------------------------------------- trainable set
+    def _select_trainable(self) -> None:
+        """Backbone parameters per method: all (`full`), the last block and final norms
+        (`partial-1`, names from `_partial_tuning_prefixes()`), biases (`bias`), or none."""
+        method = self.config.method
+        partial = self._partial_tuning_prefixes() if method == "partial-1" else ()
+        for name, param in self.backbone.named_parameters():
+            if method == "full":
+                trainable = True
+            elif method == "partial-1":
+                trainable = name.startswith(partial)
+            elif method == "bias":
+                trainable = name.endswith("bias")
+            else:
+                trainable = False
+            param.requires_grad_(trainable)
+
+    def prompt_mask(self) -> torch.Tensor:
+        """(P, d) multiplicative mask: token mask × segment mask over each segment's dims
+        (d: `_prompt_width()`, the width of the prompts the masks act on)."""
+        dims = expand_segment_mask(
+            self.segment_mask, self._prompt_width(), self.config.segment_layout
+        )
+        return self.token_mask[:, None] * dims
+
     def masked_visual_prompts(self) -> torch.Tensor:
         """(L, P, d) prompts × `prompt_mask()` (× the per-layer probes, all ones, while
         they are active: same values, but backward then splits the gradient by layer)."""

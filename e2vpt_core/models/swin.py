@@ -35,7 +35,6 @@ from ..config import PromptConfig
 from .common import PromptedModelMixin
 from .layers import (
     Adapter,
-    expand_segment_mask,
     init_kv_prompts,
     init_visual_prompts,
     make_head,
@@ -131,31 +130,14 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
             prompts.append(tensor)
         return prompts
 
-    # ----------------------------------------------------------------- trainable set
-    def _select_trainable(self) -> None:
-        method = self.config.method
+    # ------------------------------------------------------ hooks of the mixin
+    def _partial_tuning_prefixes(self) -> tuple[str, ...]:
         last_stage = len(self.backbone.layers) - 1
-        last_block = f"layers.{last_stage}.blocks.{self.stage_depths[-1] - 1}."
-        for name, param in self.backbone.named_parameters():
-            if method == "full":
-                trainable = True
-            elif method == "partial-1":
-                trainable = name.startswith((last_block, "norm."))
-            elif method == "bias":
-                trainable = name.endswith("bias")
-            else:
-                trainable = False
-            param.requires_grad_(trainable)
+        return (f"layers.{last_stage}.blocks.{self.stage_depths[-1] - 1}.", "norm.")
 
-    # ----------------------------------------------------------------------- masks
-    # Same semantics as PromptedViT; the masks act on `visual_prompts` (the first stage).
-
-    def prompt_mask(self) -> torch.Tensor:
-        """(P, d₀) multiplicative mask on the first stage's prompts."""
-        dims = expand_segment_mask(
-            self.segment_mask, self.stage_widths[0], self.config.segment_layout
-        )
-        return self.token_mask[:, None] * dims
+    def _prompt_width(self) -> int:
+        """The masks act on the first stage's prompts (same semantics as PromptedViT)."""
+        return self.stage_widths[0]
 
     # --------------------------------------------------------------------- forward
     def stage_prompts(self) -> list[torch.Tensor]:

@@ -19,7 +19,6 @@ from .common import PromptedModelMixin
 from .layers import (
     Adapter,
     check_standard_block,
-    expand_segment_mask,
     init_kv_prompts,
     init_visual_prompts,
     make_head,
@@ -93,28 +92,12 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         self._select_trainable()
         self.backbone.eval()
 
-    # ----------------------------------------------------------------- trainable set
-    def _select_trainable(self) -> None:
-        method = self.config.method
-        for name, param in self.backbone.named_parameters():
-            if method == "full":
-                trainable = True
-            elif method == "partial-1":
-                last = f"blocks.{len(self.backbone.blocks) - 1}."
-                trainable = name.startswith((last, "norm.", "fc_norm."))
-            elif method == "bias":
-                trainable = name.endswith("bias")
-            else:
-                trainable = False
-            param.requires_grad_(trainable)
+    # ------------------------------------------------------ hooks of the mixin
+    def _partial_tuning_prefixes(self) -> tuple[str, ...]:
+        return (f"blocks.{len(self.backbone.blocks) - 1}.", "norm.", "fc_norm.")
 
-    # ----------------------------------------------------------------------- masks
-    def prompt_mask(self) -> torch.Tensor:
-        """(P, d) multiplicative mask: token mask × segment mask over each segment's dims."""
-        dims = expand_segment_mask(
-            self.segment_mask, self.backbone.embed_dim, self.config.segment_layout
-        )
-        return self.token_mask[:, None] * dims
+    def _prompt_width(self) -> int:
+        return self.backbone.embed_dim
 
     # --------------------------------------------------------------------- forward
     def _effective_visual_prompts(self) -> torch.Tensor | None:
