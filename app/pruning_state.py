@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,8 +44,17 @@ def tensor_metadata(store: RunStore, run_id: str, name: str) -> dict[str, str]:
         return handle.metadata() or {}
 
 
-def importance_scores(store: RunStore, run_id: str) -> tuple[Importance, str] | None:
-    """The run's token and segment scores and where they come from, or None.
+class StoredScores(NamedTuple):
+    """A run's scores as the Pruning page shows them, read from one stored file."""
+
+    scores: Importance
+    source: str
+    per_layer: np.ndarray | None  # (L, P): each token's summed segment scores per layer
+
+
+def importance_scores(store: RunStore, run_id: str) -> StoredScores | None:
+    """The run's token and segment scores (and per-layer ones when stored), where they
+    come from, or None.
 
     The full pass (`importance`) wins over the training-time snapshot (`importance_live`),
     which is only an average of the mask gradients seen while the prompts still moved.
@@ -54,25 +63,15 @@ def importance_scores(store: RunStore, run_id: str) -> tuple[Importance, str] | 
         scores = store.load_tensors(run_id, IMPORTANCE)
         batches = int(scores.get("batches", torch.tensor(0)))
         source = f"full pass over the training split ({batches} batches)"
-        return pick(scores, batches=batches), source
-    if store.has_tensors(run_id, LIVE):
+    elif store.has_tensors(run_id, LIVE):
         scores = store.load_tensors(run_id, LIVE)
+        batches = int(scores["steps"])
         step = tensor_metadata(store, run_id, LIVE).get("step", "?")
         source = f"live snapshot from training, step {step}"
-        return pick(scores, batches=int(scores["steps"])), source
-    return None
-
-
-def layer_scores(store: RunStore, run_id: str) -> np.ndarray | None:
-    """(L, P): per prompt layer, each token's summed segment scores, from the same file
-    `importance_scores` reads; None when that file has no per-layer scores."""
-    for name in (IMPORTANCE, LIVE):
-        if store.has_tensors(run_id, name):
-            scores = store.load_tensors(run_id, name)
-            if "segment_layer" not in scores:
-                return None
-            return scores["segment_layer"].sum(-1).numpy()
-    return None
+    else:
+        return None
+    per_layer = scores["segment_layer"].sum(-1).numpy() if "segment_layer" in scores else None
+    return StoredScores(pick(scores, batches=batches), source, per_layer)
 
 
 @st.cache_resource(max_entries=4)

@@ -21,7 +21,6 @@ from app.pruning_state import (
     SWEEP_RATIOS,
     effective_params,
     importance_scores,
-    layer_scores,
     pending_jobs,
     prompt_runs,
     rewind_results,
@@ -44,12 +43,11 @@ def importance_view(store: RunStore, run_id: str, token_ratio: float,
         st.info("No importance scores yet: training writes a snapshot every "
                 "`importance_every` steps; or compute the full pass below.")
         return
-    scores, source = found
+    scores, source, per_layer = found
     st.caption(f"Scores: {source}.")
     left, right = st.columns([3, 2])
     left.plotly_chart(importance_heatmap(scores.segment.numpy()), key="segment-heatmap")
     right.plotly_chart(token_importance_bar(scores.token.numpy()), key="token-bar")
-    per_layer = layer_scores(store, run_id)
     if per_layer is not None:
         st.plotly_chart(layer_importance_heatmap(per_layer), key="layer-heatmap")
 
