@@ -53,38 +53,28 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _rewind(args: argparse.Namespace) -> int:
-    """Like `e2vpt train`, works under `torchrun`: rank 0 selects the masks and creates the
-    child run (one importance pass, one run), every rank trains it."""
+    """Like `e2vpt train`, works under `torchrun` (rank 0 creates the child run)."""
     from ..cli import _print_result, _ProgressBar
     from ..store import RunStore
-    from ..train import train_run
     from ..train.distributed import distributed_context
-    from .rewind import create_rewind_run, prunable_config
+    from .rewind import prunable_config, rewind_run
 
     store = RunStore(args.store)
     device = prunable_config(store, args.run).device
     with distributed_context(device) as (rank, _world, broadcast):
-        created: tuple | Exception | None = None
-        if rank == 0:
-            try:
-                created = create_rewind_run(
-                    store, args.run, args.token_ratio, args.segment_ratio, init=args.init,
-                    mode=args.mode, epochs=args.epochs, signed=args.signed,
-                    token_scores=args.token_scores, min_segments=args.min_segments)
-            except (ValueError, KeyError) as error:
-                created = error
-        created = broadcast(created)
-        if isinstance(created, Exception):
-            raise created
-        run_id, config, info = created
         bar = _ProgressBar(not args.quiet and rank == 0)
         try:
-            result = train_run(config, store, run_id, progress=bar)
+            result = rewind_run(store, args.run, args.token_ratio, args.segment_ratio,
+                                init=args.init, mode=args.mode, epochs=args.epochs,
+                                progress=bar, signed=args.signed,
+                                token_scores=args.token_scores,
+                                min_segments=args.min_segments, rank=rank,
+                                broadcast=broadcast)
         finally:
             bar.close()
     if rank != 0:
         return 0 if result.status == "completed" else 1
-    return _print_result({**result.to_dict(), **info}, args.json)
+    return _print_result(result.to_dict(), args.json)
 
 
 def _sweep_prune(args: argparse.Namespace) -> int:

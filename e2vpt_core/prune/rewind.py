@@ -7,6 +7,7 @@ code) or the parent's own initial values (`init='original'`, lottery-ticket rewi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..artifacts import load_adapter
@@ -154,13 +155,28 @@ def rewind_run(
     store: RunStore, parent_run_id: str, token_ratio: float, segment_ratio: float = 0.0,
     init: str = "fresh", mode: str = "zero", epochs: int | None = None,
     progress: ProgressFn | None = None, signed: bool = False, token_scores: str = "mask",
-    min_segments: int | None = None,
+    min_segments: int | None = None, rank: int = 0,
+    broadcast: Callable[[Any], Any] | None = None,
 ) -> RunResult:
     """Create a `rewind` child run (`create_rewind_run`) and train it; a failed training
-    returns a `failed` result."""
-    run_id, config, info = create_rewind_run(
-        store, parent_run_id, token_ratio, segment_ratio, init, mode, epochs, signed,
-        token_scores, min_segments)
+    returns a `failed` result.
+
+    Under `torchrun`, pass the rank and `distributed_context`'s `broadcast`: rank 0 alone
+    scores the parent and creates the child (or fails, and every rank raises its error);
+    every rank trains it."""
+    created: tuple[str, TrainConfig, dict[str, Any]] | Exception | None = None
+    if rank == 0:
+        try:
+            created = create_rewind_run(
+                store, parent_run_id, token_ratio, segment_ratio, init, mode, epochs, signed,
+                token_scores, min_segments)
+        except (ValueError, KeyError) as error:
+            created = error
+    if broadcast is not None:
+        created = broadcast(created)
+    if isinstance(created, Exception):
+        raise created
+    run_id, config, info = created
     result = train_run(config, store, run_id, progress=progress)
     result.metrics = {**result.metrics, **info}
     return result
