@@ -9,7 +9,7 @@ two runs. The jobs run in order in the worker like any others: nothing here trai
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .config import PromptConfig
 from .data import BUILTIN_TASKS
@@ -37,9 +37,6 @@ class DemoJobs:
     rewind_job: int
     embed_job: int
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 def demo_config(method: str, task: str = DEMO_TASK, epochs: int = DEMO_EPOCHS,
                 backbone: str = DEFAULT_BACKBONE) -> TrainConfig:
@@ -54,8 +51,8 @@ def demo_config(method: str, task: str = DEMO_TASK, epochs: int = DEMO_EPOCHS,
 def submit_demo(store: RunStore, task: str = DEMO_TASK, epochs: int = DEMO_EPOCHS,
                 backbone: str = DEFAULT_BACKBONE) -> DemoJobs:
     """Queue the demo's jobs; bad input (task, epochs, backbone) raises before any job."""
-    e2vpt, vpt = (demo_config(method, task, epochs, backbone) for method in ("e2vpt",
-                                                                              "vpt-deep"))
+    e2vpt = demo_config("e2vpt", task, epochs, backbone)
+    vpt = demo_config("vpt-deep", task, epochs, backbone)
     e2vpt.check_sources()
     e2vpt_job, e2vpt_run = submit_train(store, e2vpt)
     vpt_job, vpt_run = submit_train(store, vpt)
