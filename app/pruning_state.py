@@ -50,9 +50,11 @@ class StoredScores(NamedTuple):
     scores: Importance
     source: str
     per_layer: np.ndarray | None  # (L, P): each token's summed segment scores per layer
+    selection: Importance  # what the masks are chosen by: per layer with masks per block
 
 
-def importance_scores(store: RunStore, run_id: str) -> StoredScores | None:
+def importance_scores(store: RunStore, run_id: str,
+                      masks_per_block: bool = False) -> StoredScores | None:
     """The run's token and segment scores (and per-layer ones when stored), where they
     come from, or None.
 
@@ -71,7 +73,9 @@ def importance_scores(store: RunStore, run_id: str) -> StoredScores | None:
     else:
         return None
     per_layer = scores["segment_layer"].sum(-1).numpy() if "segment_layer" in scores else None
-    return StoredScores(pick(scores, batches=batches), source, per_layer)
+    shared = pick(scores, batches=batches)
+    selection = pick(scores, batches=batches, per_layer=True) if masks_per_block else shared
+    return StoredScores(shared, source, per_layer, selection)
 
 
 @st.cache_resource(max_entries=4)
@@ -79,10 +83,16 @@ def _adapter(directory: str) -> PromptedViT:
     return load_adapter(directory)
 
 
+def frozen(mask: torch.Tensor) -> tuple:
+    """A mask as nested tuples: hashable, for `effective_params`'s cache key."""
+    return tuple(frozen(row) for row in mask) if mask.ndim > 1 else tuple(mask.tolist())
+
+
 @st.cache_data(max_entries=256)
-def effective_params(store_root: str, run_id: str, token_mask: tuple[float, ...],
-                     segment_mask: tuple[tuple[float, ...], ...]) -> dict[str, int]:
-    """Trainable and effective parameter counts of the run's adapter under these masks."""
+def effective_params(store_root: str, run_id: str, token_mask: tuple,
+                     segment_mask: tuple) -> dict[str, int]:
+    """Trainable and effective parameter counts of the run's adapter under these masks
+    (`frozen` tensors)."""
     model = _adapter(str(RunStore(store_root).run_dir(run_id) / "adapter"))
     with _ADAPTER_LOCK:
         token, segment = model.token_mask.clone(), model.segment_mask.clone()

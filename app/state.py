@@ -122,6 +122,8 @@ def reproduce_command(config: dict[str, Any], store: str | None = None) -> tuple
         value = getattr(prompt, name)
         if name == "method" or value != getattr(default_prompt, name):
             words += [flag, str(value)]
+    if prompt.masks_per_block:
+        words.append("--masks-per-block")
     if not train.pretrained:
         words.append("--random-init")
     if not train.amp:
@@ -132,5 +134,6 @@ def reproduce_command(config: dict[str, Any], store: str | None = None) -> tuple
     missing = [name for name, value in train.to_dict().items()
                if name not in expressible and value != default.to_dict()[name]]
     missing += [f"prompt.{name}" for name, value in prompt.to_dict().items()
-                if name not in _PROMPT_FLAGS and value != default_prompt.to_dict()[name]]
+                if name not in (*_PROMPT_FLAGS, "masks_per_block")
+                and value != default_prompt.to_dict()[name]]
     return shlex.join(words), missing

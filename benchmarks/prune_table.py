@@ -1,10 +1,9 @@
 """Accuracy against prune ratio on the built-in tasks, for both rewind inits and prune modes.
 
 For each task: train an E²VPT run on the bundled backbone (train800, val200 and test
-evaluated), score its prompts once, then rewind at every token ratio with each
-(init, mode) pair (`sweep_prune`, which also times `zero` vs `remove` inference).
-The unpruned parent is the 0 % row: a fresh rewind at ratio 0 is the parent's own
-training again (same seed, same init).
+evaluated), score its prompts once, then rewind at every token ratio × segment ratio
+with each (init, mode) pair (`sweep_prune`, which also times `zero` vs `remove`
+inference). The unpruned parent is the 0 % row.
 
     python benchmarks/prune_table.py --tasks orientation texture --epochs 10 \\
         --store /tmp/prune-store --results /tmp/prune.jsonl
@@ -56,12 +55,12 @@ def print_table(rows: list[dict]) -> None:
     """Test top-1 per (task, token ratio) and (init, mode); effective params; timings."""
     table = pd.DataFrame(rows)
     table["combo"] = table["init"] + " / " + table["mode"]
-    accuracy = table.pivot_table(index=["task", "token_ratio"], columns="combo",
-                                 values="test_top1").round(1)
+    table["segment_ratio"] = table.get("segment_ratio", 0.0)
+    ratios = ["task", "token_ratio", "segment_ratio"]
+    accuracy = table.pivot_table(index=ratios, columns="combo", values="test_top1").round(1)
     combos = [f"{i} / {m}" for i, m in COMBOS if f"{i} / {m}" in accuracy]
     accuracy = accuracy[combos]
-    accuracy["effective params"] = table.groupby(["task", "token_ratio"])[
-        "effective_params"].first()
+    accuracy["effective params"] = table.groupby(ratios)["effective_params"].first()
     parents = table.groupby("task")[["parent_test_top1"]].first()
     print("unpruned parents (test top-1):")
     print(markdown(parents))
@@ -76,7 +75,9 @@ def print_table(rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=["orientation", "texture"])
-    parser.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    parser.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.5, 0.75],
+                        help="token ratios")
+    parser.add_argument("--segment-ratios", type=float, nargs="+", default=[0.0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--threads", type=int, default=None)
@@ -86,6 +87,8 @@ def main() -> None:
                         help="a completed E²VPT run in --store to prune (one task only)")
     parser.add_argument("--inits", nargs="+", choices=("fresh", "original"),
                         default=["fresh", "original"])
+    parser.add_argument("--modes", nargs="+", choices=("zero", "remove"),
+                        default=["zero", "remove"])
     args = parser.parse_args()
     if args.parent and len(args.tasks) != 1:
         parser.error("--parent goes with exactly one --tasks entry")
@@ -101,9 +104,11 @@ def main() -> None:
             parent = parent_run(store, task, args.epochs, args.lr)
         print(f"{task}: parent {parent['run_id']} val {parent['val_top1']:.1f} "
               f"test {parent['test_top1']:.1f}", flush=True)
-        for init, mode in (combo for combo in COMBOS if combo[0] in args.inits):
-            table = sweep_prune(store, parent["run_id"], ratios=args.ratios, init=init,
-                                mode=mode, timing_repeats=3)
+        combos = [(i, m) for i, m in COMBOS if i in args.inits and m in args.modes]
+        for init, mode in combos:
+            table = sweep_prune(store, parent["run_id"], ratios=args.ratios,
+                                segment_ratios=args.segment_ratios, init=init, mode=mode,
+                                timing_repeats=3)
             with open(args.results, "a") as f:
                 for row in table.to_dict("records"):
                     row = {"task": task, "init": init, "mode": mode, "epochs": args.epochs,

@@ -28,6 +28,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str)
     parser.add_argument("--segment-layout", default="contiguous",
                         choices=("contiguous", "interleaved"))
     parser.add_argument("--prompt-dropout", type=float, default=0.1)
+    parser.add_argument("--masks-per-block", action="store_true",
+                        help="one token / segment mask per prompt layer instead of shared")
 
 
 def _prompt_config(args: argparse.Namespace) -> PromptConfig:
@@ -35,7 +37,7 @@ def _prompt_config(args: argparse.Namespace) -> PromptConfig:
         method=args.method, visual_prompt_len=args.visual_prompt_len,
         kv_prompt_len=args.kv_prompt_len, kv_sharing=args.kv_sharing,
         num_segments=args.num_segments, segment_layout=args.segment_layout,
-        prompt_dropout=args.prompt_dropout,
+        prompt_dropout=args.prompt_dropout, masks_per_block=args.masks_per_block,
     )
 
 

@@ -42,6 +42,10 @@ class PromptConfig:
     `visual_prompt_len` (P) and `kv_prompt_len` (T) default to the paper's 10 / 5 for
     the methods that use them and to 0 otherwise; setting them for a method that has no
     such prompts is an error rather than being silently ignored.
+
+    `masks_per_block=False` shares one token mask (P) and segment mask (P, R) across the
+    prompt layers, as the reference code does; `True` gives every layer its own, (L, P)
+    and (L, P, R), so pruning can keep different tokens in different blocks.
     """
 
     method: str = "e2vpt"
@@ -55,6 +59,7 @@ class PromptConfig:
     num_segments: int = 8
     segment_layout: str = "contiguous"
     prune_mode: str = "zero"
+    masks_per_block: bool = False
     adapter_bottleneck: int = 8
     mlp_hidden_dim: int | None = None
 
@@ -76,6 +81,14 @@ class PromptConfig:
             raise ValueError(
                 f"PromptConfig.prompt_dropout={self.prompt_dropout!r} must be in [0, 1)"
             )
+        if not isinstance(self.masks_per_block, bool):
+            raise ValueError(
+                f"PromptConfig.masks_per_block={self.masks_per_block!r} must be True or False")
+        if self.masks_per_block and not self.has_visual_prompts:
+            raise ValueError(
+                "PromptConfig.masks_per_block=True needs visual prompts (vpt-shallow, "
+                f"vpt-deep or e2vpt with visual_prompt_len > 0), not method={self.method!r} "
+                f"with visual_prompt_len={self.visual_prompt_len}")
         _require_positive_int("num_segments", self.num_segments)
         _require_positive_int("adapter_bottleneck", self.adapter_bottleneck)
         if self.mlp_hidden_dim is not None:

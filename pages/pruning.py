@@ -13,6 +13,7 @@ import streamlit as st
 from app.figures import (
     importance_heatmap,
     layer_importance_heatmap,
+    layer_mask_preview,
     mask_preview,
     prune_curve,
     token_importance_bar,
@@ -20,6 +21,7 @@ from app.figures import (
 from app.pruning_state import (
     SWEEP_RATIOS,
     effective_params,
+    frozen,
     importance_scores,
     pending_jobs,
     prompt_runs,
@@ -36,14 +38,18 @@ RATIOS = [round(0.1 * step, 1) for step in range(10)]
 
 
 def importance_view(store: RunStore, run_id: str, token_ratio: float,
-                    segment_ratio: float) -> None:
+                    segment_ratio: float, masks_per_block: bool) -> None:
     """Heatmaps of the scores and the mask the ratios would keep, with its parameters."""
-    found = importance_scores(store, run_id)
+    try:
+        found = importance_scores(store, run_id, masks_per_block)
+    except ValueError as error:
+        st.warning(f"{error}: compute the full pass below.")
+        return
     if found is None:
         st.info("No importance scores yet: training writes a snapshot every "
                 "`importance_every` steps; or compute the full pass below.")
         return
-    scores, source, per_layer = found
+    scores, source, per_layer, selection_scores = found
     st.caption(f"Scores: {source}.")
     left, right = st.columns([3, 2])
     left.plotly_chart(importance_heatmap(scores.segment.numpy()), key="segment-heatmap")
@@ -51,18 +57,20 @@ def importance_view(store: RunStore, run_id: str, token_ratio: float,
     if per_layer is not None:
         st.plotly_chart(layer_importance_heatmap(per_layer), key="layer-heatmap")
 
-    selection = select_masks(scores.token, scores.segment, token_ratio, segment_ratio)
+    selection = select_masks(selection_scores.token, selection_scores.segment, token_ratio,
+                             segment_ratio)
     kept = int(selection.segment_mask.sum())
+    pairs = "(layer, token) pairs" if masks_per_block else "tokens"
     st.metric("Kept token × segment entries", f"{kept} / {selection.segment_mask.numel()}",
-              help=f"tokens kept: {len(selection.kept_tokens)} of "
-                   f"{len(selection.token_mask)}")
+              help=f"{pairs} kept: {selection.num_kept_tokens} of "
+                   f"{selection.token_mask.numel()}")
     left, right = st.columns([3, 2])
-    left.plotly_chart(mask_preview(selection.token_mask.numpy(),
-                                   selection.segment_mask.numpy()), key="mask-preview")
+    preview = (layer_mask_preview(selection.segment_mask.numpy()) if masks_per_block else
+               mask_preview(selection.token_mask.numpy(), selection.segment_mask.numpy()))
+    left.plotly_chart(preview, key="mask-preview")
     if (store.run_dir(run_id) / "adapter").is_dir():
-        counts = effective_params(str(store.root), run_id,
-                                  tuple(selection.token_mask.tolist()),
-                                  tuple(map(tuple, selection.segment_mask.tolist())))
+        counts = effective_params(str(store.root), run_id, frozen(selection.token_mask),
+                                  frozen(selection.segment_mask))
         right.metric("Effective parameters", f"{counts['effective_params']:,}",
                      delta=f"{counts['effective_params'] - counts['trainable_params']:,}")
         right.caption(f"of {counts['trainable_params']:,} trainable")
@@ -154,7 +162,8 @@ left, right = st.columns(2)
 token_ratio = left.select_slider("Token prune ratio", RATIOS, value=0.0)
 segment_ratio = right.select_slider("Segment prune ratio", RATIOS, value=0.0)
 view = st.fragment(run_every=3 if live else None)(importance_view)
-view(store, run_id, token_ratio, segment_ratio)
+view(store, run_id, token_ratio, segment_ratio,
+     bool(run["config"]["prompt"].get("masks_per_block", False)))
 compute_importance_button(store, run_id, run["status"] == "completed", scoring)
 
 st.subheader("Rewind")

@@ -66,7 +66,12 @@ def method_inputs() -> dict:
                                      "0.1 did best of 0.1 / 0.5 / 2.5 (orientation, 4 epochs).")
     weight_decay = right.number_input("Weight decay", 0.0, 1.0, 0.0001, format="%.4f")
     seed = left.number_input("Seed", 0, 2**31 - 1, 0)
+    per_block = right.checkbox("Masks per block", disabled=method not in VISUAL_PROMPT_METHODS,
+                               help="One pruning mask per prompt layer, so pruning may keep "
+                                    "different tokens in different blocks (the reference "
+                                    "code shares one mask across layers)")
     return dict(method=method, prompt_len=int(prompt_len), kv_len=int(kv_len),
+                masks_per_block=per_block and method in VISUAL_PROMPT_METHODS,
                 epochs=int(epochs), batch_size=int(batch_size), base_lr=float(base_lr),
                 weight_decay=float(weight_decay), seed=int(seed))
 
@@ -76,7 +81,8 @@ def build_config(backbone: str, dataset: str, values: dict,
     """Every check the CLI makes before creating a run; raises ValueError with the reason."""
     if not backbone:
         raise ValueError("name a backbone")
-    prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"])
+    prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"],
+                                     masks_per_block=values.get("masks_per_block", False))
     config = TrainConfig(backbone=backbone, checkpoint=checkpoint, dataset=dataset,
                          prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],

@@ -106,6 +106,7 @@ def test_start_queues_a_job_and_follows_its_run(store):
     by_label(app.selectbox, "Method").set_value("vpt-deep").run()
     by_label(app.number_input, "Visual prompt length P").set_value(7).run()
     by_label(app.number_input, "Epochs").set_value(3).run()
+    by_label(app.checkbox, "Masks per block").check().run()
     by_label(app.button, "Start").click().run()
     assert not app.exception and not app.error
     jobs = store.jobs()
@@ -117,6 +118,7 @@ def test_start_queues_a_job_and_follows_its_run(store):
     assert config["prompt"]["method"] == "vpt-deep"
     assert config["prompt"]["visual_prompt_len"] == 7
     assert config["prompt"]["kv_prompt_len"] == 0
+    assert config["prompt"]["masks_per_block"] is True
     assert run["id"] in app.success[0].value
     assert "No worker is running" in app.warning[0].value
     by_label(app.button, "Cancel").click().run()
@@ -171,6 +173,7 @@ def test_budget_page_lists_every_method_with_its_budget(store):
      "prompt": PromptConfig("e2vpt", visual_prompt_len=3, kv_prompt_len=1,
                             kv_sharing="separate")},
     {"prompt": PromptConfig("bias"), "batch_size": 16, "grad_clip": 1.0, "amp": False},
+    {"prompt": PromptConfig("vpt-deep", masks_per_block=True)},
 ])
 def test_the_reproduce_command_rebuilds_the_config(changes):
     config = TrainConfig(**changes)

@@ -135,3 +135,25 @@ def test_a_running_run_is_watched_but_not_rewound(store, trained):
     assert by_label(app.button, "Rewind").disabled
     assert by_label(app.button, "Sweep 10–90 %").disabled
     assert by_label(app.button, "Compute full-pass importance").disabled
+
+
+def test_a_run_with_masks_per_block_previews_masks_per_layer(tiny_backbone, tmp_path,
+                                                             monkeypatch):
+    root = tmp_path / "per-block"
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=64, importance_every=5, device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
+                                             num_segments=4, masks_per_block=True))
+    result = train_run(config, RunStore(root))
+    assert result.status == "completed", result.reason
+    store = private_store(root, tmp_path, monkeypatch)
+    app = open_page("pruning.py")
+    assert _metric(app, "Kept token × segment entries") == "32 / 32"  # 2 layers × 4 × 4
+    full = int(_metric(app, "Effective parameters").replace(",", ""))
+    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    assert not app.exception, app.exception
+    assert _metric(app, "Kept token × segment entries") == "16 / 32"
+    assert "Mask preview per layer: 4 of 8 tokens, 16 of 32 segments kept" in _chart_titles(app)
+    width = load_adapter(store.run_dir(result.run_id) / "adapter").visual_prompts.shape[-1]
+    pruned = full - int(_metric(app, "Effective parameters").replace(",", ""))
+    assert pruned == 4 * width  # four (layer, token) pairs, each in its own layer

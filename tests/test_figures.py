@@ -74,6 +74,17 @@ def test_mask_preview_prunes_whole_rows_of_pruned_tokens():
     assert _is_empty(figures.mask_preview([], []))
 
 
+def test_layer_mask_preview_counts_kept_segments_per_layer_and_token():
+    segments = np.ones((2, 3, 4))
+    segments[0, 1] = 0.0  # token 1 pruned in layer 0
+    segments[1, 2, :2] = 0.0
+    figure = figures.layer_mask_preview(segments)
+    assert np.asarray(figure.data[0].z).tolist() == [[4, 0, 4], [4, 4, 2]]
+    assert figure.layout.title.text == ("Mask preview per layer: 5 of 6 tokens, "
+                                        "18 of 24 segments kept")
+    assert _is_empty(figures.layer_mask_preview(np.zeros((0, 3, 4))))
+
+
 def test_prune_curve_sorts_by_ratio_and_uses_two_axes():
     results = pd.DataFrame({"ratio": [0.5, 0.0, 0.3], "accuracy": [70.0, 80.0, 75.0],
                             "effective_params": [100, 200, 140]})

@@ -100,6 +100,8 @@ def test_normalised_segment_scores_are_unit_rows_with_the_same_order(model, load
 
 
 class _FakeMasks:
+    masks_per_block = False
+
     def __init__(self, token, segment):
         self.token_mask = torch.nn.Parameter(torch.ones_like(token), requires_grad=False)
         self.segment_mask = torch.nn.Parameter(torch.ones_like(segment), requires_grad=False)

@@ -9,6 +9,7 @@ import timm
 import torch
 from cli_helpers import last_json
 from safetensors.torch import load_file
+from swin_helpers import tiny_swin
 from timm.models.swin_transformer import SwinTransformer
 from vit_helpers import write_backbone_dir
 
@@ -17,16 +18,8 @@ from e2vpt_core.models import PromptedSwin
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
 
-TINY_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=24, depths=(2, 2),
-                 num_heads=(2, 4), num_classes=5)
 SWIN_DIR_ARGS = dict(img_size=32, patch_size=2, window_size=4, embed_dim=24, depths=[2, 2],
                      num_heads=[2, 4])
-
-
-
-def tiny_swin(seed: int = 0, **overrides) -> SwinTransformer:
-    torch.manual_seed(seed)
-    return SwinTransformer(**{**TINY_SWIN, **overrides}).eval()
 
 
 def write_tiny_swin_dir(directory, seed: int = 0):
@@ -74,7 +67,7 @@ def test_create_model_dispatches_instances_and_names_to_swin():
                          pretrained=False)
     assert isinstance(named, PromptedSwin)
     assert named.backbone_name == "swin_tiny_patch4_window7_224"
-    assert [tuple(p.shape[::2]) for p in named.stage_prompts()] == [
+    assert [(len(stage), stage[0].shape[-1]) for stage in named.stage_prompts()] == [
         (2, 96), (2, 192), (6, 384), (2, 768)]
     assert named.head.out_features == 7 and named.head.in_features == 768
 

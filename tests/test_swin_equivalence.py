@@ -6,22 +6,15 @@ import copy
 
 import pytest
 import torch
-from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, WindowAttention
+from swin_helpers import tiny_swin
+from timm.models.swin_transformer import SwinTransformerBlock, WindowAttention
 
 from e2vpt_core import PromptConfig, create_model
 from e2vpt_core.models.swin_layers import prompted_swin_block, prompted_window_attention
 
-TINY_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=24, depths=(2, 2),
-                 num_heads=(2, 4), num_classes=5)
 # 28 px → a 14×14 grid: windows of 4 need padding, as timm pads.
 VARIANTS = {"divisible": {}, "padded": dict(img_size=28)}
 NO_PROMPT_METHODS = ["linear", "partial-1", "bias", "full", "vpt-shallow", "vpt-deep", "e2vpt"]
-
-
-
-def tiny_swin(seed: int = 0, **overrides) -> SwinTransformer:
-    torch.manual_seed(seed)
-    return SwinTransformer(**{**TINY_SWIN, **overrides}).eval()
 
 
 def _images(size: int = 32, dtype=torch.float32) -> torch.Tensor:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from swin_helpers import tiny_swin
 from timm.models.swin_transformer import SwinTransformer
 
 from e2vpt_core import PromptConfig, create_model
 
-TINY_SWIN = dict(img_size=32, patch_size=2, window_size=4, embed_dim=24, depths=(2, 2),
-                 num_heads=(2, 4), num_classes=5)
 DEPTHS, WIDTHS, HEADS = (2, 2), (24, 48), (2, 4)
 LAST = "backbone.layers.1.blocks.1."
 
@@ -32,12 +31,6 @@ BACKBONE_RULE = {
     "bias": lambda n: n.endswith("bias"),
     "full": lambda n: True,
 }
-
-
-
-def tiny_swin(seed: int = 0, **overrides) -> SwinTransformer:
-    torch.manual_seed(seed)
-    return SwinTransformer(**{**TINY_SWIN, **overrides}).eval()
 
 
 @pytest.fixture
@@ -91,7 +84,8 @@ def test_prompt_and_mask_shapes_per_stage():
                                                  kv_sharing="separate"))
     assert model.visual_prompts.shape == (2, 6, 24)
     assert [tuple(p.shape) for p in model.later_visual_prompts] == [(2, 6, 48)]
-    assert [tuple(p.shape) for p in model.stage_prompts()] == [(2, 6, 24), (2, 6, 48)]
+    assert [[tuple(p.shape) for p in stage] for stage in model.stage_prompts()] == [
+        [(6, 24)] * 2, [(6, 48)] * 2]
     assert [tuple(p.shape) for p in model.kv_prompts] == [(2, 2, 2, 12), (2, 4, 2, 12)]
     assert model.kv_prompts[1][0].shape == (4, 2, 12)  # one block: (H, T, d_h)
     assert [tuple(p.shape) for p in model.kv_value_prompts] == [(2, 2, 2, 12), (2, 4, 2, 12)]

@@ -21,10 +21,11 @@ class PromptedModelMixin:
 
     def _init_shared(
         self, backbone: nn.Module, num_classes: int, config: PromptConfig,
-        backbone_name: str | None,
+        backbone_name: str | None, prompt_layers: int,
     ) -> None:
         """The attributes every prompted model sets the same way; call after nn.Module's
-        __init__ and the backbone type check."""
+        __init__ and the backbone type check. `prompt_layers` (L) is the number of
+        layers of `visual_prompts`."""
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes={num_classes!r} must be an integer >= 1")
         self.config = config
@@ -34,15 +35,17 @@ class PromptedModelMixin:
         self.backbone_source: dict[str, object] = {"pretrained": False, "checkpoint_path": None}
         self.num_classes = num_classes
         self.prompt_dropout = nn.Dropout(config.prompt_dropout)
-        # Masks are shared by all blocks (reference code) and act on `visual_prompts`. They
-        # are frozen parameters so that `mask_gradients()` can expose dL/dmask.
+        # Masks act on `visual_prompts`: shared by all its layers (reference code), or one
+        # per layer with `masks_per_block`. They are frozen parameters so that
+        # `mask_gradients()` can expose dL/dmask.
+        layers = (prompt_layers,) if config.masks_per_block else ()
         prompt_len = config.visual_prompt_len
-        self.token_mask = nn.Parameter(torch.ones(prompt_len), requires_grad=False)
+        self.token_mask = nn.Parameter(torch.ones(*layers, prompt_len), requires_grad=False)
         self.segment_mask = nn.Parameter(
-            torch.ones(prompt_len, config.num_segments), requires_grad=False
+            torch.ones(*layers, prompt_len, config.num_segments), requires_grad=False
         )
-        # Per-layer probes (ones) of the last `mask_gradients(per_layer=True)`; they act in
-        # the forward only while that context is open.
+        # Per-layer probes (ones) of the last `mask_gradients(per_layer=True)` on shared
+        # masks; they act in the forward only while that context is open.
         self._layer_probes: tuple[torch.Tensor, torch.Tensor] | None = None
         self._probing = False
 
@@ -59,13 +62,31 @@ class PromptedModelMixin:
     def prompt_len(self) -> int:
         return self.config.visual_prompt_len
 
+    @property
+    def masks_per_block(self) -> bool:
+        return self.config.masks_per_block
+
     def kept_tokens(self) -> torch.Tensor:
+        """Indices of the kept tokens; with masks per block, (L, P) 0/1 → use
+        `layer_kept_tokens()`."""
+        if self.masks_per_block:
+            raise ValueError("masks per block keep different tokens per layer; use "
+                             "layer_kept_tokens()")
         return torch.nonzero(self.token_mask.detach() != 0).flatten()
+
+    def layer_kept_tokens(self) -> list[torch.Tensor]:
+        """Kept token indices of every prompt layer (the same list L times for shared
+        masks)."""
+        layers = self.visual_prompts.shape[0] if self.visual_prompts is not None else 1
+        masks = self.token_mask.detach() if self.masks_per_block else [
+            self.token_mask.detach()] * layers
+        return [torch.nonzero(mask != 0).flatten() for mask in masks]
 
     def set_masks(
         self, token_mask: torch.Tensor | None = None, segment_mask: torch.Tensor | None = None
     ) -> None:
-        """Install 0/1 masks (e.g. from pruning); shapes must be (P,) and (P, R)."""
+        """Install 0/1 masks (e.g. from pruning): (P,) and (P, R), or (L, P) and (L, P, R)
+        with masks per block."""
         for target, value in ((self.token_mask, token_mask), (self.segment_mask, segment_mask)):
             if value is None:
                 continue
@@ -95,12 +116,13 @@ class PromptedModelMixin:
             param.requires_grad_(trainable)
 
     def prompt_mask(self) -> torch.Tensor:
-        """(P, d) multiplicative mask: token mask × segment mask over each segment's dims
-        (d: `_prompt_width()`, the width of the prompts the masks act on)."""
+        """(P, d) multiplicative mask, or (L, P, d) with masks per block: token mask ×
+        segment mask over each segment's dims (d: `_prompt_width()`, the width of the
+        prompts the masks act on)."""
         dims = expand_segment_mask(
             self.segment_mask, self._prompt_width(), self.config.segment_layout
         )
-        return self.token_mask[:, None] * dims
+        return self.token_mask[..., None] * dims
 
     def masked_visual_prompts(self) -> torch.Tensor:
         """(L, P, d) prompts × `prompt_mask()` (× the per-layer probes, all ones, while
@@ -112,19 +134,29 @@ class PromptedModelMixin:
         dims = expand_segment_mask(segment_probe, prompts.shape[-1], self.config.segment_layout)
         return prompts * token_probe[..., None] * dims
 
+    def layer_visual_prompts(self) -> list[torch.Tensor]:
+        """Per prompt layer, the (P_l, d) prompts that enter it: masked, and in `remove`
+        mode only that layer's kept tokens."""
+        prompts = list(self.masked_visual_prompts().unbind(0))
+        if self.config.prune_mode == "remove":
+            prompts = [layer[kept] for layer, kept in
+                       zip(prompts, self.layer_kept_tokens(), strict=True)]
+        return prompts
+
     @contextmanager
     def mask_gradients(self, per_layer: bool = False) -> Iterator[None]:
         """Let backward() fill `token_mask.grad` and `segment_mask.grad` (importance).
 
         `per_layer=True` also fills `layer_mask_grads()`: the same gradients per prompt
         layer, (L, P) and (L, P, R), as if every layer had its own masks. With all masks at
-        1 they sum over layers to the shared masks' gradients."""
+        1 they sum over layers to the shared masks' gradients. (Masks per block have
+        per-layer gradients of their own.)"""
         masks = (self.token_mask, self.segment_mask)
         for mask in masks:
             mask.grad = None
             mask.requires_grad_(True)
         self._layer_probes = None
-        if per_layer and self.visual_prompts is not None:
+        if per_layer and self.visual_prompts is not None and not self.masks_per_block:
             layers = self.visual_prompts.shape[0]
             self._layer_probes = tuple(
                 torch.ones(layers, *mask.shape, dtype=mask.dtype, device=mask.device,
@@ -140,7 +172,12 @@ class PromptedModelMixin:
 
     def layer_mask_grads(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per-layer token (L, P) and segment (L, P, R) mask gradients accumulated since the
-        last `clear_mask_grads()` under `mask_gradients(per_layer=True)`, or None."""
+        last `clear_mask_grads()` under `mask_gradients(per_layer=True)` (any
+        `mask_gradients()` with masks per block), or None."""
+        if self.masks_per_block:
+            if self.token_mask.grad is None:
+                return None
+            return self.token_mask.grad, self.segment_mask.grad
         if self._layer_probes is None or self._layer_probes[0].grad is None:
             return None
         return self._layer_probes[0].grad, self._layer_probes[1].grad
@@ -160,8 +197,8 @@ class PromptedModelMixin:
         trainable = sum(p.numel() for _, p in self.trainable_parameters())
         pruned = 0
         if self.visual_prompts is not None:
-            removed_entries = int((self.prompt_mask().detach() == 0).sum())
-            pruned = removed_entries * self.visual_prompts.shape[0]
+            mask = self.prompt_mask().detach().expand_as(self.visual_prompts)
+            pruned = int((mask == 0).sum())
         backbone = self.backbone_parameter_count()
         return {
             "trainable_params": trainable,
@@ -182,12 +219,18 @@ class PromptedModelMixin:
     def compact(self) -> nn.Module:
         """A model holding only the kept prompt tokens (same logits as `remove` mode).
 
-        The backbone module is shared with this model, not copied.
+        With masks per block, layers may keep different numbers of tokens: each layer's
+        are packed to the front of max_l P'_l slots, the empty slots are masked, and the
+        compacted model runs in `remove` mode, which drops them. The backbone module is
+        shared with this model, not copied.
         """
-        kept = self.kept_tokens()
-        config = self.config.replace(visual_prompt_len=len(kept))
-        if self.visual_prompts is None or not len(kept):
-            config = config.replace(visual_prompt_len=0)
+        kept = self.layer_kept_tokens()
+        width = max(len(index) for index in kept) if self.visual_prompts is not None else 0
+        config = self.config.replace(visual_prompt_len=width)
+        if not width:
+            config = config.replace(masks_per_block=False)
+        elif self.masks_per_block:
+            config = config.replace(prune_mode="remove")
         compacted = type(self)(self.backbone, self.num_classes, config, self.backbone_name)
         compacted.backbone_source = dict(self.backbone_source)
         compacted.to(device=self.token_mask.device)
@@ -196,12 +239,8 @@ class PromptedModelMixin:
             if not name.startswith("backbone.")
         }
         if self.visual_prompts is not None:
-            if len(kept):
-                state["visual_prompts"] = state["visual_prompts"][:, kept]
-            else:
-                del state["visual_prompts"]
-            state["token_mask"] = state["token_mask"][kept]
-            state["segment_mask"] = state["segment_mask"][kept]
+            del state["visual_prompts"]
+            state.update(self._packed_prompts(kept, width))
         result = compacted.load_state_dict(state, strict=False)
         if result.unexpected_keys or any(
             not key.startswith("backbone.") for key in result.missing_keys
@@ -209,3 +248,25 @@ class PromptedModelMixin:
             raise RuntimeError(f"compact() state mismatch: {result}")
         compacted.train(self.training)
         return compacted
+
+    def _packed_prompts(self, kept: list[torch.Tensor], width: int) -> dict[str, torch.Tensor]:
+        """`visual_prompts` (L, width, d) and masks holding only the kept tokens, each
+        layer's first; no `visual_prompts` when nothing is kept."""
+        prompts = self.visual_prompts.detach()
+        token, segment = self.token_mask.detach(), self.segment_mask.detach()
+        if not width:
+            return {"token_mask": token.new_zeros(0),
+                    "segment_mask": segment.new_zeros(0, segment.shape[-1])}
+        if not self.masks_per_block:
+            return {"visual_prompts": prompts[:, kept[0]], "token_mask": token[kept[0]],
+                    "segment_mask": segment[kept[0]]}
+        layers, _, dim = prompts.shape
+        packed = {"visual_prompts": prompts.new_zeros(layers, width, dim),
+                  "token_mask": token.new_zeros(layers, width),
+                  "segment_mask": segment.new_zeros(layers, width, segment.shape[-1])}
+        for layer, index in enumerate(kept):
+            count = len(index)
+            packed["visual_prompts"][layer, :count] = prompts[layer, index]
+            packed["token_mask"][layer, :count] = token[layer, index]
+            packed["segment_mask"][layer, :count] = segment[layer, index]
+        return packed

@@ -16,7 +16,8 @@ Same public surface as `PromptedViT`, adapted to a hierarchy of stages (REFERENC
   merged like patches (each prompt fills its own 2×2 neighbourhood).
 - `kv_prompts[s][b]` is block b of stage s: (H_s, T, d_h) in that block's key/value space.
 - `token_mask` (P) and `segment_mask` (P×R) prune the first stage's prompts only (R must
-  divide d₀); later stages keep all P prompts. `prune_mode="remove"` drops pruned tokens
+  divide d₀; with `masks_per_block`, (depth₀, P) and (depth₀, P, R)); later stages keep
+  all P prompts. `prune_mode="remove"` drops pruned tokens
   from the first stage; `compact()` exists for `vpt-shallow` only, since one `PromptConfig`
   length cannot describe P' first-stage and P later-stage prompts.
 - The head sits on the global average over the patch tokens after the final norm (timm's
@@ -62,7 +63,8 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                 f"unsupported backbone {type(backbone).__name__}: PromptedSwin needs a timm "
                 "SwinTransformer"
             )
-        self._init_shared(backbone, num_classes, config, backbone_name)
+        first_layers = len(backbone.layers[0].blocks) if config.deep_prompts else 1
+        self._init_shared(backbone, num_classes, config, backbone_name, first_layers)
         self.stage_depths = [len(stage.blocks) for stage in backbone.layers]
         self.stage_widths = [stage.blocks[0].dim for stage in backbone.layers]
         self._check_backbone()
@@ -74,7 +76,6 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         self.visual_prompts: nn.Parameter | None = None
         self.later_visual_prompts = nn.ParameterList()
         if prompt_len:
-            first_layers = self.stage_depths[0] if config.deep_prompts else 1
             self.visual_prompts = self._new_visual_prompts(first_layers, self.stage_widths[0])
             if config.deep_prompts:
                 for depth, width in zip(self.stage_depths[1:], self.stage_widths[1:], strict=True):
@@ -140,15 +141,14 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         return self.stage_widths[0]
 
     # --------------------------------------------------------------------- forward
-    def stage_prompts(self) -> list[torch.Tensor]:
-        """Per stage (L_s, P_s, d_s): the first stage's masked (and in `remove` mode only the
-        kept tokens), later stages' as they are. Empty without visual prompts."""
+    def stage_prompts(self) -> list[list[torch.Tensor]]:
+        """Per stage, per prompt layer, (P, d_s) prompts: the first stage's masked (and in
+        `remove` mode only the kept tokens), later stages' as they are. Empty without
+        visual prompts."""
         if self.visual_prompts is None:
             return []
-        first = self.masked_visual_prompts()
-        if self.config.prune_mode == "remove":
-            first = first[:, self.kept_tokens()]
-        return [first, *self.later_visual_prompts]
+        later = [list(prompts.unbind(0)) for prompts in self.later_visual_prompts]
+        return [self.layer_visual_prompts(), *later]
 
     def _kv_prompt(self, stage: int, block: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.kv_prompts is None:

@@ -47,10 +47,11 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 f"unsupported backbone {type(backbone).__name__}: PromptedViT needs a timm "
                 "VisionTransformer"
             )
-        self._init_shared(backbone, num_classes, config, backbone_name)
+        depth = len(backbone.blocks)
+        self._init_shared(backbone, num_classes, config, backbone_name,
+                          prompt_layers=depth if config.deep_prompts else 1)
         self.num_prefix_tokens = backbone.num_prefix_tokens
         width = backbone.embed_dim
-        depth = len(backbone.blocks)
 
         if config.has_visual_prompts and width % config.num_segments:
             raise ValueError(
@@ -100,15 +101,6 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         return self.backbone.embed_dim
 
     # --------------------------------------------------------------------- forward
-    def _effective_visual_prompts(self) -> torch.Tensor | None:
-        """(L, P', d): masked prompts; in `remove` mode only the kept tokens (P' ≤ P)."""
-        if self.visual_prompts is None:
-            return None
-        prompts = self.masked_visual_prompts()
-        if self.config.prune_mode == "remove":
-            prompts = prompts[:, self.kept_tokens()]
-        return prompts
-
     def _kv_prompt(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.kv_prompts is None:
             return None
@@ -116,11 +108,12 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         values = keys if self.kv_value_prompts is None else self.kv_value_prompts[index]
         return keys, values
 
-    def _with_prompts(self, x: torch.Tensor, prompts: torch.Tensor, replace: bool) -> torch.Tensor:
+    def _with_prompts(self, x: torch.Tensor, prompts: torch.Tensor, replacing: int) -> torch.Tensor:
+        """x with `prompts` (P_l, d) after the prefix, in place of the `replacing` prompt
+        tokens it holds (layers may differ in P_l when pruned with masks per block)."""
         prefix = self.num_prefix_tokens
         prompts = self.prompt_dropout(prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1))
-        rest = x[:, prefix + prompts.shape[1]:] if replace else x[:, prefix:]
-        return torch.cat([x[:, :prefix], prompts, rest], dim=1)
+        return torch.cat([x[:, :prefix], prompts, x[:, prefix + replacing:]], dim=1)
 
     def forward_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised backbone output (B, d): the head's input."""
@@ -130,12 +123,13 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         x = backbone.patch_drop(x)
         x = backbone.norm_pre(x)
 
-        prompts = self._effective_visual_prompts()
-        num_prompts = 0 if prompts is None else prompts.shape[1]
+        prompts = [] if self.visual_prompts is None else self.layer_visual_prompts()
+        num_prompts = 0  # prompt tokens now in x, after the prefix
         for index, block in enumerate(backbone.blocks):
-            if num_prompts and (index == 0 or self.config.deep_prompts):
-                layer = index if self.config.deep_prompts else 0
-                x = self._with_prompts(x, prompts[layer], replace=index > 0)
+            if prompts and (index == 0 or self.config.deep_prompts):
+                layer_prompts = prompts[index if self.config.deep_prompts else 0]
+                x = self._with_prompts(x, layer_prompts, replacing=num_prompts)
+                num_prompts = layer_prompts.shape[0]
             kv_prompt = self._kv_prompt(index)
             adapter = None if self.adapters is None else self.adapters[index]
             if kv_prompt is None and adapter is None:

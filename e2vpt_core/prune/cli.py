@@ -44,8 +44,9 @@ def _prune(args: argparse.Namespace) -> int:
 
     result = prune_run(RunStore(args.store), args.run, args.token_ratio, args.segment_ratio,
                        args.signed, args.token_scores, args.min_segments)
-    print(f"run {args.run}: pruned {result['num_tokens'] - len(result['kept_tokens'])} of "
-          f"{result['num_tokens']} tokens, keeping {result['kept_tokens']}; effective params "
+    where = "(layer, token) pairs" if result["masks_per_block"] else "tokens"
+    print(f"run {args.run}: pruned {result['num_tokens'] - result['num_kept_tokens']} of "
+          f"{result['num_tokens']} {where}, keeping {result['kept_tokens']}; effective params "
           f"{result['effective_params']:,} of {result['trainable_params']:,}; masks stored")
     if args.json:
         print(json.dumps(result))

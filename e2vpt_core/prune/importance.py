@@ -6,6 +6,8 @@ gradient instead. One pass computes both, so a stored `importance` file serves e
 keys `token`, `segment` (absolute) and `token_signed`, `segment_signed`. Per prompt layer
 too: `token_layer` (L, P), `segment_layer` (L, P, R) and their `_signed` variants, the
 shared masks' gradients split by the layer they act in (they sum to the shared ones).
+With masks per block the per-layer keys are the masks' own gradients, and `token` /
+`segment` are what shared masks would get (the per-layer gradients summed).
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from ..train.data import eval_loader
 
 IMPORTANCE = "importance"
 _KEYS = ("token", "segment", "token_signed", "segment_signed")
+_LAYER_KEYS = ("token_layer", "segment_layer", "token_layer_signed", "segment_layer_signed")
 
 
 @dataclass
 class Importance:
-    """Scores of one run: `token` (P,), `segment` (P, R); higher means more important."""
+    """Scores of one run: `token` (P,), `segment` (P, R), or per layer (L, P) and
+    (L, P, R); higher means more important."""
 
     token: torch.Tensor
     segment: torch.Tensor
@@ -49,8 +53,9 @@ TOKEN_SCORES = ("mask", "segments")
 
 
 def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool = False,
-         batches: int = 0, token_scores: str = "mask") -> Importance:
-    """The absolute or signed variant out of a dict with the four `_KEYS`.
+         batches: int = 0, token_scores: str = "mask", per_layer: bool = False) -> Importance:
+    """The absolute or signed variant out of a dict with the four `_KEYS` (`per_layer`:
+    the four `_LAYER_KEYS`, for masks per block).
 
     `token_scores='mask'` is the paper's gradient w.r.t. the token mask. In a pre-norm ViT
     that gradient is ~0: each block's LayerNorm makes the output invariant to scaling a
@@ -60,9 +65,14 @@ def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool 
     if token_scores not in TOKEN_SCORES:
         raise ValueError(f"token_scores={token_scores!r} is not allowed; choose one of "
                          f"{list(TOKEN_SCORES)}")
+    keys = _LAYER_KEYS if per_layer else _KEYS
+    missing = [key for key in keys if key not in scores]
+    if missing:
+        raise ValueError(f"the importance scores lack {missing}")
+    infix = "_layer" if per_layer else ""
     suffix = "_signed" if signed else ""
-    segment = scores[f"segment{suffix}"]
-    token = scores[f"token{suffix}"] if token_scores == "mask" else segment.sum(dim=-1)
+    segment = scores[f"segment{infix}{suffix}"]
+    token = scores[f"token{infix}{suffix}"] if token_scores == "mask" else segment.sum(dim=-1)
     if normalize:
         segment = normalize_segment_scores(segment)
     return Importance(token, segment, signed, batches)
@@ -88,6 +98,8 @@ class ImportanceTracker:
         token_grad, segment_grad = model.token_mask.grad, model.segment_mask.grad
         if token_grad is None or segment_grad is None:
             raise ValueError("no mask gradients: run backward() inside model.mask_gradients()")
+        if model.masks_per_block:  # what one shared mask would get: the sum over layers
+            token_grad, segment_grad = token_grad.sum(0), segment_grad.sum(0)
         values = {
             "token": token_grad.detach().abs(), "segment": segment_grad.detach().abs(),
             "token_signed": token_grad.detach(), "segment_signed": segment_grad.detach(),
@@ -190,15 +202,19 @@ def compute_run_importance(
 
 def run_importance(
     store: RunStore, run_id: str, signed: bool = False, normalize: bool = False,
-    recompute: bool = False, token_scores: str = "mask",
+    recompute: bool = False, token_scores: str = "mask", per_layer: bool = False,
 ) -> Importance:
-    """A run's stored scores, computed and stored first when absent (or `recompute`)."""
-    if recompute or not store.has_tensors(run_id, IMPORTANCE):
-        scores = compute_run_importance(store, run_id)
-    else:
+    """A run's stored scores, computed and stored first when absent (or `recompute`, or
+    stored before per-layer scores existed and `per_layer` asks for them)."""
+    scores = None
+    if not recompute and store.has_tensors(run_id, IMPORTANCE):
         scores = store.load_tensors(run_id, IMPORTANCE)
         missing = [key for key in _KEYS if key not in scores]
         if missing:
             raise ValueError(f"run {run_id}'s importance file lacks {missing}")
+        if per_layer and any(key not in scores for key in _LAYER_KEYS):
+            scores = None
+    if scores is None:
+        scores = compute_run_importance(store, run_id)
     batches = int(scores.get("batches", torch.tensor(0)))
-    return pick(scores, signed, normalize, batches, token_scores)
+    return pick(scores, signed, normalize, batches, token_scores, per_layer)

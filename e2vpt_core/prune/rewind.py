@@ -47,8 +47,9 @@ def select_for_run(
     """The run's importance (computed and stored if absent) and the masks for the ratios."""
     check_ratio("token_ratio", token_ratio)
     check_ratio("segment_ratio", segment_ratio)
-    prunable_config(store, run_id)
-    importance = run_importance(store, run_id, signed=signed, token_scores=token_scores)
+    config = prunable_config(store, run_id)
+    importance = run_importance(store, run_id, signed=signed, token_scores=token_scores,
+                                per_layer=config.prompt.masks_per_block)
     selection = select_masks(importance.token, importance.segment, token_ratio, segment_ratio,
                              min_segments)
     return selection, importance
@@ -83,7 +84,7 @@ def prune_run(
     model.set_masks(selection.token_mask, selection.segment_mask)
     summary = model.parameter_summary()
     return {"run_id": run_id, **selection.to_dict(), **info,
-            "num_tokens": len(selection.token_mask),
+            "num_tokens": selection.token_mask.numel(),
             "trainable_params": summary["trainable_params"],
             "effective_params": summary["effective_params"]}
 

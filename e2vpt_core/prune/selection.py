@@ -4,6 +4,10 @@ Tokens are pruned globally, lowest score first; then every kept token loses the 
 number of its lowest-scoring segments (REFERENCE §2). Each ranking is one stable sort
 (ties: the lower index is pruned first), and the counts grow with the ratio, so the set
 pruned at a higher ratio always contains the set pruned at a lower one.
+
+With masks per block the scores are (L, P) and (L, P, R): tokens are ranked globally over
+all L·P (layer, token) pairs, skipping any that would leave a layer with no token, so
+layers the loss needs less lose more of their prompts.
 """
 
 from __future__ import annotations
@@ -21,19 +25,27 @@ class Selection:
     """0/1 masks (`token_mask` (P,), `segment_mask` (P, R)) and what they keep.
 
     Rows of pruned tokens are all zero in `segment_mask`, so it is the entry-level mask.
-    `kept_segments[i]` lists the kept segments of token `kept_tokens[i]`.
+    `kept_segments[i]` lists the kept segments of token `kept_tokens[i]`. With masks per
+    block the masks are (L, P) and (L, P, R) and both lists have one entry per layer.
     """
 
     token_mask: torch.Tensor
     segment_mask: torch.Tensor
-    kept_tokens: list[int]
-    kept_segments: list[list[int]]
+    kept_tokens: list[int] | list[list[int]]
+    kept_segments: list[list[int]] | list[list[list[int]]]
     token_ratio: float
     segment_ratio: float
 
+    @property
+    def num_kept_tokens(self) -> int:
+        """Kept tokens, summed over layers with masks per block."""
+        return int(self.token_mask.sum())
+
     def to_dict(self) -> dict[str, object]:
         return {"token_ratio": self.token_ratio, "segment_ratio": self.segment_ratio,
-                "kept_tokens": self.kept_tokens, "kept_segments": self.kept_segments}
+                "kept_tokens": self.kept_tokens, "kept_segments": self.kept_segments,
+                "num_kept_tokens": self.num_kept_tokens,
+                "masks_per_block": self.token_mask.ndim == 2}
 
 
 def check_ratio(name: str, ratio: float) -> float:
@@ -63,38 +75,69 @@ def default_min_segments(num_segments: int) -> int:
     return max(1, num_segments // 4)
 
 
+def _token_mask_per_block(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+    """(L, P) mask pruning round(ratio·L·P) pairs, lowest score first, ≥ 1 kept per layer."""
+    layers, tokens = scores.shape
+    mask = torch.ones(layers, tokens)
+    left = prune_count(ratio, layers * tokens, layers)
+    kept_per_layer = [tokens] * layers
+    for flat in prune_order(scores.flatten()).tolist():
+        if not left:
+            break
+        layer, token = divmod(flat, tokens)
+        if kept_per_layer[layer] > 1:
+            mask[layer, token] = 0.0
+            kept_per_layer[layer] -= 1
+            left -= 1
+    return mask
+
+
 def select_masks(
     token_scores: torch.Tensor, segment_scores: torch.Tensor, token_ratio: float,
     segment_ratio: float = 0.0, min_segments: int | None = None,
 ) -> Selection:
     """Masks pruning round(token_ratio·P) tokens (≥ 1 kept) and, in each kept token,
-    round(segment_ratio·R) segments (≥ `min_segments` kept, default max(1, R // 4))."""
+    round(segment_ratio·R) segments (≥ `min_segments` kept, default max(1, R // 4)).
+
+    Scores of shape (L, P) and (L, P, R) give masks per block (see the module doc)."""
     token_ratio = check_ratio("token_ratio", token_ratio)
     segment_ratio = check_ratio("segment_ratio", segment_ratio)
     token_scores = torch.as_tensor(token_scores).detach().cpu().float()
     segment_scores = torch.as_tensor(segment_scores).detach().cpu().float()
-    if token_scores.ndim != 1 or not len(token_scores):
-        raise ValueError(f"token scores must have shape (P,) with P >= 1, not "
+    if token_scores.ndim not in (1, 2) or not token_scores.numel():
+        raise ValueError(f"token scores must have shape (P,) or (L, P) with P >= 1, not "
                          f"{tuple(token_scores.shape)}")
-    num_tokens = len(token_scores)
-    if segment_scores.ndim != 2 or segment_scores.shape[0] != num_tokens:
-        raise ValueError(f"segment scores must have shape ({num_tokens}, R), not "
+    if (segment_scores.ndim != token_scores.ndim + 1
+            or segment_scores.shape[:-1] != token_scores.shape):
+        raise ValueError(f"segment scores must have shape {(*token_scores.shape, 'R')}, not "
                          f"{tuple(segment_scores.shape)}")
-    num_segments = segment_scores.shape[1]
+    num_segments = segment_scores.shape[-1]
     if min_segments is None:
         min_segments = default_min_segments(num_segments)
     if not 1 <= min_segments <= num_segments:
         raise ValueError(f"min_segments={min_segments} must be in [1, {num_segments}]")
 
-    token_mask = torch.ones(num_tokens)
-    token_mask[prune_order(token_scores)[:prune_count(token_ratio, num_tokens, 1)]] = 0.0
-    segment_mask = torch.ones(num_tokens, num_segments)
+    if token_scores.ndim == 2:
+        token_mask = _token_mask_per_block(token_scores, token_ratio)
+    else:
+        num_tokens = len(token_scores)
+        token_mask = torch.ones(num_tokens)
+        token_mask[prune_order(token_scores)[:prune_count(token_ratio, num_tokens, 1)]] = 0.0
+    segment_mask = torch.ones(segment_scores.shape)
     pruned_segments = prune_order(segment_scores)[
-        :, :prune_count(segment_ratio, num_segments, min_segments)]
-    segment_mask.scatter_(1, pruned_segments, 0.0)
+        ..., :prune_count(segment_ratio, num_segments, min_segments)]
+    segment_mask.scatter_(-1, pruned_segments, 0.0)
     segment_mask[token_mask == 0] = 0.0
 
-    kept_tokens = torch.nonzero(token_mask).flatten().tolist()
-    kept_segments = [torch.nonzero(segment_mask[k]).flatten().tolist() for k in kept_tokens]
+    def kept(token_row: torch.Tensor, segment_rows: torch.Tensor) -> tuple[list, list]:
+        tokens = torch.nonzero(token_row).flatten().tolist()
+        return tokens, [torch.nonzero(segment_rows[k]).flatten().tolist() for k in tokens]
+
+    if token_mask.ndim == 1:
+        kept_tokens, kept_segments = kept(token_mask, segment_mask)
+    else:
+        per_layer = [kept(t, s) for t, s in zip(token_mask, segment_mask, strict=True)]
+        kept_tokens = [tokens for tokens, _ in per_layer]
+        kept_segments = [segments for _, segments in per_layer]
     return Selection(token_mask, segment_mask, kept_tokens, kept_segments, token_ratio,
                      segment_ratio)

@@ -147,7 +147,7 @@ def sweep_prune(
             "token_ratio", "segment_ratio", "run_id", "status", "reason", "val_top1",
             "test_top1", "trainable_params", "effective_params")}
         row[metric] = result.get(metric)
-        row["num_kept_tokens"] = len(result.get("kept_tokens", []))
+        row["num_kept_tokens"] = result.get("num_kept_tokens")
         if result["status"] == "completed":
             model = load_adapter(store.run_dir(result["run_id"]) / "adapter").to(device)
             images = timing_batch(model).to(device) if images is None else images

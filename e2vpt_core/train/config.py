@@ -49,8 +49,10 @@ class TrainConfig:
     importance_every: int = 10
     # Rewinding (pruning): fixed 0/1 masks, and optionally the `init` tensors of an earlier
     # run as starting values (lottery-ticket rewinding); None means a fresh random init.
-    token_mask: list[float] | None = None
-    segment_mask: list[list[float]] | None = None
+    # Nested lists shaped like the model's masks: (P,) and (P, R), or with masks per
+    # block (L, P) and (L, P, R).
+    token_mask: list | None = None
+    segment_mask: list | None = None
     init_from_run: str | None = None
 
     def __post_init__(self) -> None:
