@@ -30,9 +30,11 @@ from e2vpt_core.train import TrainConfig, train_run
 COMBOS = [("fresh", "zero"), ("fresh", "remove"), ("original", "zero"), ("original", "remove")]
 
 
-def parent_run(store: RunStore, task: str, epochs: int, lr: float) -> dict:
+def parent_run(store: RunStore, task: str, epochs: int, lr: float,
+               masks_per_block: bool = False) -> dict:
     config = TrainConfig(backbone="builtin-vit-tiny", dataset=f"builtin:{task}",
-                         prompt=PromptConfig("e2vpt"), epochs=epochs, base_lr=lr,
+                         prompt=PromptConfig("e2vpt", masks_per_block=masks_per_block),
+                         epochs=epochs, base_lr=lr,
                          weight_decay=0.0001, batch_size=64, eval_splits=("val", "test"),
                          device="cpu")
     result = train_run(config, store)
@@ -56,12 +58,14 @@ def print_table(rows: list[dict]) -> None:
     table = pd.DataFrame(rows)
     table["combo"] = table["init"] + " / " + table["mode"]
     table["segment_ratio"] = table.get("segment_ratio", 0.0)
-    ratios = ["task", "token_ratio", "segment_ratio"]
+    table["masks"] = table.get("masks", "shared")
+    table["token_scores"] = table.get("token_scores", "mask")
+    ratios = ["task", "masks", "token_scores", "token_ratio", "segment_ratio"]
     accuracy = table.pivot_table(index=ratios, columns="combo", values="test_top1").round(1)
     combos = [f"{i} / {m}" for i, m in COMBOS if f"{i} / {m}" in accuracy]
     accuracy = accuracy[combos]
     accuracy["effective params"] = table.groupby(ratios)["effective_params"].first()
-    parents = table.groupby("task")[["parent_test_top1"]].first()
+    parents = table.groupby(["task", "parent"])[["parent_test_top1"]].first()
     print("unpruned parents (test top-1):")
     print(markdown(parents))
     print()
@@ -89,6 +93,9 @@ def main() -> None:
                         default=["fresh", "original"])
     parser.add_argument("--modes", nargs="+", choices=("zero", "remove"),
                         default=["zero", "remove"])
+    parser.add_argument("--masks-per-block", action="store_true",
+                        help="train the parent with one mask per prompt layer")
+    parser.add_argument("--token-scores", choices=("mask", "segments"), default="mask")
     args = parser.parse_args()
     if args.parent and len(args.tasks) != 1:
         parser.error("--parent goes with exactly one --tasks entry")
@@ -101,19 +108,21 @@ def main() -> None:
             stored = store.get_run(args.parent)
             parent = {"run_id": args.parent, **stored["summary"]}
         else:
-            parent = parent_run(store, task, args.epochs, args.lr)
+            parent = parent_run(store, task, args.epochs, args.lr, args.masks_per_block)
+        masks = store.get_run(parent["run_id"])["config"]["prompt"].get("masks_per_block")
         print(f"{task}: parent {parent['run_id']} val {parent['val_top1']:.1f} "
               f"test {parent['test_top1']:.1f}", flush=True)
         combos = [(i, m) for i, m in COMBOS if i in args.inits and m in args.modes]
         for init, mode in combos:
             table = sweep_prune(store, parent["run_id"], ratios=args.ratios,
                                 segment_ratios=args.segment_ratios, init=init, mode=mode,
-                                timing_repeats=3)
+                                token_scores=args.token_scores, timing_repeats=3)
             with open(args.results, "a") as f:
                 for row in table.to_dict("records"):
                     row = {"task": task, "init": init, "mode": mode, "epochs": args.epochs,
                            "parent": parent["run_id"], "parent_test_top1": parent["test_top1"],
-                           **row}
+                           "masks": "per block" if masks else "shared",
+                           "token_scores": args.token_scores, **row}
                     f.write(json.dumps(row, default=str) + "\n")
             print(f"{task} {init}/{mode}: {table['test_top1'].round(1).tolist()}", flush=True)
     print_table([json.loads(line) for line in args.results.read_text().splitlines()])

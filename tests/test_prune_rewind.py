@@ -170,6 +170,20 @@ def test_sweep_records_accuracy_params_and_timing(parent):
         assert store.get_run(child)["parent_id"] == run_id
 
 
+def test_a_combined_sweep_prunes_tokens_and_segments_at_one_ratio(parent):
+    store, run_id, _ = parent
+    table = sweep_prune(store, run_id, ratios=(0.5,), combined=True, epochs=1,
+                        timing_repeats=1)
+    assert list(zip(table["token_ratio"], table["segment_ratio"], strict=True)) == [(0.5, 0.5)]
+    child = store.get_run(table["run_id"].iloc[0])["summary"]
+    assert len(child["kept_tokens"]) == P // 2
+    assert [len(kept) for kept in child["kept_segments"]] == [R // 2] * (P // 2)
+    count = _run_count(store)
+    with pytest.raises(ValueError, match="combined=True"):
+        sweep_prune(store, run_id, ratios=(0.5,), segment_ratios=(0.25,), combined=True)
+    assert _run_count(store) == count
+
+
 def _run_count(store: RunStore) -> int:
     return sum(path.is_dir() for path in store.root.iterdir())
 

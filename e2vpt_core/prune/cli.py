@@ -89,7 +89,7 @@ def _sweep_prune(args: argparse.Namespace) -> int:
                             init=args.init, mode=args.mode, epochs=args.epochs,
                             signed=args.signed, token_scores=args.token_scores,
                             min_segments=args.min_segments, workers=args.workers, progress=bar,
-                            ray_address=args.ray)
+                            ray_address=args.ray, combined=args.combined)
     finally:
         bar.close()
     columns = [c for c in ("token_ratio", "segment_ratio", "run_id", "status", "val_top1",
@@ -130,6 +130,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sweep.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
                        help="token prune ratios")
     sweep.add_argument("--segment-ratios", type=float, nargs="+", default=[0.0])
+    sweep.add_argument("--combined", action="store_true",
+                       help="prune tokens and segments at one ratio each (r, r), no grid")
     sweep.add_argument("--workers", type=int, default=1, help="local processes")
     sweep.add_argument("--ray", metavar="ADDRESS", default=None,
                        help="run rewinds as Ray tasks on this cluster ('local' starts one; "

@@ -98,8 +98,12 @@ def sweep_prune(
     epochs: int | None = None, signed: bool = False, token_scores: str = "mask",
     min_segments: int | None = None, workers: int = 1, timing_repeats: int = 5,
     progress: ProgressFn | None = None, ray_address: str | None = None,
+    combined: bool = False,
 ) -> pd.DataFrame:
     """Rewind at every (token ratio × segment ratio); one row per rewind, `best` marked.
+
+    `combined=True` prunes tokens and segments at one ratio, (r, r) for each r in
+    `ratios`, instead of the grid (`segment_ratios` must then be left at its default).
 
     The best row has the highest top-1 on the parent's first eval split (`val` in the
     paper's search); ties go to more pruning (token ratio, then segment ratio). `workers`
@@ -110,8 +114,12 @@ def sweep_prune(
     check_rewind_options(init, mode, epochs)
     if not ratios or not segment_ratios:
         raise ValueError("sweep_prune needs at least one token ratio and one segment ratio")
-    grid = [(check_ratio("token_ratio", t), check_ratio("segment_ratio", s))
-            for t in ratios for s in segment_ratios]
+    if combined and tuple(segment_ratios) != (0.0,):
+        raise ValueError("combined=True prunes segments at the token ratios; do not pass "
+                         "segment_ratios as well")
+    pairs = [(r, r) for r in ratios] if combined else [
+        (t, s) for t in ratios for s in segment_ratios]
+    grid = [(check_ratio("token_ratio", t), check_ratio("segment_ratio", s)) for t, s in pairs]
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     if ray_address is not None:
