@@ -67,8 +67,8 @@ class PromptedModelMixin:
         return self.config.masks_per_block
 
     def kept_tokens(self) -> torch.Tensor:
-        """Indices of the kept tokens; with masks per block, (L, P) 0/1 → use
-        `layer_kept_tokens()`."""
+        """Indices of the kept tokens of shared masks (masks per block:
+        `layer_kept_tokens()`)."""
         if self.masks_per_block:
             raise ValueError("masks per block keep different tokens per layer; use "
                              "layer_kept_tokens()")
@@ -77,10 +77,10 @@ class PromptedModelMixin:
     def layer_kept_tokens(self) -> list[torch.Tensor]:
         """Kept token indices of every prompt layer (the same list L times for shared
         masks)."""
+        if self.masks_per_block:
+            return [torch.nonzero(mask != 0).flatten() for mask in self.token_mask.detach()]
         layers = self.visual_prompts.shape[0] if self.visual_prompts is not None else 1
-        masks = self.token_mask.detach() if self.masks_per_block else [
-            self.token_mask.detach()] * layers
-        return [torch.nonzero(mask != 0).flatten() for mask in masks]
+        return [self.kept_tokens()] * layers
 
     def set_masks(
         self, token_mask: torch.Tensor | None = None, segment_mask: torch.Tensor | None = None
