@@ -53,8 +53,8 @@ class StoredScores(NamedTuple):
     selection: Importance  # what the masks are chosen by: per layer with masks per block
 
 
-def importance_scores(store: RunStore, run_id: str,
-                      masks_per_block: bool = False) -> StoredScores | None:
+def importance_scores(store: RunStore, run_id: str, masks_per_block: bool = False,
+                      token_scores: str = "mask") -> StoredScores | None:
     """The run's token and segment scores (and per-layer ones when stored), where they
     come from, or None.
 
@@ -73,8 +73,9 @@ def importance_scores(store: RunStore, run_id: str,
     else:
         return None
     per_layer = scores["segment_layer"].sum(-1).numpy() if "segment_layer" in scores else None
-    shared = pick(scores, batches=batches)
-    selection = pick(scores, batches=batches, per_layer=True) if masks_per_block else shared
+    shared = pick(scores, batches=batches, token_scores=token_scores)
+    selection = (pick(scores, batches=batches, token_scores=token_scores, per_layer=True)
+                 if masks_per_block else shared)
     return StoredScores(shared, source, per_layer, selection)
 
 

@@ -30,18 +30,21 @@ from app.pruning_state import (
 from app.state import get_store, run_label, start_worker
 from e2vpt_core.jobs import submit_importance, submit_rewind
 from e2vpt_core.prune import select_masks
+from e2vpt_core.prune.importance import TOKEN_SCORES
 from e2vpt_core.prune.rewind import INITS, MODES
 from e2vpt_core.store import RunStore
 
 RATIOS = [round(0.1 * step, 1) for step in range(10)]
+TOKEN_SCORE_NAMES = {"mask": "token-mask gradient (paper)",
+                     "segments": "sum of the token's segment scores"}
 
 
 
 def importance_view(store: RunStore, run_id: str, token_ratio: float,
-                    segment_ratio: float, masks_per_block: bool) -> None:
+                    segment_ratio: float, masks_per_block: bool, token_scores: str) -> None:
     """Heatmaps of the scores and the mask the ratios would keep, with its parameters."""
     try:
-        found = importance_scores(store, run_id, masks_per_block)
+        found = importance_scores(store, run_id, masks_per_block, token_scores)
     except ValueError as error:
         st.warning(f"{error}: compute the full pass below.")
         return
@@ -108,7 +111,7 @@ def queue_rewinds(store: RunStore, parent: str, ratios: list[tuple[float, float]
 
 
 def rewind_controls(store: RunStore, run: dict, token_ratio: float,
-                    segment_ratio: float) -> None:
+                    segment_ratio: float, token_scores: str) -> None:
     """Init, mode and epochs of the rewind; one rewind or a 10–90 % token-ratio sweep."""
     left, middle, right = st.columns(3)
     init = left.selectbox("Init", INITS, help="fresh: new random prompts (reference code); "
@@ -116,7 +119,7 @@ def rewind_controls(store: RunStore, run: dict, token_ratio: float,
     mode = middle.selectbox("Mode", MODES, help="zero: pruned entries are zeroed; "
                             "remove: pruned tokens leave the sequence")
     epochs = right.number_input("Rewind epochs", 1, 1000, int(run["config"]["epochs"]))
-    options = {"init": init, "mode": mode, "epochs": int(epochs)}
+    options = {"init": init, "mode": mode, "epochs": int(epochs), "token_scores": token_scores}
     completed = run["status"] == "completed"
     if not completed:
         st.caption("Rewinds start from a completed run.")
@@ -161,12 +164,17 @@ live = run["status"] in ("queued", "running") or scoring
 left, right = st.columns(2)
 token_ratio = left.select_slider("Token prune ratio", RATIOS, value=0.0)
 segment_ratio = right.select_slider("Segment prune ratio", RATIOS, value=0.0)
+token_scores = st.radio(
+    "Token scores", TOKEN_SCORES, horizontal=True, format_func=TOKEN_SCORE_NAMES.get,
+    help="What ranks whole tokens. Deep prompts pass through each block's LayerNorm, which "
+         "cancels scaling a whole token, so the token-mask gradient is ~0 there; the sum "
+         "of a token's segment scores still carries signal.")
 view = st.fragment(run_every=3 if live else None)(importance_view)
 view(store, run_id, token_ratio, segment_ratio,
-     bool(run["config"]["prompt"].get("masks_per_block", False)))
+     bool(run["config"]["prompt"].get("masks_per_block", False)), token_scores)
 compute_importance_button(store, run_id, run["status"] == "completed", scoring)
 
 st.subheader("Rewind")
-rewind_controls(store, run, token_ratio, segment_ratio)
+rewind_controls(store, run, token_ratio, segment_ratio, token_scores)
 st.subheader("Accuracy and parameters against the prune ratio")
 trade_off(store.runs(), run_id)

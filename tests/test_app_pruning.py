@@ -3,10 +3,12 @@ its parameter count follow the sliders, Rewind queues a job, finished rewinds fi
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from app_helpers import by_label, open_page, private_store
 from streamlit.testing.v1 import AppTest
@@ -100,13 +102,15 @@ def test_rewind_queues_a_job_with_the_chosen_ratios(store, trained):
     by_label(app.select_slider, "Segment prune ratio").set_value(0.2).run()
     by_label(app.selectbox, "Mode").set_value("remove").run()
     by_label(app.number_input, "Rewind epochs").set_value(2).run()
+    by_label(app.radio, "Token scores").set_value("segments").run()
     by_label(app.button, "Rewind").click().run()
     assert not app.exception and not app.error
     jobs = store.jobs()
     assert list(jobs["kind"]) == ["rewind"] and jobs["status"][0] == "queued"
     payload = json.loads(jobs["payload"][0])
     assert payload == {"parent": trained[1], "token_ratio": 0.3, "segment_ratio": 0.2,
-                       "init": "fresh", "mode": "remove", "epochs": 2}
+                       "init": "fresh", "mode": "remove", "epochs": 2,
+                       "token_scores": "segments"}
     by_label(app.button, "Sweep 10–90 %").click().run()
     ratios = [json.loads(p)["token_ratio"] for p in store.jobs()["payload"]]
     assert ratios == [0.3, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
@@ -157,3 +161,22 @@ def test_a_run_with_masks_per_block_previews_masks_per_layer(tiny_backbone, tmp_
     width = load_adapter(store.run_dir(result.run_id) / "adapter").visual_prompts.shape[-1]
     pruned = full - int(_metric(app, "Effective parameters").replace(",", ""))
     assert pruned == 4 * width  # four (layer, token) pairs, each in its own layer
+
+
+def _trace_values(values) -> np.ndarray:
+    """Plotly JSON holds arrays as lists or as base64 typed arrays."""
+    if isinstance(values, dict):
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"])
+    return np.asarray(values, dtype=float)
+
+
+def test_token_scores_can_be_the_summed_segment_scores(store, trained):
+    app = open_page("pruning.py")
+    by_label(app.radio, "Token scores").set_value("segments").run()
+    assert not app.exception, app.exception
+    bar = next(json.loads(chart.proto.spec)["data"][0] for chart in app.get("plotly_chart")
+               if json.loads(chart.proto.spec)["layout"]["title"]["text"] == "Token importance")
+    live = store.load_tensors(trained[1], "importance_live")
+    np.testing.assert_allclose(_trace_values(bar["y"]), live["segment"].sum(-1).numpy(),
+                               rtol=1e-5)
+    assert not np.allclose(live["segment"].sum(-1).numpy(), live["token"].numpy())

@@ -119,6 +119,8 @@ def test_submit_rewind_refuses_a_run_that_cannot_be_pruned(tmp_path, tiny_backbo
         submit_rewind(store, cancelled, 0.5)
     with pytest.raises(ValueError, match="outside"):
         submit_rewind(store, cancelled, 1.5)
+    with pytest.raises(ValueError, match="token_scores='gradient' is not allowed"):
+        submit_rewind(store, cancelled, 0.5, token_scores="gradient")
     assert len(store.jobs()) == 2
 
 
