@@ -49,15 +49,13 @@ def submit_rewind(store: RunStore, parent_run_id: str, token_ratio: float,
                   segment_ratio: float = 0.0, **options: Any) -> int:
     """Queue a rewind of a completed run, or of one whose training job is still queued or
     running (it runs first); the child run is created when the rewind job starts."""
-    from .prune.importance import TOKEN_SCORES
+    from .prune.importance import check_token_scores
     from .prune.rewind import check_rewind_options, prunable_config
     from .prune.selection import check_ratio
 
     check_rewind_options(options.get("init", "fresh"), options.get("mode", "zero"),
                          options.get("epochs"))
-    if options.get("token_scores", "mask") not in TOKEN_SCORES:
-        raise ValueError(f"token_scores={options['token_scores']!r} is not allowed; choose "
-                         f"one of {list(TOKEN_SCORES)}")
+    check_token_scores(options.get("token_scores", "mask"))
     check_ratio("token_ratio", token_ratio)
     check_ratio("segment_ratio", segment_ratio)
     prunable_config(store, parent_run_id, pending_ok=True)

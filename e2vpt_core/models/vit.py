@@ -48,8 +48,8 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 "VisionTransformer"
             )
         depth = len(backbone.blocks)
-        self._init_shared(backbone, num_classes, config, backbone_name,
-                          prompt_layers=depth if config.deep_prompts else 1)
+        prompt_layers = depth if config.deep_prompts else 1
+        self._init_shared(backbone, num_classes, config, backbone_name, prompt_layers)
         self.num_prefix_tokens = backbone.num_prefix_tokens
         width = backbone.embed_dim
 
@@ -68,7 +68,6 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         prompt_len = config.visual_prompt_len
         self.visual_prompts: nn.Parameter | None = None
         if prompt_len:
-            prompt_layers = depth if config.deep_prompts else 1
             self.visual_prompts = nn.Parameter(torch.empty(prompt_layers, prompt_len, width))
             patch_area = math.prod(backbone.patch_embed.patch_size)
             in_chans = backbone.patch_embed.proj.in_channels

@@ -52,6 +52,12 @@ def normalize_segment_scores(segment: torch.Tensor) -> torch.Tensor:
 TOKEN_SCORES = ("mask", "segments")
 
 
+def check_token_scores(token_scores: str) -> None:
+    if token_scores not in TOKEN_SCORES:
+        raise ValueError(f"token_scores={token_scores!r} is not allowed; choose one of "
+                         f"{list(TOKEN_SCORES)}")
+
+
 def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool = False,
          batches: int = 0, token_scores: str = "mask", per_layer: bool = False) -> Importance:
     """The absolute or signed variant out of a dict with the four `_KEYS` (`per_layer`:
@@ -62,9 +68,7 @@ def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool 
     whole prompt token, so only LayerNorm's eps is left. `'segments'` scores a token by
     the sum of its segment scores instead (a partial scaling is not invariant).
     """
-    if token_scores not in TOKEN_SCORES:
-        raise ValueError(f"token_scores={token_scores!r} is not allowed; choose one of "
-                         f"{list(TOKEN_SCORES)}")
+    check_token_scores(token_scores)
     keys = _LAYER_KEYS if per_layer else _KEYS
     missing = [key for key in keys if key not in scores]
     if missing:

@@ -111,8 +111,8 @@ def rewind_config(
     copies the parent's stored initial values. Batch order and dropout follow `seed` as
     in the parent either way."""
     check_rewind_options(init, mode, epochs)
-    parent_init_seed = parent.seed if parent.init_seed is None else parent.init_seed
-    changes: dict[str, Any] = {"init_seed": parent_init_seed + 1 if init == "fresh" else None}
+    changes: dict[str, Any] = {
+        "init_seed": parent.prompt_init_seed + 1 if init == "fresh" else None}
     if epochs is not None:
         changes["epochs"] = epochs
         if parent.warmup_epochs is not None:

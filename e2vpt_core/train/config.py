@@ -77,6 +77,11 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip={self.grad_clip} must be > 0")
 
     @property
+    def prompt_init_seed(self) -> int:
+        """The seed of the prompt and head initialisation: `init_seed`, else `seed`."""
+        return self.seed if self.init_seed is None else self.init_seed
+
+    @property
     def warmup(self) -> float:
         """The paper warms up for 10 of 100 epochs; shorter runs keep that 10 %."""
         return self.warmup_epochs if self.warmup_epochs is not None else 0.1 * self.epochs

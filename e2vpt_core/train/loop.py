@@ -164,8 +164,7 @@ def _build(config: TrainConfig, store: RunStore, run_id: str, rank: int) -> _Ses
                               checkpoint_path=config.checkpoint)
     train_loader, sampler, eval_loaders, num_classes = build_loaders(
         config, backbone, device, rank, world)
-    # prompt and head initialisation
-    torch.manual_seed(config.seed if config.init_seed is None else config.init_seed)
+    torch.manual_seed(config.prompt_init_seed)
     model = create_model(backbone, num_classes, config.prompt)
     model.backbone_name = config.backbone
     model.backbone_source = {"pretrained": config.pretrained, "checkpoint_path": config.checkpoint}
