@@ -1,10 +1,12 @@
-"""Pretrain the bundled offline ViT on FractalDB-style images.
+"""Pretrain the bundled offline ViT on formula- and font-generated images.
 
 No machine here can download weights, so the default backbone is a small
-timm ViT that this script pretrains from scratch on formula-generated
-fractal classes (see ``e2vpt_core.fractal``).  Every step draws fresh
-images; checkpoints are written atomically every few minutes, so whatever
-sits in ``--out`` is always a complete, loadable model with its recipe.
+timm ViT that this script pretrains from scratch on generated data
+(``--data fractal``: FractalDB-style classes, ``e2vpt_core.fractal``;
+``--data scenes``: glyph scenes, ``e2vpt_core.scenes``; see
+``e2vpt_core.pretrain_tasks``).  Every step draws fresh images; checkpoints
+are written atomically every few minutes, so whatever sits in ``--out`` is
+always a complete, loadable model with its recipe.
 
     python -m e2vpt_core.pretrain --out assets/builtin-vit-tiny --steps 5000
 
@@ -38,8 +40,8 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
+from e2vpt_core import pretrain_tasks
 from e2vpt_core.fileio import atomic_write
-from e2vpt_core.fractal import FractalStream, fixed_set, sample_ifs_classes
 
 BUILTIN_VIT_TINY_KWARGS: dict = {
     "img_size": 32,
@@ -71,9 +73,10 @@ class PretrainConfig:
     """Everything that defines a pretraining run (same config → same run)."""
 
     out: str = field(metadata={"help": "output directory (checkpoint, recipe, log)"})
+    data: str = _opt("fractal", "pretraining data: fractal or scenes")
     steps: int = _opt(1000, "optimizer steps in this run")
     batch_size: int = _opt(64, "fresh images per step")
-    num_classes: int = _opt(200, "fractal classes (IFS systems)")
+    num_classes: int = _opt(200, "fractal classes (IFS systems; scenes: all glyphs)")
     seed: int = _opt(0, "seed for the classes, the data stream and the init")
     lr: float = _opt(1e-3, "peak AdamW learning rate")
     min_lr: float = _opt(1e-5, "final cosine learning rate")
@@ -102,10 +105,7 @@ def build_model(
 
 def to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W, 3) → normalised float (B, 3, H, W) with BUILTIN_MEAN/STD."""
-    x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(BUILTIN_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(BUILTIN_STD, device=device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return pretrain_tasks.to_input(images, device, BUILTIN_MEAN, BUILTIN_STD)
 
 
 def _write_json(data: dict) -> Callable[[str], None]:
@@ -140,22 +140,24 @@ def _hardware(device: torch.device, threads: int) -> dict:
 
 @torch.no_grad()
 def evaluate(
+    task: Any,
     model: torch.nn.Module,
-    images: np.ndarray,
-    labels: np.ndarray,
+    heads: torch.nn.ModuleDict,
     device: torch.device,
     precision: str = "auto",
     batch_size: int = 256,
 ) -> float:
-    """Top-1 accuracy of ``model`` on a fixed uint8 image set."""
+    """The task's accuracy on its fixed held-out set."""
+    images, targets = task.heldout()
     model.eval()
-    correct = 0
-    for i in range(0, len(labels), batch_size):
+    total = 0.0
+    for i in range(0, len(images), batch_size):
+        part = {k: torch.from_numpy(v[i : i + batch_size]).to(device) for k, v in targets.items()}
         with _autocast(device, precision):
-            logits = model(to_input(images[i : i + batch_size], device))
-        correct += (logits.argmax(1).cpu().numpy() == labels[i : i + batch_size]).sum()
+            step = task.step(model, heads, to_input(images[i : i + batch_size], device), part)
+        total += step.acc * len(images[i : i + batch_size])
     model.train()
-    return float(correct) / len(labels)
+    return total / len(images)
 
 
 def _autocast(device: torch.device, precision: str) -> torch.autocast:
@@ -166,11 +168,13 @@ def _autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _load_parent(model: VisionTransformer, cfg: PretrainConfig) -> dict | None:
+def _load_parent(
+    model: VisionTransformer, heads: torch.nn.ModuleDict, cfg: PretrainConfig
+) -> dict | None:
     """Load weights (not optimizer state) from ``cfg.resume_from``; return its recipe.
 
-    The classifier head is restored too when the parent pretrained on the
-    same fractal classes; otherwise it starts fresh.
+    The heads are restored too when the parent pretrained on the same data and
+    classes; otherwise they start fresh.
     """
     if cfg.resume_from is None:
         return None
@@ -178,12 +182,21 @@ def _load_parent(model: VisionTransformer, cfg: PretrainConfig) -> dict | None:
     missing, unexpected = model.load_state_dict(load_file(str(src / MODEL_FILE)), strict=False)
     if unexpected or set(missing) - set(HEAD_KEYS):
         raise ValueError(f"{src / MODEL_FILE} does not match: {missing=} {unexpected=}")
-    parent = json.loads((src / RECIPE_FILE).read_text()) if (src / RECIPE_FILE).exists() else {}
+    parent = _read_recipe(cfg.resume_from) or {}
     pargs = parent.get("args", {})
     same = all(pargs.get(k) == getattr(cfg, k) for k in ("num_classes", "seed"))
-    if same and (src / HEAD_FILE).exists():
-        model.load_state_dict(load_file(str(src / HEAD_FILE)), strict=False)
+    if same and pargs.get("data", "fractal") == cfg.data and (src / HEAD_FILE).exists():
+        saved = load_file(str(src / HEAD_FILE))
+        model.load_state_dict({k: saved[k] for k in HEAD_KEYS}, strict=False)
+        heads.load_state_dict({k: v for k, v in saved.items() if k not in HEAD_KEYS})
     return parent
+
+
+def _read_recipe(directory: str | None) -> dict | None:
+    if directory is None:
+        return None
+    path = Path(directory) / RECIPE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
 class _Stop:
@@ -216,17 +229,19 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
         with open(log_path, "a") as f:
             f.write(msg + "\n")
 
-    model = build_model(cfg.num_classes, cfg.depth)
-    parent = _load_parent(model, cfg)
-    parent_steps = parent.get("total_steps", 0) if parent else 0
-    systems = sample_ifs_classes(cfg.num_classes, seed=cfg.seed)
-    # A continuation draws new samples, not a replay of its parent's stream.
-    stream_seed = [cfg.seed, 1, parent_steps]
-    stream = FractalStream(systems, cfg.batch_size, seed=np.random.SeedSequence(stream_seed))
-    held_seed = [cfg.seed, 2]
-    held_x, held_y = fixed_set(systems, cfg.heldout_size, seed=np.random.SeedSequence(held_seed))
+    parent_recipe = _read_recipe(cfg.resume_from)
+    parent_steps = parent_recipe.get("total_steps", 0) if parent_recipe else 0
+    task = pretrain_tasks.build_task(
+        cfg.data, num_classes=cfg.num_classes, seed=cfg.seed, parent_steps=parent_steps,
+        heldout_size=cfg.heldout_size, batch_size=cfg.batch_size,
+        label_smoothing=cfg.label_smoothing)
+    model = build_model(task.num_classes, cfg.depth)
+    heads = task.extra_heads(model.embed_dim)
+    parent = _load_parent(model, heads, cfg)
     model.to(device).train()
-    opt = create_optimizer_v2(model, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
+    heads.to(device).train()
+    both = torch.nn.ModuleDict({"model": model, "heads": heads})
+    opt = create_optimizer_v2(both, opt="adamw", lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = CosineLRScheduler(
         opt,
         t_initial=cfg.steps,
@@ -235,7 +250,6 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
         warmup_lr_init=cfg.lr * 0.01,
         t_in_epochs=False,
     )
-    loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     stop = _Stop()
     main_thread = threading.current_thread() is threading.main_thread()
     sigs = (signal.SIGTERM, signal.SIGINT) if main_thread else ()
@@ -253,7 +267,7 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
         return float(np.mean([w[0] for w in window])), float(np.mean([w[1] for w in window]))
 
     def record_eval() -> float:
-        acc = evaluate(model, held_x, held_y, device, cfg.precision)
+        acc = evaluate(task, model, heads, device, cfg.precision)
         loss = recent()[0]
         history.append([step, None if loss is None else round(loss, 4), round(acc, 4)])
         return acc
@@ -264,6 +278,8 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
             for k, v in model.state_dict().items()
         }
         head = {k: state.pop(k) for k in HEAD_KEYS}
+        head.update({k: v.detach().to("cpu", torch.float16).contiguous()
+                     for k, v in heads.state_dict().items()})
         meta = {"format": "pt", "recipe": RECIPE_FORMAT}
         atomic_write(out / MODEL_FILE, lambda p: save_file(state, p, metadata=meta))
         atomic_write(out / HEAD_FILE, lambda p: save_file(head, p, metadata=meta))
@@ -273,7 +289,7 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
             "model": {
                 "class": "timm.models.vision_transformer.VisionTransformer",
                 "kwargs": {**BUILTIN_VIT_TINY_KWARGS, "depth": cfg.depth},
-                "pretrain_num_classes": cfg.num_classes,
+                "pretrain_num_classes": task.num_classes,
                 "file": MODEL_FILE,
                 "sha256": _sha256(out / MODEL_FILE),
                 "dtype": "float16",
@@ -282,15 +298,7 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
                 "mean": BUILTIN_MEAN,
                 "std": BUILTIN_STD,
             },
-            "data": {
-                "generator": "e2vpt_core.fractal (FractalDB-style IFS, chaos game)",
-                "num_classes": cfg.num_classes,
-                "class_seed": cfg.seed,
-                "train_stream_seed": stream_seed,
-                "heldout_seed": held_seed,
-                "heldout_size": cfg.heldout_size,
-                "image_size": 32,
-            },
+            "data": task.data,
             "args": asdict(cfg),
             "command": command,
             "seed": cfg.seed,
@@ -323,17 +331,17 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
     try:
         while step < cfg.steps and not stop.requested:
             sched.step_update(step)
-            images, labels = stream.next_batch()
-            x, y = to_input(images, device), torch.from_numpy(labels).to(device)
+            images, targets = task.next_batch()
+            x = to_input(images, device)
+            y = {k: torch.from_numpy(v).to(device) for k, v in targets.items()}
             with _autocast(device, cfg.precision):
-                logits = model(x)
-                loss = loss_fn(logits.float(), y)
+                result = task.step(model, heads, x, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            result.loss.backward()
+            torch.nn.utils.clip_grad_norm_(both.parameters(), cfg.grad_clip)
             opt.step()
             step += 1
-            window.append((loss.item(), (logits.argmax(1) == y).float().mean().item()))
+            window.append((result.loss.item(), result.acc))
             if step % cfg.log_every == 0 or step == cfg.steps:
                 now = time.monotonic()
                 n = min(cfg.log_every, len(window))

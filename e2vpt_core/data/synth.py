@@ -52,7 +52,7 @@ def _col(v: np.ndarray) -> np.ndarray:
     return np.asarray(v, np.float32)[:, None, None]
 
 
-def _background(rng: np.random.Generator, n: int) -> np.ndarray:
+def background(rng: np.random.Generator, n: int) -> np.ndarray:
     """Random colour + gradient + blotchy low-frequency noise, float (n, H, W, 3) in [0, 1]."""
     grey = rng.uniform(0.1, 0.9, (n, 1, 1, 1))
     tint = rng.uniform(-0.15, 0.15, (n, 1, 1, 3))
@@ -64,7 +64,7 @@ def _background(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.clip(grey + tint + ramp[..., None] + blotch, 0, 1).astype(np.float32)
 
 
-def _contrast_colours(
+def contrast_colours(
     rng: np.random.Generator, ref: np.ndarray, shape: tuple[int, ...]
 ) -> np.ndarray:
     """Colours whose luminance differs from ``ref`` (n,) by 0.3-0.55, either sign."""
@@ -78,7 +78,7 @@ def _contrast_colours(
     return np.clip(lum[..., None] + chroma, 0, 1).astype(np.float32)
 
 
-def _paint(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
+def paint(img: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> None:
     """Alpha-composite a per-sample colour (n, 3) through a mask (n, H, W) in place."""
     img += alpha[..., None] * (colour[:, None, None, :] - img)
 
@@ -94,14 +94,14 @@ def _shape_alpha(shape: np.ndarray, cx: np.ndarray, cy: np.ndarray, r: np.ndarra
     return np.clip(_col(r) - dist + 0.5, 0, 1)
 
 
-def _finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+def finish(rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
     """Add per-image Gaussian pixel noise and quantise to uint8."""
     sigma = rng.uniform(0.01, 0.06, (img.shape[0], 1, 1, 1)).astype(np.float32)
     img = img + rng.standard_normal(img.shape, dtype=np.float32) * sigma
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def _lum(img: np.ndarray) -> np.ndarray:
+def luminance(img: np.ndarray) -> np.ndarray:
     return img.mean(axis=(1, 2, 3))
 
 
@@ -116,7 +116,7 @@ def _specks(
             np.zeros(n, int), rng.uniform(1, 31, n), rng.uniform(1, 31, n), rng.uniform(*r, n)
         )
         alpha *= _col(rng.uniform(0.4, 0.9, n) * (k < count))
-        _paint(img, alpha, _contrast_colours(rng, _lum(img), (n,)))
+        paint(img, alpha, contrast_colours(rng, luminance(img), (n,)))
 
 
 @functools.lru_cache(maxsize=1)
@@ -171,11 +171,11 @@ def gen_digits(rng: np.random.Generator, n: int, pool: np.ndarray) -> Sample:
         + src[rows, v0 + 1, u0] * (1 - wu) * wv
         + src[rows, v0 + 1, u0 + 1] * wu * wv
     )
-    img = _background(rng, n)
+    img = background(rng, n)
     _specks(rng, img, 2, (1.0, 2.5))
     alpha = np.clip(value * _col(rng.uniform(1.0, 1.6, n)), 0, 1)
-    _paint(img, alpha, _contrast_colours(rng, _lum(img), (n,)))
-    return _finish(rng, img), labels
+    paint(img, alpha, contrast_colours(rng, luminance(img), (n,)))
+    return finish(rng, img), labels
 
 
 def gen_counting(rng: np.random.Generator, n: int, max_count: int = 8) -> Sample:
@@ -186,15 +186,15 @@ def gen_counting(rng: np.random.Generator, n: int, max_count: int = 8) -> Sample
     cy = (cells // 4) * 8 + 4 + rng.uniform(-1, 1, cells.shape)
     radius = rng.uniform(1.5, 2.5, cells.shape)
     shape = rng.integers(0, 3, cells.shape)
-    img = _background(rng, n)
-    colours = _contrast_colours(rng, _lum(img), cells.shape)
+    img = background(rng, n)
+    colours = contrast_colours(rng, luminance(img), cells.shape)
     for k in range(max_count):
         rows = np.flatnonzero(k <= labels)
         alpha = _shape_alpha(shape[rows, k], cx[rows, k], cy[rows, k], radius[rows, k])
         part = img[rows]
-        _paint(part, alpha, colours[rows, k])
+        paint(part, alpha, colours[rows, k])
         img[rows] = part
-    return _finish(rng, img), labels
+    return finish(rng, img), labels
 
 
 def gen_distance(rng: np.random.Generator, n: int, buckets: int = 6) -> Sample:
@@ -206,8 +206,8 @@ def gen_distance(rng: np.random.Generator, n: int, buckets: int = 6) -> Sample:
     labels = balanced_labels(rng, n, buckets)
     edges = np.linspace(0.15, 1.0, buckets + 1)
     horizon = rng.uniform(7, 12, n)
-    sky = _background(rng, n)
-    ground = _background(rng, n)
+    sky = background(rng, n)
+    ground = background(rng, n)
     img = np.where(_YY[None, :, :, None] < _col(horizon)[..., None], sky, ground)
     others = 3
     t_near = rng.uniform(edges[labels], edges[labels + 1])
@@ -223,11 +223,11 @@ def gen_distance(rng: np.random.Generator, n: int, buckets: int = 6) -> Sample:
     contact = horizon[:, None] + t * (SIZE - 0.5 - horizon[:, None])
     cx = rng.uniform(3, 29, t.shape)
     shape = rng.integers(0, 3, t.shape)
-    colours = _contrast_colours(rng, _lum(ground), t.shape)
+    colours = contrast_colours(rng, luminance(ground), t.shape)
     for k in range(t.shape[1]):
         alpha = _shape_alpha(shape[:, k], cx[:, k], contact[:, k] - radius[:, k], radius[:, k])
-        _paint(img, alpha * _col(present[:, k]), colours[:, k])
-    return _finish(rng, img), labels
+        paint(img, alpha * _col(present[:, k]), colours[:, k])
+    return finish(rng, img), labels
 
 
 def gen_position(rng: np.random.Generator, n: int, buckets: int = 8) -> Sample:
@@ -235,11 +235,11 @@ def gen_position(rng: np.random.Generator, n: int, buckets: int = 8) -> Sample:
     labels = balanced_labels(rng, n, buckets)
     cx = 5 + (labels + rng.random(n)) * (22 / buckets)
     cy = rng.uniform(6, 26, n)
-    img = _background(rng, n)
+    img = background(rng, n)
     _specks(rng, img, 3, (0.6, 1.1))
     alpha = _shape_alpha(rng.integers(0, 3, n), cx, cy, rng.uniform(2.5, 4.5, n))
-    _paint(img, alpha, _contrast_colours(rng, _lum(img), (n,)))
-    return _finish(rng, img), labels
+    paint(img, alpha, contrast_colours(rng, luminance(img), (n,)))
+    return finish(rng, img), labels
 
 
 def gen_orientation(rng: np.random.Generator, n: int, buckets: int = 8) -> Sample:
@@ -254,10 +254,10 @@ def gen_orientation(rng: np.random.Generator, n: int, buckets: int = 8) -> Sampl
     bar = np.maximum(np.abs(a) / _col(half_len), np.abs(b) / _col(half_w))
     shape_dist = np.where(_col(rng.random(n) < 0.5), ellipse, bar)
     alpha = np.clip((1 - shape_dist) * _col(half_w) + 0.5, 0, 1)
-    img = _background(rng, n)
+    img = background(rng, n)
     _specks(rng, img, 2, (1.5, 2.5))
-    _paint(img, alpha, _contrast_colours(rng, _lum(img), (n,)))
-    return _finish(rng, img), labels
+    paint(img, alpha, contrast_colours(rng, luminance(img), (n,)))
+    return finish(rng, img), labels
 
 
 def _soft(x: np.ndarray) -> np.ndarray:
@@ -306,7 +306,7 @@ def gen_texture(rng: np.random.Generator, n: int) -> Sample:
     for kind in range(len(TEXTURE_CLASSES)):
         where = np.flatnonzero(labels == kind)
         pattern[where] = _texture(rng, kind, len(where))
-    base = _background(rng, n)
-    ink = _contrast_colours(rng, _lum(base), (n,))
+    base = background(rng, n)
+    ink = contrast_colours(rng, luminance(base), (n,))
     img = base + pattern[..., None] * (ink[:, None, None, :] - base)
-    return _finish(rng, img), labels
+    return finish(rng, img), labels

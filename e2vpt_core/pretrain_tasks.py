@@ -1,0 +1,143 @@
+"""What the bundled backbone pretrains on: the data stream, the loss and the held-out check.
+
+Two tasks share one loop (``e2vpt_core.pretrain``):
+
+- ``fractal``: FractalDB-style IFS classes, one per image, cross-entropy on the CLS head.
+- ``scenes``: glyph scenes (``e2vpt_core.scenes``): the CLS head predicts the set of glyph
+  classes present (soft-target cross-entropy) and a linear head on every patch token its
+  glyph class or background (a synthetic segmentation map), so that patch tokens, which
+  prompts read through attention, learn what is where.
+
+Neither task's labels are a downstream label: no count, position, orientation, distance
+or digit identity is ever a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .fractal import FractalStream, fixed_set, sample_ifs_classes
+from .scenes import MAX_OBJECTS, SceneBatch, glyph_bank, render_scenes
+
+TASKS = ("fractal", "scenes")
+
+
+def to_input(images: np.ndarray, device: torch.device, mean: tuple, std: tuple) -> torch.Tensor:
+    """uint8 (B, H, W, 3) → normalised float (B, 3, H, W)."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
+    x = x.float().div_(255)
+    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+@dataclass
+class Step:
+    loss: torch.Tensor
+    acc: float  # top-1 accuracy (fractal) or top-1 precision (scenes: top class present)
+
+
+class FractalTask:
+    """One IFS class per image; the CLS head classifies it."""
+
+    name = "fractal"
+
+    def __init__(self, num_classes: int, seed: int, stream_seed: list, held_seed: list,
+                 heldout_size: int, batch_size: int, label_smoothing: float) -> None:
+        self.num_classes = num_classes
+        systems = sample_ifs_classes(num_classes, seed=seed)
+        self.stream = FractalStream(systems, batch_size, seed=np.random.SeedSequence(stream_seed))
+        self.held = fixed_set(systems, heldout_size, seed=np.random.SeedSequence(held_seed))
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.data = {
+            "generator": "e2vpt_core.fractal (FractalDB-style IFS, chaos game)",
+            "num_classes": num_classes,
+            "class_seed": seed,
+        }
+
+    def extra_heads(self, width: int) -> nn.ModuleDict:
+        return nn.ModuleDict()
+
+    def next_batch(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        images, labels = self.stream.next_batch()
+        return images, {"labels": labels}
+
+    def heldout(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self.held[0], {"labels": self.held[1]}
+
+    def step(self, model: nn.Module, heads: nn.ModuleDict, x: torch.Tensor,
+             targets: dict[str, torch.Tensor]) -> Step:
+        logits = model(x).float()
+        y = targets["labels"]
+        return Step(self.loss_fn(logits, y), (logits.argmax(1) == y).float().mean().item())
+
+
+class SceneTask:
+    """Glyph scenes: which glyph classes are present (CLS) and which covers each patch."""
+
+    name = "scenes"
+
+    def __init__(self, stream_seed: list, held_seed: list, heldout_size: int,
+                 batch_size: int, label_smoothing: float) -> None:
+        chars, _ = glyph_bank()
+        self.num_classes = len(chars)
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(np.random.SeedSequence(stream_seed))
+        held_rng = np.random.default_rng(np.random.SeedSequence(held_seed))
+        self.held = render_scenes(held_rng, heldout_size)
+        self.label_smoothing = label_smoothing
+        self.data = {
+            "generator": "e2vpt_core.scenes (DejaVu glyph scenes, no digits)",
+            "num_classes": self.num_classes,
+            "glyphs": "".join(chars),
+            "max_objects": MAX_OBJECTS,
+            "targets": "glyph classes present (CLS) + glyph class per 4x4 patch",
+        }
+
+    def extra_heads(self, width: int) -> nn.ModuleDict:
+        return nn.ModuleDict({"dense": nn.Linear(width, self.num_classes + 1)})
+
+    @staticmethod
+    def _targets(batch: SceneBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return batch.images, {"present": batch.present, "patch_labels": batch.patch_labels}
+
+    def next_batch(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self._targets(render_scenes(self.rng, self.batch_size))
+
+    def heldout(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        return self._targets(self.held)
+
+    def step(self, model: nn.Module, heads: nn.ModuleDict, x: torch.Tensor,
+             targets: dict[str, torch.Tensor]) -> Step:
+        tokens = model.forward_features(x)  # (B, 1 + N, d) after the final norm
+        logits = model.forward_head(tokens).float()  # (B, classes)
+        present = targets["present"]
+        soft = present / present.sum(1, keepdim=True)
+        n_prefix = tokens.shape[1] - targets["patch_labels"].shape[1]
+        dense = heads["dense"](tokens[:, n_prefix:]).float()  # (B, N, classes + 1)
+        loss = nn.functional.cross_entropy(logits, soft) + nn.functional.cross_entropy(
+            dense.flatten(0, 1), targets["patch_labels"].flatten(),
+            label_smoothing=self.label_smoothing)
+        top = logits.argmax(1, keepdim=True)
+        return Step(loss, present.gather(1, top).mean().item())
+
+
+def build_task(name: str, *, num_classes: int, seed: int, parent_steps: int,
+               heldout_size: int, batch_size: int, label_smoothing: float):
+    """The task called ``name``; a continuation draws new samples, not its parent's."""
+    stream_seed, held_seed = [seed, 1, parent_steps], [seed, 2]
+    common = {"heldout_size": heldout_size, "batch_size": batch_size,
+              "label_smoothing": label_smoothing}
+    if name == "fractal":
+        task = FractalTask(num_classes, seed, stream_seed, held_seed, **common)
+    elif name == "scenes":
+        task = SceneTask(stream_seed, held_seed, **common)
+    else:
+        raise ValueError(f"unknown pretraining data {name!r}; allowed: {', '.join(TASKS)}")
+    task.data.update(train_stream_seed=stream_seed, heldout_seed=held_seed,
+                     heldout_size=heldout_size, image_size=32)
+    return task

@@ -1,0 +1,90 @@
+"""Glyph scenes (the bundled backbone's pretraining data) and the scenes pretraining task."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from e2vpt_core import scenes
+from e2vpt_core.data.synth import SIZE
+
+try:
+    CHARS, BANK = scenes.glyph_bank()
+except scenes.FontsMissing as missing:  # pragma: no cover - Debian images ship DejaVu
+    pytest.skip(str(missing), allow_module_level=True)
+
+
+def test_glyph_classes_hold_no_number_and_no_lookalike_of_a_digit():
+    assert len(CHARS) > 100 and len(set(CHARS)) == len(CHARS)
+    assert not any(unicodedata.category(c).startswith("N") for c in CHARS)
+    assert not set("0123456789OolI|") & set(CHARS)
+    assert BANK.shape == (len(CHARS), len(scenes.FONT_FILES), SIZE, SIZE)
+    assert BANK.min() >= 0 and BANK.max() <= 1
+    assert (BANK.reshape(len(BANK), -1).max(axis=1) > 0.5).all()  # every glyph has ink
+
+
+def test_scenes_are_deterministic_and_labelled_consistently():
+    a = scenes.render_scenes(np.random.default_rng(7), 64)
+    b = scenes.render_scenes(np.random.default_rng(7), 64)
+    c = scenes.render_scenes(np.random.default_rng(8), 64)
+    assert np.array_equal(a.images, b.images) and np.array_equal(a.present, b.present)
+    assert not np.array_equal(a.images, c.images)
+    assert a.images.shape == (64, SIZE, SIZE, 3) and a.images.dtype == np.uint8
+    per_image = a.present.sum(axis=1)
+    assert per_image.min() >= 1 and per_image.max() <= scenes.MAX_OBJECTS
+    assert a.patch_labels.shape == (64, (SIZE // 4) ** 2)
+    background = len(CHARS)
+    for present, patches in zip(a.present, a.patch_labels, strict=True):
+        covered = set(patches[patches != background].tolist())
+        assert covered <= set(np.flatnonzero(present).tolist())
+    assert 0 < (a.patch_labels == background).mean() < 1
+
+
+def test_warp_places_turns_and_scales_like_a_direct_computation():
+    mask = np.zeros((1, SIZE, SIZE), np.float32)
+    mask[0, 4:10, 6:26] = 1.0  # a horizontal bar, off centre
+    one = np.ones(1)
+    same = scenes._warp(mask, SIZE * one, 0 * one, one, 16 * one, 16 * one)
+    np.testing.assert_allclose(same, mask, atol=1e-5)
+    # A quarter turn (angle = π/2, y pointing down) maps input (u, v) to output (-v, u)
+    # about the centre: rows become columns, as numpy's rot90 with k = -1.
+    turned = scenes._warp(mask, SIZE * one, np.pi / 2 * one, one, 16 * one, 16 * one)
+    np.testing.assert_allclose(turned[0], np.rot90(mask[0], k=-1), atol=1e-4)
+    # Half the side, centred at (8, 24): the mask's ink lands in the bottom-left quadrant.
+    small = scenes._warp(mask, SIZE / 2 * one, 0 * one, one, 8 * one, 24 * one)
+    ys, xs = np.nonzero(small[0] > 0.5)
+    assert xs.max() < 16 and ys.min() >= 16
+    np.testing.assert_allclose(small.sum(), mask.sum() / 4, rtol=0.05)
+
+
+def test_scenes_pretraining_saves_and_resumes_its_patch_head(tmp_path):
+    from e2vpt_core.pretrain import PretrainConfig, pretrain
+
+    out = tmp_path / "scenes"
+    common = dict(data="scenes", batch_size=8, depth=1, warmup_steps=1, heldout_size=16,
+                  eval_every=2, log_every=2, precision="fp32")
+    recipe = pretrain(PretrainConfig(out=str(out), steps=2, **common))
+    head = load_file(str(out / "pretrain_head.safetensors"))
+    assert head["head.weight"].shape == (len(CHARS), 192)
+    assert head["dense.weight"].shape == (len(CHARS) + 1, 192)
+    assert recipe["data"]["glyphs"] == "".join(CHARS)
+    assert recipe["model"]["pretrain_num_classes"] == len(CHARS)
+    saved = json.loads((out / "recipe.json").read_text())
+    assert 0 <= saved["metrics"]["heldout_acc"] <= 1 and saved["args"]["data"] == "scenes"
+
+    child = tmp_path / "child"
+    continued = pretrain(PretrainConfig(out=str(child), steps=1, resume_from=str(out),
+                                        **{**common, "eval_every": 1}))
+    assert continued["total_steps"] == 3
+    assert continued["data"]["train_stream_seed"] == [0, 1, 2]
+
+
+def test_unknown_pretraining_data_is_refused(tmp_path):
+    from e2vpt_core.pretrain import PretrainConfig, pretrain
+
+    with pytest.raises(ValueError, match="unknown pretraining data 'imagenet'"):
+        pretrain(PretrainConfig(out=str(tmp_path / "x"), data="imagenet", steps=1))
