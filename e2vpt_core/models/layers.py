@@ -8,6 +8,7 @@ without touching timm's classes.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -39,18 +40,28 @@ def segment_of_dim(width: int, num_segments: int, layout: str) -> torch.Tensor:
     return dims % num_segments
 
 
+class ColumnProbe(NamedTuple):
+    """Per-column probes of one attention, (N,) each, for importance scores that act after
+    the pre-norm LayerNorm: `scale` multiplies each column's key and value, `bias` is added
+    to each column's attention logits (a log-mask: -inf removes the column)."""
+
+    scale: torch.Tensor
+    bias: torch.Tensor
+
+
 def kv_prompted_attention(
     attn: Attention,
     x: torch.Tensor,
-    key_prompt: torch.Tensor,
-    value_prompt: torch.Tensor,
+    key_prompt: torch.Tensor | None,
+    value_prompt: torch.Tensor | None,
     position: str = "before",
+    probe: ColumnProbe | None = None,
 ) -> torch.Tensor:
     """timm `Attention.forward` with prompts joined to the keys and values.
 
-    x: (B, N, C); key_prompt / value_prompt: (H, T, d_h), already in key/value space (after
-    the qkv projection and the head split, no norm applied). Queries are untouched, so the
-    output keeps length N.
+    x: (B, N, C); key_prompt / value_prompt: (H, T, d_h) or None, already in key/value
+    space (after the qkv projection and the head split, no norm applied). Queries are
+    untouched, so the output keeps length N. `probe` acts on x's own N columns.
     """
     batch, length, _ = x.shape
     heads, head_dim = attn.num_heads, attn.head_dim
@@ -59,16 +70,26 @@ def kv_prompted_attention(
     qkv = attn.qkv(x).reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each (B, H, N, d_h)
     q, k = attn.q_norm(q), attn.k_norm(k)
+    bias = None
+    if probe is not None:
+        scale = probe.scale.to(k.dtype)[:, None]
+        k, v, bias = k * scale, v * scale, probe.bias.to(q.dtype)
 
-    key_prompt = key_prompt.to(k.dtype).unsqueeze(0).expand(batch, -1, -1, -1)  # (B, H, T, d_h)
-    value_prompt = value_prompt.to(v.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
-    if position == "before":
-        k, v = torch.cat([key_prompt, k], dim=2), torch.cat([value_prompt, v], dim=2)
-    else:
-        k, v = torch.cat([k, key_prompt], dim=2), torch.cat([v, value_prompt], dim=2)
+    if key_prompt is not None:
+        key_prompt = key_prompt.to(k.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
+        value_prompt = value_prompt.to(v.dtype).unsqueeze(0).expand(batch, -1, -1, -1)
+        pad = None if bias is None else bias.new_zeros(key_prompt.shape[2])
+        if position == "before":
+            k, v = torch.cat([key_prompt, k], dim=2), torch.cat([value_prompt, v], dim=2)
+            bias = None if bias is None else torch.cat([pad, bias])
+        else:
+            k, v = torch.cat([k, key_prompt], dim=2), torch.cat([v, value_prompt], dim=2)
+            bias = None if bias is None else torch.cat([bias, pad])
 
+    if bias is not None:
+        bias = bias.expand(length, -1)  # (N, S): every query, the same column biases
     dropout = attn.attn_drop.p if attn.training else 0.0
-    x = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)  # (B, H, N, d_h)
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B,H,N,d_h)
     x = x.transpose(1, 2).reshape(batch, length, heads * head_dim)
     x = attn.norm(x)
     if gate is not None:
@@ -82,13 +103,16 @@ def prompted_block_forward(
     kv_prompt: tuple[torch.Tensor, torch.Tensor] | None,
     adapter: nn.Module | None,
     kv_position: str,
+    probe: ColumnProbe | None = None,
 ) -> torch.Tensor:
-    """timm `Block.forward` (pre-norm, layer scale, drop path) with KV prompts and an adapter."""
+    """timm `Block.forward` (pre-norm, layer scale, drop path) with KV prompts, an adapter
+    and column probes."""
     h = block.norm1(x)
-    if kv_prompt is None:
+    if kv_prompt is None and probe is None:
         h = block.attn(h)
     else:
-        h = kv_prompted_attention(block.attn, h, kv_prompt[0], kv_prompt[1], kv_position)
+        keys, values = kv_prompt if kv_prompt is not None else (None, None)
+        h = kv_prompted_attention(block.attn, h, keys, values, kv_position, probe)
     x = x + block.drop_path1(block.ls1(h))
     h = block.mlp(block.norm2(x))
     if adapter is not None:

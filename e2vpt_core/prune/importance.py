@@ -8,20 +8,30 @@ too: `token_layer` (L, P), `segment_layer` (L, P, R) and their `_signed` variant
 shared masks' gradients split by the layer they act in (they sum to the shared ones).
 With masks per block the per-layer keys are the masks' own gradients, and `token` /
 `segment` are what shared masks would get (the per-layer gradients summed).
+
+The token-mask gradient is ~0 for deep prompts (REFERENCE §9), so the same pass also
+stores token scores that act after the pre-norm LayerNorm: `kv` (a mask on the prompt's
+keys and values) and `logit` (a log-mask bias on its attention logits), each as E|grad|,
+signed and per layer like the masks, and `taylor` = E Σ|∂L/∂p ⊙ p| (absolute value
+inside the sum; per layer `taylor_layer`). Exact leave-one-out (`loo`) lives in
+`noretrain`, stored apart: it costs P + 1 evaluations of the validation split.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import DataLoader
 
 from ..artifacts import load_adapter
+from ..models.layers import check_standard_block
 from ..models.vit import PromptedViT
 from ..store import RunStore
 from ..train import TrainConfig, resolve_device
 from ..train.data import eval_loader
+from .noretrain import run_leave_one_out
 
 IMPORTANCE = "importance"
 _KEYS = ("token", "segment", "token_signed", "segment_signed")
@@ -49,13 +59,25 @@ def normalize_segment_scores(segment: torch.Tensor) -> torch.Tensor:
     return segment / (norm + 1e-20)
 
 
-TOKEN_SCORES = ("mask", "segments")
+TOKEN_SCORES = ("mask", "segments", "kv", "logit", "taylor", "loo")
+UNSIGNED = ("taylor", "loo")  # no signed variant: absolute values inside the sum / a loss rise
 
 
-def check_token_scores(token_scores: str) -> None:
+def check_token_scores(token_scores: str, signed: bool = False) -> None:
     if token_scores not in TOKEN_SCORES:
         raise ValueError(f"token_scores={token_scores!r} is not allowed; choose one of "
                          f"{list(TOKEN_SCORES)}")
+    if signed and token_scores in UNSIGNED:
+        raise ValueError(f"token_scores={token_scores!r} has no signed variant")
+
+
+def token_key(token_scores: str, signed: bool = False, per_layer: bool = False) -> str | None:
+    """The stored key of a token score (None for `segments`, summed from segments)."""
+    if token_scores == "segments":
+        return None
+    name = "token" if token_scores == "mask" else token_scores
+    infix = "_layer" if per_layer else ""
+    return f"{name}{infix}{'_signed' if signed else ''}"
 
 
 def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool = False,
@@ -66,17 +88,19 @@ def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool 
     `token_scores='mask'` is the paper's gradient w.r.t. the token mask. In a pre-norm ViT
     that gradient is ~0: each block's LayerNorm makes the output invariant to scaling a
     whole prompt token, so only LayerNorm's eps is left. `'segments'` scores a token by
-    the sum of its segment scores instead (a partial scaling is not invariant).
+    the sum of its segment scores instead (a partial scaling is not invariant); `kv`,
+    `logit`, `taylor` and `loo` are the post-LayerNorm scores of the module doc.
     """
-    check_token_scores(token_scores)
+    check_token_scores(token_scores, signed)
     keys = _LAYER_KEYS if per_layer else _KEYS
-    missing = [key for key in keys if key not in scores]
+    key = token_key(token_scores, signed, per_layer)
+    missing = [k for k in (*keys, key) if k is not None and k not in scores]
     if missing:
         raise ValueError(f"the importance scores lack {missing}")
     infix = "_layer" if per_layer else ""
     suffix = "_signed" if signed else ""
     segment = scores[f"segment{infix}{suffix}"]
-    token = scores[f"token{infix}{suffix}"] if token_scores == "mask" else segment.sum(dim=-1)
+    token = segment.sum(dim=-1) if key is None else scores[key]
     if normalize:
         segment = normalize_segment_scores(segment)
     return Importance(token, segment, signed, batches)
@@ -138,11 +162,40 @@ class ImportanceTracker:
         return out
 
 
+def probes_columns(model: PromptedViT) -> bool:
+    """Whether the post-LayerNorm scores apply: a ViT of timm's standard blocks."""
+    if not isinstance(model, PromptedViT):
+        return False
+    try:
+        for index, block in enumerate(model.backbone.blocks):
+            check_standard_block(block, index, "column probes")
+    except ValueError:
+        return False
+    return True
+
+
+def signal_values(model: PromptedViT, probes: tuple[torch.Tensor, torch.Tensor],
+                  ) -> dict[str, torch.Tensor]:
+    """One backward's post-LayerNorm scores (module doc), from the column probes' and the
+    prompts' gradients; per prompt layer (L, P), and per token (P,) over all layers."""
+    values = {}
+    for name, probe in zip(("kv", "logit"), probes, strict=True):
+        grad = probe.grad.detach().float()  # (depth, P): one row per block
+        layer = grad if model.config.deep_prompts else grad.sum(0, keepdim=True)
+        values.update({name: layer.sum(0).abs(), f"{name}_signed": layer.sum(0),
+                       f"{name}_layer": layer.abs(), f"{name}_layer_signed": layer})
+    prompts = model.visual_prompts
+    contribution = (prompts.grad.detach() * prompts.detach()).abs().sum(-1).float()
+    values.update(taylor=contribution.sum(0), taylor_layer=contribution)
+    return values
+
+
 def importance_pass(
     model: PromptedViT, loader: DataLoader, device: torch.device | str | None = None,
     max_batches: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One pass over `loader`: the four mean mask-gradient tensors and `batches`.
+    """One pass over `loader`: the four mean mask-gradient tensors, the post-LayerNorm
+    scores (for a ViT of standard blocks) and `batches`.
 
     The model is scored in eval mode (no prompt dropout) and left as it was: its training
     flag and the gradients of its trainable parameters are restored afterwards.
@@ -154,17 +207,22 @@ def importance_pass(
     saved_grads = {name: p.grad for name, p in model.trainable_parameters()}
     for _, param in model.trainable_parameters():
         param.grad = None  # backward would add into a saved tensor in place
-    tracker = ImportanceTracker()
+    tracker, signal, sums = ImportanceTracker(), probes_columns(model), {}
     model.eval()
     try:
         for index, (images, labels) in enumerate(loader):
             if max_batches is not None and index >= max_batches:
                 break
             images, labels = images.to(device), labels.to(device)
-            with model.mask_gradients(per_layer=True):
+            with model.mask_gradients(per_layer=True), \
+                    model.column_probes() if signal else nullcontext() as probes:
                 loss = torch.nn.functional.cross_entropy(model(images), labels)
                 loss.backward()
             tracker.update(model)
+            if signal:
+                for key, value in signal_values(model, probes).items():
+                    sums[key] = sums.get(key, 0.0) + value
+            model.visual_prompts.grad = None
     finally:
         model.train(was_training)
         model.clear_mask_grads()
@@ -173,6 +231,7 @@ def importance_pass(
     if not tracker.steps:
         raise ValueError("the loader yielded no batches to score")
     scores = tracker.snapshot()
+    scores.update({key: (value / tracker.steps).cpu() for key, value in sums.items()})
     scores["batches"] = scores.pop("steps")
     return scores
 
@@ -209,16 +268,22 @@ def run_importance(
     recompute: bool = False, token_scores: str = "mask", per_layer: bool = False,
 ) -> Importance:
     """A run's stored scores, computed and stored first when absent (or `recompute`, or
-    stored before per-layer scores existed and `per_layer` asks for them)."""
+    stored before per-layer or post-LayerNorm scores existed and are asked for);
+    leave-one-out scores come from their own stored file (`noretrain`)."""
+    check_token_scores(token_scores, signed)
+    key = None if token_scores == "loo" else token_key(token_scores, signed, per_layer)
     scores = None
     if not recompute and store.has_tensors(run_id, IMPORTANCE):
         scores = store.load_tensors(run_id, IMPORTANCE)
-        missing = [key for key in _KEYS if key not in scores]
+        missing = [k for k in _KEYS if k not in scores]
         if missing:
             raise ValueError(f"run {run_id}'s importance file lacks {missing}")
-        if per_layer and any(key not in scores for key in _LAYER_KEYS):
+        if (per_layer and any(k not in scores for k in _LAYER_KEYS)) or \
+                (key is not None and key not in scores):
             scores = None
     if scores is None:
         scores = compute_run_importance(store, run_id)
+    if token_scores == "loo":
+        scores = {**scores, **run_leave_one_out(store, run_id, recompute)}
     batches = int(scores.get("batches", torch.tensor(0)))
     return pick(scores, signed, normalize, batches, token_scores, per_layer)

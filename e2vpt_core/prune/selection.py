@@ -8,6 +8,10 @@ pruned at a higher ratio always contains the set pruned at a lower one.
 With masks per block the scores are (L, P) and (L, P, R): tokens are ranked globally over
 all L·P (layer, token) pairs, skipping any that would leave a layer with no token, so
 layers the loss needs less lose more of their prompts.
+
+`order_scores` turns the scores into the controls every score must beat: `random` (a
+seeded draw, so the same counts, floors and nestedness as the score itself) and `reverse`
+(the most important pruned first).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 import torch
 
 MAX_RATIO = 0.9
+ORDERS = ("importance", "random", "reverse")
+ROUNDINGS = ("nearest", "floor")
 
 
 @dataclass
@@ -57,10 +63,33 @@ def check_ratio(name: str, ratio: float) -> float:
     return float(ratio)
 
 
-def prune_count(ratio: float, total: int, keep_at_least: int) -> int:
-    """round(ratio · total), half rounded up, capped so `keep_at_least` remain."""
-    wanted = math.floor(ratio * total + 0.5 + 1e-9)
+def prune_count(ratio: float, total: int, keep_at_least: int,
+                rounding: str = "nearest") -> int:
+    """round(ratio · total), half rounded up (`floor`: the official code's int(ratio ·
+    total)), capped so `keep_at_least` remain."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding={rounding!r} is not allowed; choose one of {list(ROUNDINGS)}")
+    wanted = int(ratio * total) if rounding == "floor" else math.floor(ratio * total + 0.5 + 1e-9)
     return max(0, min(wanted, total - keep_at_least))
+
+
+def order_scores(
+    token_scores: torch.Tensor, segment_scores: torch.Tensor, order: str = "importance",
+    seed: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores that make `select_masks` prune in `order`: as scored, at random (uniform
+    draws from `seed`; one draw serves every ratio, so random masks stay nested), or
+    most important first (negated)."""
+    if order not in ORDERS:
+        raise ValueError(f"order={order!r} is not allowed; choose one of {list(ORDERS)}")
+    token_scores, segment_scores = torch.as_tensor(token_scores), torch.as_tensor(segment_scores)
+    if order == "reverse":
+        return -token_scores, -segment_scores
+    if order == "random":
+        generator = torch.Generator().manual_seed(seed)
+        return (torch.rand(token_scores.shape, generator=generator),
+                torch.rand(segment_scores.shape, generator=generator))
+    return token_scores, segment_scores
 
 
 def prune_order(scores: torch.Tensor) -> torch.Tensor:
@@ -75,11 +104,11 @@ def default_min_segments(num_segments: int) -> int:
     return max(1, num_segments // 4)
 
 
-def _token_mask_per_block(scores: torch.Tensor, ratio: float) -> torch.Tensor:
+def _token_mask_per_block(scores: torch.Tensor, ratio: float, rounding: str) -> torch.Tensor:
     """(L, P) mask pruning round(ratio·L·P) pairs, lowest score first, ≥ 1 kept per layer."""
     layers, tokens = scores.shape
     mask = torch.ones(layers, tokens)
-    left = prune_count(ratio, layers * tokens, layers)
+    left = prune_count(ratio, layers * tokens, layers, rounding)
     kept_per_layer = [tokens] * layers
     for flat in prune_order(scores.flatten()).tolist():
         if not left:
@@ -94,10 +123,11 @@ def _token_mask_per_block(scores: torch.Tensor, ratio: float) -> torch.Tensor:
 
 def select_masks(
     token_scores: torch.Tensor, segment_scores: torch.Tensor, token_ratio: float,
-    segment_ratio: float = 0.0, min_segments: int | None = None,
+    segment_ratio: float = 0.0, min_segments: int | None = None, rounding: str = "nearest",
 ) -> Selection:
     """Masks pruning round(token_ratio·P) tokens (≥ 1 kept) and, in each kept token,
-    round(segment_ratio·R) segments (≥ `min_segments` kept, default max(1, R // 4)).
+    round(segment_ratio·R) segments (≥ `min_segments` kept, default max(1, R // 4));
+    `rounding='floor'` rounds both counts down as the official code does.
 
     Scores of shape (L, P) and (L, P, R) give masks per block (see the module doc)."""
     token_ratio = check_ratio("token_ratio", token_ratio)
@@ -118,14 +148,15 @@ def select_masks(
         raise ValueError(f"min_segments={min_segments} must be in [1, {num_segments}]")
 
     if token_scores.ndim == 2:
-        token_mask = _token_mask_per_block(token_scores, token_ratio)
+        token_mask = _token_mask_per_block(token_scores, token_ratio, rounding)
     else:
         num_tokens = len(token_scores)
         token_mask = torch.ones(num_tokens)
-        token_mask[prune_order(token_scores)[:prune_count(token_ratio, num_tokens, 1)]] = 0.0
+        pruned = prune_count(token_ratio, num_tokens, 1, rounding)
+        token_mask[prune_order(token_scores)[:pruned]] = 0.0
     segment_mask = torch.ones(segment_scores.shape)
     pruned_segments = prune_order(segment_scores)[
-        ..., :prune_count(segment_ratio, num_segments, min_segments)]
+        ..., :prune_count(segment_ratio, num_segments, min_segments, rounding)]
     segment_mask.scatter_(-1, pruned_segments, 0.0)
     segment_mask[token_mask == 0] = 0.0
 

@@ -1,0 +1,230 @@
+"""Token scores for deep prompts, each against a direct computation: autograd on an
+explicit mask placed by hooks (keys/values) or by a hand-written attention (logits), the
+prompts' own gradient (Σ|g ⊙ p|), and explicit removal (leave-one-out)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call
+from torch.utils.data import DataLoader, TensorDataset
+from vit_helpers import tiny_vit
+
+from e2vpt_core import PromptConfig, create_model
+from e2vpt_core.prune import compute_importance
+from e2vpt_core.prune.importance import importance_pass, pick
+from e2vpt_core.prune.noretrain import in_memory, leave_one_out, masked_metrics
+
+P, T, R = 5, 2, 4
+PREFIX = 1  # the tiny ViT's CLS token
+
+
+def _model(method: str = "e2vpt", **fields) -> torch.nn.Module:
+    kv = T if method == "e2vpt" else None
+    config = PromptConfig(method, visual_prompt_len=P, kv_prompt_len=kv, num_segments=R,
+                          **fields)
+    return create_model(tiny_vit(seed=4), 4, config).double().eval()
+
+
+@pytest.fixture(scope="module")
+def loader() -> DataLoader:
+    generator = torch.Generator().manual_seed(5)
+    images = torch.randn(12, 3, 32, 32, generator=generator).double()
+    labels = torch.randint(0, 4, (12,), generator=generator)
+    return DataLoader(TensorDataset(images, labels), batch_size=4, shuffle=False)
+
+
+def _prompt_columns(model, block: int) -> list[int]:
+    """Tokens whose columns block `block` holds, in sequence order."""
+    layer = block if model.config.deep_prompts else 0
+    kept = model.layer_kept_tokens()[layer].tolist()
+    return kept if model.config.prune_mode == "remove" else list(range(P))
+
+
+def _kv_mask_gradients(model, loader) -> torch.Tensor:
+    """(batches, depth, P) dL/dm for an explicit mask m multiplying the prompts' key and
+    value rows, placed by a forward hook on every block's qkv projection."""
+    width = model.backbone.embed_dim
+    grads = []
+    for images, labels in loader:
+        mask = torch.ones(len(model.backbone.blocks), P, dtype=torch.double,
+                          requires_grad=True)
+        handles = []
+        for index, block in enumerate(model.backbone.blocks):
+            def hook(_module, _inputs, output, index=index, mask=mask):
+                columns = _prompt_columns(model, index)
+                rows = torch.stack([mask[index, token] for token in columns])
+                rest = output.shape[1] - PREFIX - len(columns)
+                scale = torch.cat([torch.ones(PREFIX, dtype=output.dtype), rows,
+                                   torch.ones(rest, dtype=output.dtype)])
+                return torch.cat([output[..., :width], output[..., width:] * scale[:, None]],
+                                 dim=-1)
+            handles.append(block.attn.qkv.register_forward_hook(hook))
+        try:
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+            grads.append(torch.autograd.grad(loss, mask)[0])
+        finally:
+            for handle in handles:
+                handle.remove()
+    return torch.stack(grads)
+
+
+def _logit_mask_gradients(model, loader, monkeypatch) -> torch.Tensor:
+    """(batches, depth, P) dL/dm for log m added to the prompts' attention logits, in a
+    hand-written softmax attention that replaces scaled_dot_product_attention."""
+    grads = []
+    for images, labels in loader:
+        mask = torch.ones(len(model.backbone.blocks), P, dtype=torch.double,
+                          requires_grad=True)
+        calls = []
+
+        def attention(q, k, v, attn_mask=None, dropout_p=0.0, calls=calls, mask=mask, **_):
+            block = len(calls)
+            calls.append(block)
+            extra = k.shape[2] - q.shape[2]  # key-value prompt columns, joined before
+            bias = torch.zeros(k.shape[2], dtype=q.dtype)
+            start = extra + PREFIX
+            columns = _prompt_columns(model, block)
+            logs = torch.stack([mask[block, token].log() for token in columns])
+            bias = torch.cat([bias[:start], logs, bias[start + len(columns):]])
+            logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + bias
+            return logits.softmax(-1) @ v
+
+        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        monkeypatch.undo()
+        assert len(calls) == len(model.backbone.blocks)
+        grads.append(torch.autograd.grad(loss, mask)[0])
+    return torch.stack(grads)
+
+
+def _per_prompt_layer(model, grads: torch.Tensor) -> torch.Tensor:
+    """Block rows → prompt-layer rows: shallow prompts have one layer in every block."""
+    return grads if model.config.deep_prompts else grads.sum(1, keepdim=True)
+
+
+def _check_mask_score(scores: dict, name: str, layer_grads: torch.Tensor) -> None:
+    torch.testing.assert_close(scores[f"{name}_layer_signed"], layer_grads.mean(0).float())
+    torch.testing.assert_close(scores[f"{name}_layer"], layer_grads.abs().mean(0).float())
+    torch.testing.assert_close(scores[f"{name}_signed"], layer_grads.sum(1).mean(0).float())
+    torch.testing.assert_close(scores[name], layer_grads.sum(1).abs().mean(0).float())
+
+
+@pytest.mark.parametrize("method", ["e2vpt", "vpt-deep", "vpt-shallow"])
+def test_key_value_and_logit_scores_equal_autograd_on_explicit_masks(method, loader,
+                                                                     monkeypatch):
+    model = _model(method)
+    scores = importance_pass(model, loader)
+    kv = _per_prompt_layer(model, _kv_mask_gradients(model, loader))
+    logit = _per_prompt_layer(model, _logit_mask_gradients(model, loader, monkeypatch))
+    _check_mask_score(scores, "kv", kv)
+    _check_mask_score(scores, "logit", logit)
+    if model.config.deep_prompts:  # the LayerNorm cancels the token mask, not these
+        assert scores["kv"].min() > 100 * scores["token"].max()
+        assert scores["logit"].min() > 100 * scores["token"].max()
+
+
+def test_scores_follow_the_kept_columns_in_remove_mode(loader, monkeypatch):
+    model = _model(prune_mode="remove", masks_per_block=True)
+    token_mask = torch.ones(3, P)
+    token_mask[0, 1] = token_mask[2, 0] = token_mask[2, 3] = 0.0
+    model.set_masks(token_mask, torch.ones(3, P, R))
+    scores = importance_pass(model, loader)
+    _check_mask_score(scores, "kv", _kv_mask_gradients(model, loader))
+    _check_mask_score(scores, "logit", _logit_mask_gradients(model, loader, monkeypatch))
+    assert torch.all(scores["kv_layer"][token_mask == 0] == 0)
+
+
+def test_taylor_score_sums_absolute_gradient_times_prompt(loader):
+    model = _model()
+    expected = []
+    for images, labels in loader:
+        prompts = model.visual_prompts.detach().clone().requires_grad_(True)
+        logits = functional_call(model, {"visual_prompts": prompts}, (images,))
+        grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, labels),
+                                    prompts)
+        expected.append((grad * prompts.detach()).abs().sum(-1))
+    expected = torch.stack(expected).mean(0).float()
+    scores = importance_pass(model, loader)
+    torch.testing.assert_close(scores["taylor_layer"], expected)
+    torch.testing.assert_close(scores["taylor"], expected.sum(0))
+    # the absolute value inside the sum: the signed inner product is the token mask's
+    # gradient, which the LayerNorm cancels
+    assert scores["taylor"].min() > 100 * scores["token"].max()
+    picked = compute_importance(model, loader, token_scores="taylor")
+    torch.testing.assert_close(picked.token, expected.sum(0))
+    with pytest.raises(ValueError, match="no signed variant"):
+        compute_importance(model, loader, signed=True, token_scores="taylor")
+
+
+def test_a_minus_infinity_logit_bias_removes_the_token(loader):
+    model, removed = _model(), _model(prune_mode="remove")
+    images = next(iter(loader))[0]
+    mask = torch.ones(P)
+    mask[2] = 0.0
+    removed.set_masks(mask, torch.ones(P, R) * mask[:, None])
+    with torch.no_grad(), model.column_probes() as (_scale, bias):
+        bias[:, 2] = float("-inf")
+        probed = model(images)
+    torch.testing.assert_close(probed, removed(images))
+
+
+def _removed(model, token: int, layer: int | None = None) -> torch.nn.Module:
+    """A model built without `token` (in `layer` only, with masks per block): the prompt
+    tensor has one row fewer; every other trained tensor is copied."""
+    config = model.config
+    if layer is None:
+        smaller = create_model(model.backbone, 4, config.replace(visual_prompt_len=P - 1))
+    else:
+        smaller = create_model(model.backbone, 4,
+                               config.replace(visual_prompt_len=P, prune_mode="remove"))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("backbone.")}
+    keep = [k for k in range(P) if k != token]
+    if layer is None:
+        state["visual_prompts"] = state["visual_prompts"][:, keep]
+        state["token_mask"] = state["token_mask"][..., keep]
+        state["segment_mask"] = state["segment_mask"][..., keep, :]
+    else:
+        state["token_mask"] = state["token_mask"].clone()
+        state["token_mask"][layer, token] = 0.0
+    smaller.load_state_dict(state, strict=False)
+    return smaller.double().eval()
+
+
+def _mean_loss(model, loader) -> float:
+    losses = [torch.nn.functional.cross_entropy(model(x), y, reduction="sum")
+              for x, y in loader]
+    return float(sum(losses) / len(loader.dataset))
+
+
+@pytest.mark.parametrize("per_block", [False, True])
+def test_leave_one_out_equals_explicit_removal(per_block, loader):
+    model = _model(masks_per_block=per_block)
+    with torch.no_grad():
+        scores = leave_one_out(model, in_memory(loader))
+        full = _mean_loss(model, loader)
+        expected = [_mean_loss(_removed(model, k), loader) - full for k in range(P)]
+        torch.testing.assert_close(scores["loo"], torch.tensor(expected), rtol=1e-5,
+                                   atol=1e-7)
+        if per_block:
+            layer = [[_mean_loss(_removed(model, k, at), loader) - full for k in range(P)]
+                     for at in range(3)]
+            torch.testing.assert_close(scores["loo_layer"], torch.tensor(layer), rtol=1e-5,
+                                       atol=1e-7)
+        else:
+            assert "loo_layer" not in scores
+    picked = pick({**importance_pass(model, loader), **scores}, token_scores="loo")
+    torch.testing.assert_close(picked.token, scores["loo"])
+
+
+def test_masked_metrics_restore_the_model(loader):
+    model = _model()
+    batches = in_memory(loader)
+    before = model(batches[0][0])
+    token = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0])
+    metrics = masked_metrics(model, batches, token, torch.ones(P, R), "remove")
+    assert set(metrics) == {"top1", "loss"}
+    assert model.config.prune_mode == "zero" and torch.all(model.token_mask == 1)
+    torch.testing.assert_close(model(batches[0][0]), before)
