@@ -93,9 +93,9 @@ def test_vtab_splits_and_known_class_count(tmp_path: Path) -> None:
     assert "[test]" in ds.describe() and str(task) in ds.describe()
 
 
-def test_vtab_unknown_task_infers_classes_from_all_lists(tmp_path: Path) -> None:
-    task = make_vtab_task(tmp_path, "my_task", {"train800": [0, 1], "test": [4, 0]})
-    assert load_dataset(f"vtab:{task}", "train").num_classes == 5
+def test_vtab_unknown_task_takes_its_classes_from_the_training_list(tmp_path: Path) -> None:
+    task = make_vtab_task(tmp_path, "my_task", {"train800": [0, 2, 1], "test": [2, 0]})
+    assert load_dataset(f"vtab:{task}", "test").num_classes == 3
 
 
 def test_vtab_missing_split_file_names_expected_path(tmp_path: Path) -> None:
@@ -109,8 +109,8 @@ def test_vtab_missing_split_file_names_expected_path(tmp_path: Path) -> None:
     [
         ("images/train800/000000.jpg", r"train800\.txt:2: malformed line"),
         ("images/train800/000000.jpg one", r"train800\.txt:2: .*label 'one' is not an integer"),
-        ("images/train800/000000.jpg 8", r"train800\.txt:2: label 8 out of range.*num_classes=8"),
-        ("images/train800/000000.jpg -1", r"train800\.txt:2: label -1 out of range"),
+        ("images/train800/000001.jpg 8", r"train800\.txt:2: label 8 out of range.*num_classes=8"),
+        ("images/train800/000001.jpg -1", r"train800\.txt:2: label -1 out of range"),
     ],
 )
 def test_vtab_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -176,6 +176,8 @@ def test_fgvc_class_names_fall_back_to_ids(tmp_path: Path) -> None:
     for name in flat:
         write_image(root / name, (1, 2, 3))
     (root / "val.json").write_text(json.dumps(flat))
+    train = json.loads((root / "train.json").read_text())
+    (root / "train.json").write_text(json.dumps({**train, **flat}))  # every class trains
     ds = load_dataset(f"fgvc:{root}", "val")
     assert ds.classes == ["3", "5", "9", "17", "42"] and ds.targets == [2, 0]
 

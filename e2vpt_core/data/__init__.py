@@ -28,6 +28,7 @@ from .common import (
     VTAB_SPLIT_NAMES,
     ArrayDataset,
     DatasetError,
+    DatasetWarning,
     ImageListDataset,
     ImageRecord,
     LabeledDataset,
@@ -37,6 +38,7 @@ from .fgvc import load_fgvc
 from .folder import load_folder
 from .spec import DATASET_KINDS, DatasetSpec, parse_dataset_spec
 from .transforms import build_transform
+from .verify import verify_dataset
 from .vtab import VTAB_GROUPS, VTAB_TASKS, VtabTask, load_vtab
 
 
@@ -73,6 +75,7 @@ __all__ = [
     "VTAB_TASKS",
     "ArrayDataset",
     "DatasetError",
+    "DatasetWarning",
     "DatasetSpec",
     "ImageListDataset",
     "ImageRecord",
@@ -89,4 +92,5 @@ __all__ = [
     "load_vtab",
     "normalize_split",
     "parse_dataset_spec",
+    "verify_dataset",
 ]

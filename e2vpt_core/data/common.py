@@ -6,6 +6,7 @@ whatever the source (generated arrays, VTAB-1k list files, FGVC JSON, folder tre
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,15 @@ from torchvision.transforms.functional import pil_to_tensor
 
 class DatasetError(ValueError):
     """A dataset spec, layout or file is wrong; the message names the file (and line)."""
+
+
+class DatasetWarning(UserWarning):
+    """Something in a dataset is suspicious but usable (a duplicate line, a repeated key)."""
+
+
+def warn_dataset(message: str) -> None:
+    """Report a suspicious but usable dataset entry (the CLI prints it as one line)."""
+    warnings.warn(message, DatasetWarning, stacklevel=3)
 
 
 SPLIT_ROLES: tuple[str, ...] = ("train", "val", "trainval", "test")
@@ -57,12 +67,28 @@ def balanced_labels(rng: np.random.Generator, n: int, num_classes: int) -> np.nd
     return rng.permutation(np.arange(n, dtype=np.int64) % num_classes)
 
 
+# Modes holding more than 8 bits per pixel: PIL's convert("RGB") clips them at 255, so a
+# 16-bit grey image would turn all white.
+_WIDE_MODES: frozenset[str] = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB with every pixel format scaled, not clipped: 16-bit grey (0..65535) maps to 0..255."""
+    if image.mode not in _WIDE_MODES:
+        return image.convert("RGB")
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+        values = values / 257.0  # 65535 -> 255
+    grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    return Image.fromarray(grey).convert("RGB")
+
+
 def load_rgb(path: Path, origin: str | None = None) -> Image.Image:
     """Open an image as RGB, turning any failure into a DatasetError naming the file."""
     where = f" (listed at {origin})" if origin else ""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            return to_rgb(image)
     except FileNotFoundError:
         raise DatasetError(f"image file not found: {path}{where}") from None
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:

@@ -10,13 +10,14 @@ image, then the candidates are tried in turn; ``image_root`` overrides all that.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from .common import DatasetError, ImageListDataset, ImageRecord, normalize_split
+from .common import DatasetError, ImageListDataset, ImageRecord, normalize_split, warn_dataset
 
 FGVC_SPLIT_FILES: dict[str, tuple[str, ...]] = {
     "train": ("train.json",),
@@ -36,12 +37,46 @@ FGVC_IMAGE_ROOTS: tuple[tuple[str, str], ...] = (
 _CANDIDATE_ROOTS: tuple[str, ...] = ("images", "Images", "")
 
 
+def _line_of(text: str, key: str, occurrence: int) -> int | None:
+    """Line (1-based) of the n-th ``"key":`` in ``text``, when the key is written plainly."""
+    pattern = re.escape(json.dumps(key, ensure_ascii=False)) + r"\s*:"
+    found = list(re.finditer(pattern, text))
+    if len(found) < occurrence:
+        return None
+    return text.count("\n", 0, found[occurrence - 1].start()) + 1
+
+
+def _pairs_checked(path: Path, text: str) -> Callable[[list[tuple[str, Any]]], dict[str, Any]]:
+    """An ``object_pairs_hook`` that refuses a key given two values and warns about repeats
+    (``json`` alone would silently keep the last)."""
+
+    def build(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        repeats: list[str] = []
+        for key, value in pairs:
+            if key in out:
+                line = _line_of(text, key, 2)
+                where = f"{path}:{line}" if line else str(path)
+                if out[key] != value:
+                    raise DatasetError(f"{where}: entry {key!r} appears twice, with class ids "
+                                       f"{out[key]!r} and {value!r}")
+                repeats.append(f"{key!r}" + (f" (line {line})" if line else ""))
+            out[key] = value
+        if repeats:
+            warn_dataset(f"{path}: {len(repeats)} entry(ies) repeated, kept once: "
+                         f"{', '.join(repeats[:3])}")
+        return out
+
+    return build
+
+
 def read_split_json(path: Path) -> dict[str, int]:
-    """Parse one split file into image path -> original class id."""
+    """Parse one split file into image path -> original class id (a BOM is dropped)."""
     if not path.is_file():
         raise DatasetError(f"missing split file: expected {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8-sig")
+        data = json.loads(text, object_pairs_hook=_pairs_checked(path, text))
     except json.JSONDecodeError as exc:
         raise DatasetError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -76,6 +111,13 @@ def _all_splits(root: Path) -> dict[str, dict[str, int]]:
         raise DatasetError(
             f"{root}: no FGVC split files found (expected train.json, val.json, test.json)"
         )
+    trained = set(present.get("train.json", {}).values())
+    for name, mapping in present.items():
+        for key, cid in mapping.items():
+            if trained and cid not in trained:
+                raise DatasetError(f"{root / name}: entry {key!r} has class id {cid}, which "
+                                   f"{root / 'train.json'} never uses: a class needs "
+                                   "training images")
     return present
 
 

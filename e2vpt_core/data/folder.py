@@ -2,18 +2,20 @@
 
 Two shapes are understood:
 
-* **Split trees** -- ``train/`` plus ``val/`` and/or ``test/``, each class-per-folder.
-  train = ``train/`` and val = ``val/``; without ``val/``, a seeded stratified 20% of
-  ``train/`` becomes val and the other 80% train. trainval = ``train/`` + ``val/`` (or
-  all of ``train/``). test = ``test/``, falling back to ``val/``.
+* **Split trees** -- only ``train/``, ``val/`` and ``test/`` folders at the root (``train/``
+  required), each class-per-folder. train = ``train/`` and val = ``val/``; without
+  ``val/``, a seeded stratified 20% of ``train/`` becomes val and the other 80% train.
+  trainval = ``train/`` + ``val/`` (or all of ``train/``). test = ``test/``, falling back
+  to ``val/``. A class folder in ``val/`` or ``test/`` must also be in ``train/``.
 * **A single tree** -- classes are the sub-folders of the root. A seeded, stratified
   split puts 20% of each class (at least one image when the class has two or more) in
   val and the rest in train; trainval is everything and test is the same as val (there
   is no held-out test set, which ``describe()`` says).
 
-Classes are the sorted union of class folder names. Files are found recursively; only
-image extensions count, other files are skipped and their number is reported by
-``describe()``. An empty class folder is an error.
+Classes are the sorted class folder names of the training tree. Files are found
+recursively; only image extensions count, other files are skipped and their number is
+reported by ``describe()``. An empty class folder, and two class folders whose names
+differ only in case (``Dog``, ``dog``), are errors.
 """
 
 from __future__ import annotations
@@ -79,6 +81,46 @@ def _records(
     ]
 
 
+SPLIT_FOLDERS: tuple[str, ...] = ("train", "val", "test")
+
+
+def _layout(root: Path) -> dict[str, Path]:
+    """The trees to scan: ``{"train": ..., "val": ..., "test": ...}`` for a split tree, else
+    ``{"all": root}``. A ``train/`` beside other class folders is a class named "train"."""
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder not found: {root}")
+    folders = {p.name: p for p in _class_dirs(root)}
+    splits = {name: folders[name] for name in SPLIT_FOLDERS if name in folders}
+    others = sorted(set(folders) - set(splits))
+    if not splits or (others and list(splits) == ["train"]):
+        return {"all": root}
+    if others:
+        raise DatasetError(f"{root}: split folders {sorted(splits)} beside other folders "
+                           f"{others[:5]}: keep class folders inside train/, val/, test/")
+    if "train" not in splits:
+        raise DatasetError(f"{root}: split folders {sorted(splits)} but no train/ folder")
+    return splits
+
+
+def _check_classes(scans: dict[str, tuple[dict[str, list[Path]], int]],
+                   trees: dict[str, Path]) -> list[str]:
+    """Class names of the training tree; a class elsewhere only, or differing only in case
+    from another, is refused (it would be a class with no training images)."""
+    training = "train" if "train" in scans else "all"
+    classes = sorted(scans[training][0])
+    seen: dict[str, Path] = {}
+    for name, (found, _) in scans.items():
+        for cls in found:
+            first = seen.setdefault(cls.lower(), trees[name] / cls)
+            if first.name != cls:
+                raise DatasetError(f"class folders differ only in case: {first} and "
+                                   f"{trees[name] / cls}")
+            if cls not in scans[training][0]:
+                raise DatasetError(f"{trees[name] / cls}: class {cls!r} has no folder in "
+                                   f"{trees[training]}, so no training images")
+    return classes
+
+
 def load_folder(
     root: str | Path,
     split: str,
@@ -88,11 +130,10 @@ def load_folder(
     """One split of a folder tree; ``seed`` only matters where a split is drawn."""
     root = Path(root)
     role = normalize_split(split)
-    subtrees = {name: root / name for name in ("train", "val", "test") if (root / name).is_dir()}
-    split_mode = "train" in subtrees and ("val" in subtrees or "test" in subtrees)
-    trees = subtrees if split_mode else {"all": root}
+    trees = _layout(root)
+    split_mode = "all" not in trees
     scans = {name: _scan(tree) for name, tree in trees.items()}
-    classes = sorted({c for found, _ in scans.values() for c in found})
+    classes = _check_classes(scans, trees)
     index = {name: i for i, name in enumerate(classes)}
     records = {name: _records(found, index, trees[name]) for name, (found, _) in scans.items()}
     skipped = sum(s for _, s in scans.values())
