@@ -13,7 +13,7 @@ import sys
 from typing import Any
 
 from .config import METHODS, PromptConfig
-from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, TrainConfig
+from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str) -> None:
@@ -116,7 +116,7 @@ def _train(args: argparse.Namespace) -> int:
     from .train import train_run
     from .train.distributed import distributed_context
 
-    config = _train_config(args, base_lr=args.lr, weight_decay=args.wd)
+    config = _train_config(args, base_lr=args.lr, weight_decay=args.wd, preset=args.preset)
     config.check_sources()
     with distributed_context(config.device) as (rank, _world, broadcast):
         store = RunStore(args.store)
@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=TrainConfig.base_lr,
                        help="base lr (× batch / 256); the paper searches 0.05–50")
     train.add_argument("--wd", type=float, default=TrainConfig.weight_decay, help="weight decay")
+    train.add_argument("--preset", default=None, choices=PRESETS,
+                       help="official: the official code's pruning pipeline (R = 16 "
+                            "interleaved, trainable masks, signed scores, int() counts; "
+                            "overrides --num-segments and --segment-layout)")
     train.set_defaults(handler=_train)
 
     sweep = commands.add_parser("sweep", help="lr × wd grid on train→val, then seeds → test")

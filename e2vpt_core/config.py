@@ -30,6 +30,10 @@ _CHOICES = {
     "prune_mode": ("zero", "remove"),
 }
 
+# The official code's prompt settings (REFERENCE §2, §8): 16 interleaved segments, masks
+# trained as parameters in the first run. `TrainConfig(preset="official")` applies them.
+OFFICIAL_PROMPT = {"num_segments": 16, "segment_layout": "interleaved", "trainable_masks": True}
+
 # The reference code's lengths for most VTAB-1k tasks (REFERENCE §3).
 DEFAULT_VISUAL_PROMPT_LEN = 10
 DEFAULT_KV_PROMPT_LEN = 5
@@ -46,6 +50,9 @@ class PromptConfig:
     `masks_per_block=False` shares one token mask (P) and segment mask (P, R) across the
     prompt layers, as the reference code does; `True` gives every layer its own, (L, P)
     and (L, P, R), so pruning can keep different tokens in different blocks.
+
+    `trainable_masks=True` trains the masks with the prompts (SGD and weight decay move
+    them), as the official code does in its first run (`OFFICIAL_PROMPT`).
     """
 
     method: str = "e2vpt"
@@ -60,6 +67,7 @@ class PromptConfig:
     segment_layout: str = "contiguous"
     prune_mode: str = "zero"
     masks_per_block: bool = False
+    trainable_masks: bool = False
     adapter_bottleneck: int = 8
     mlp_hidden_dim: int | None = None
 
@@ -81,9 +89,10 @@ class PromptConfig:
             raise ValueError(
                 f"PromptConfig.prompt_dropout={self.prompt_dropout!r} must be in [0, 1)"
             )
-        if not isinstance(self.masks_per_block, bool):
-            raise ValueError(
-                f"PromptConfig.masks_per_block={self.masks_per_block!r} must be True or False")
+        for flag in ("masks_per_block", "trainable_masks"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ValueError(
+                    f"PromptConfig.{flag}={getattr(self, flag)!r} must be True or False")
         if self.masks_per_block and not self.has_visual_prompts:
             raise ValueError(
                 "PromptConfig.masks_per_block=True needs visual prompts (vpt-shallow, "

@@ -6,10 +6,13 @@ import pytest
 import torch
 from cli_helpers import last_json
 
+from e2vpt_core import load_adapter
 from e2vpt_core.cli import main
 from e2vpt_core.prune import rewind_run
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
+from e2vpt_core.train.data import eval_loader
+from e2vpt_core.train.evaluate import evaluate
 
 P, R = 8, 4
 
@@ -133,3 +136,37 @@ def test_sweep_prune_with_two_processes_matches_sequential_rewinds(trained, caps
         again = rewind_run(RunStore(store), run_id, row["token_ratio"], epochs=1)
         assert again.metrics["val_top1"] == row["val_top1"]
         assert again.metrics["effective_params"] == row["effective_params"]
+
+
+@pytest.mark.parametrize(("order", "mode"), [("importance", "zero"), ("random", "remove"),
+                                             ("reverse", "zero")])
+def test_prune_evaluate_equals_a_parent_masked_by_hand(order, mode, trained, capsys):
+    store_dir, run_id = trained
+    store = RunStore(store_dir)
+    capsys.readouterr()
+    args = ["prune", run_id, "--token-ratio", "0.5", "--segment-ratio", "0.25", "--evaluate",
+            "--mode", mode, "--order", order, "--seed", "3", "--store", store_dir, "--json"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    result = last_json(out)
+    assert result["order"] == order and result["mode"] == mode
+    assert f"val top-1 without retraining: {result['val_top1_masked']:.2f}" in out
+
+    config = TrainConfig.from_dict(store.get_run(run_id)["config"])
+    model = load_adapter(store.run_dir(run_id) / "adapter")
+    loader = eval_loader(config, model.backbone, "val")
+    parent = evaluate(model, loader, model.num_classes, torch.device("cpu"))["top1"]
+    assert result["val_top1_parent"] == pytest.approx(parent)
+    assert result["val_top1_parent"] == pytest.approx(store.get_run(run_id)["summary"]["val_top1"])
+    token, segment = torch.zeros(P), torch.zeros(P, R)
+    for kept, segments in zip(result["kept_tokens"], result["kept_segments"], strict=True):
+        token[kept] = 1.0
+        segment[kept, segments] = 1.0
+    assert token.sum() == 4 and segment.sum() == 4 * 3
+    model.set_masks(token, segment)
+    model.config = model.config.replace(prune_mode=mode)
+    by_hand = evaluate(model, loader, model.num_classes, torch.device("cpu"))["top1"]
+    assert result["val_top1_masked"] == pytest.approx(by_hand)
+
+    assert main(args) == 0
+    assert last_json(capsys.readouterr().out)["kept_tokens"] == result["kept_tokens"]

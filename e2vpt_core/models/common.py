@@ -36,13 +36,14 @@ class PromptedModelMixin:
         self.num_classes = num_classes
         self.prompt_dropout = nn.Dropout(config.prompt_dropout)
         # Masks act on `visual_prompts`: shared by all its layers (reference code), or one
-        # per layer with `masks_per_block`. They are frozen parameters so that
-        # `mask_gradients()` can expose dL/dmask.
+        # per layer with `masks_per_block`. They are parameters so that `mask_gradients()`
+        # can expose dL/dmask, frozen unless `trainable_masks` (the official code).
         layers = (prompt_layers,) if config.masks_per_block else ()
         prompt_len = config.visual_prompt_len
-        self.token_mask = nn.Parameter(torch.ones(*layers, prompt_len), requires_grad=False)
+        trainable = config.trainable_masks
+        self.token_mask = nn.Parameter(torch.ones(*layers, prompt_len), requires_grad=trainable)
         self.segment_mask = nn.Parameter(
-            torch.ones(*layers, prompt_len, config.num_segments), requires_grad=False
+            torch.ones(*layers, prompt_len, config.num_segments), requires_grad=trainable
         )
         # Per-layer probes (ones) of the last `mask_gradients(per_layer=True)` on shared
         # masks; they act in the forward only while that context is open.
@@ -152,6 +153,7 @@ class PromptedModelMixin:
         1 they sum over layers to the shared masks' gradients. (Masks per block have
         per-layer gradients of their own.)"""
         masks = (self.token_mask, self.segment_mask)
+        trainable = [mask.requires_grad for mask in masks]
         for mask in masks:
             mask.grad = None
             mask.requires_grad_(True)
@@ -167,8 +169,8 @@ class PromptedModelMixin:
             yield
         finally:
             self._probing = False
-            for mask in masks:
-                mask.requires_grad_(False)
+            for mask, was_trainable in zip(masks, trainable, strict=True):
+                mask.requires_grad_(was_trainable)
 
     def layer_mask_grads(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Per-layer token (L, P) and segment (L, P, R) mask gradients accumulated since the

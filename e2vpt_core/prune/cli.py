@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from .selection import MAX_RATIO
+from .importance import TOKEN_SCORES
+from .selection import MAX_RATIO, ORDERS
 from .sweep import DEFAULT_RATIOS
 
 
@@ -14,8 +15,15 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", help="id of a completed vpt / e2vpt run")
     parser.add_argument("--signed", action="store_true",
                         help="signed mean gradient (reference code) instead of E|grad| (paper)")
-    parser.add_argument("--token-scores", default="mask", choices=("mask", "segments"),
-                        help="token score: d/d token mask (paper), or sum of its segment scores")
+    parser.add_argument("--token-scores", default="mask", choices=TOKEN_SCORES,
+                        help="token score: d/d token mask (paper; ~0 for deep prompts), sum "
+                             "of its segment scores, a key/value mask (kv) or log-mask "
+                             "logit bias (logit) after the LayerNorm, sum |grad * prompt| "
+                             "(taylor), or exact leave-one-out on val (loo)")
+    parser.add_argument("--order", default="importance", choices=ORDERS,
+                        help="prune lowest scores first, at random (a control with the same "
+                             "counts), or highest first (reverse)")
+    parser.add_argument("--seed", type=int, default=0, help="the draw of --order random")
     parser.add_argument("--min-segments", type=int, default=None,
                         help="segments always kept per token (default max(1, R // 4))")
     parser.add_argument("--store", default="runs", help="run store directory")
@@ -43,11 +51,17 @@ def _prune(args: argparse.Namespace) -> int:
     from .rewind import prune_run
 
     result = prune_run(RunStore(args.store), args.run, args.token_ratio, args.segment_ratio,
-                       args.signed, args.token_scores, args.min_segments)
+                       args.signed, args.token_scores, args.min_segments, args.order,
+                       args.seed, args.evaluate, args.mode)
     where = "(layer, token) pairs" if result["masks_per_block"] else "tokens"
     print(f"run {args.run}: pruned {result['num_tokens'] - result['num_kept_tokens']} of "
           f"{result['num_tokens']} {where}, keeping {result['kept_tokens']}; effective params "
           f"{result['effective_params']:,} of {result['trainable_params']:,}; masks stored")
+    for key, value in result.items():
+        if key.endswith("_top1_masked"):
+            split = key.removesuffix("_top1_masked")
+            print(f"{split} top-1 without retraining: {value:.2f} ({args.mode} mode); "
+                  f"parent {result[f'{split}_top1_parent']:.2f}")
     if args.json:
         print(json.dumps(result))
     return 0
@@ -70,7 +84,7 @@ def _rewind(args: argparse.Namespace) -> int:
                                 progress=bar, signed=args.signed,
                                 token_scores=args.token_scores,
                                 min_segments=args.min_segments, rank=rank,
-                                broadcast=broadcast)
+                                broadcast=broadcast, order=args.order, seed=args.seed)
         finally:
             bar.close()
     if rank != 0:
@@ -89,7 +103,8 @@ def _sweep_prune(args: argparse.Namespace) -> int:
                             init=args.init, mode=args.mode, epochs=args.epochs,
                             signed=args.signed, token_scores=args.token_scores,
                             min_segments=args.min_segments, workers=args.workers, progress=bar,
-                            ray_address=args.ray, combined=args.combined)
+                            ray_address=args.ray, combined=args.combined,
+                            order=args.order, seed=args.seed)
     finally:
         bar.close()
     columns = [c for c in ("token_ratio", "segment_ratio", "run_id", "status", "val_top1",
@@ -117,6 +132,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune = subparsers.add_parser("prune", help="importance scores and masks for a run")
     _add_common(prune)
     _add_ratios(prune)
+    prune.add_argument("--evaluate", action="store_true",
+                       help="also evaluate the parent with the masks on its first eval split, "
+                            "no retraining (val_top1_masked, val_top1_parent)")
+    prune.add_argument("--mode", default="zero", choices=("zero", "remove"),
+                       help="with --evaluate: zero pruned prompts, or drop them from the "
+                            "sequence")
     prune.set_defaults(handler=_prune)
 
     rewind = subparsers.add_parser("rewind", help="prune a run and retrain with fixed masks")

@@ -30,7 +30,7 @@ from ..models.layers import check_standard_block
 from ..models.vit import PromptedViT
 from ..store import RunStore
 from ..train import TrainConfig, resolve_device
-from ..train.data import eval_loader
+from ..train.data import build_loaders, epoch_seed, eval_loader
 from .noretrain import run_leave_one_out
 
 IMPORTANCE = "importance"
@@ -249,15 +249,25 @@ def compute_importance(
 def compute_run_importance(
     store: RunStore, run_id: str, max_batches: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Score a stored run's adapter on its training split; saved as `importance`."""
+    """Score a stored run's adapter on its training split; saved as `importance`.
+
+    The split is read in order with the eval transform, or with the official preset as
+    the official code reads it: shuffled and augmented, one more epoch of the run's
+    training loader (seeded, so the scores are reproducible)."""
     config = TrainConfig.from_dict(store.get_run(run_id)["config"])
     adapter = store.run_dir(run_id) / "adapter"
     if not adapter.is_dir():
         raise ValueError(f"run {run_id} has no adapter artifact (not completed?)")
     device = resolve_device(config.device)
     model = load_adapter(adapter).to(device)
-    loader = eval_loader(config, model.backbone, config.train_split,
-                         batch_size=config.batch_size)
+    if config.preset == "official":
+        loader, sampler, _, _ = build_loaders(config.replace(eval_splits=()), model.backbone,
+                                              device)
+        sampler.set_epoch(config.epochs)
+        torch.manual_seed(epoch_seed(config.seed, config.epochs))  # the augmentation
+    else:
+        loader = eval_loader(config, model.backbone, config.train_split,
+                             batch_size=config.batch_size)
     scores = importance_pass(model, loader, device, max_batches)
     store.save_tensors(run_id, IMPORTANCE, scores)
     return scores

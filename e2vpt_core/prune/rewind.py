@@ -14,8 +14,9 @@ from ..artifacts import load_adapter
 from ..store import RunStore
 from ..train import RunResult, TrainConfig, train_run
 from ..train.loop import ProgressFn
-from .importance import Importance, run_importance
-from .selection import Selection, check_ratio, select_masks
+from .importance import UNSIGNED, Importance, run_importance
+from .noretrain import evaluate_selection, masked
+from .selection import Selection, check_ratio, order_scores, select_masks
 
 INITS = ("fresh", "original")
 MODES = ("zero", "remove")
@@ -43,50 +44,72 @@ def prunable_config(store: RunStore, run_id: str, pending_ok: bool = False) -> T
 def select_for_run(
     store: RunStore, run_id: str, token_ratio: float, segment_ratio: float = 0.0,
     signed: bool = False, token_scores: str = "mask", min_segments: int | None = None,
+    order: str = "importance", seed: int = 0,
 ) -> tuple[Selection, Importance]:
-    """The run's importance (computed and stored if absent) and the masks for the ratios."""
+    """The run's importance (computed and stored if absent) and the masks for the ratios,
+    pruned in `order` (`random` draws from `seed`).
+
+    A run of the official preset is scored by the signed gradient and its counts are
+    rounded down, as the official code does."""
     check_ratio("token_ratio", token_ratio)
     check_ratio("segment_ratio", segment_ratio)
     config = prunable_config(store, run_id)
-    importance = run_importance(store, run_id, signed=signed, token_scores=token_scores,
+    official = config.preset == "official"
+    signed = signed or (official and token_scores not in UNSIGNED)
+    importance = run_importance(store, run_id, signed=signed,
+                                token_scores=token_scores,
                                 per_layer=config.prompt.masks_per_block)
-    selection = select_masks(importance.token, importance.segment, token_ratio, segment_ratio,
-                             min_segments)
+    token, segment = order_scores(importance.token, importance.segment, order, seed)
+    selection = select_masks(token, segment, token_ratio, segment_ratio, min_segments,
+                             rounding="floor" if official else "nearest")
     return selection, importance
 
 
-def scoring_info(signed: bool, token_scores: str) -> dict[str, str]:
+def scoring_info(signed: bool, token_scores: str, order: str = "importance",
+                 seed: int = 0) -> dict[str, str | int]:
     """How the masks were scored, for summaries and mask metadata."""
-    return {"importance": "signed" if signed else "abs", "token_scores": token_scores}
+    info: dict[str, str | int] = {"importance": "signed" if signed else "abs",
+                                  "token_scores": token_scores, "order": order}
+    if order == "random":
+        info["order_seed"] = seed
+    return info
 
 
 def save_masks(store: RunStore, run_id: str, selection: Selection,
-               info: dict[str, str]) -> None:
+               info: dict[str, str | int]) -> None:
     store.save_tensors(run_id, MASKS, {"token_mask": selection.token_mask,
                                        "segment_mask": selection.segment_mask},
                        metadata={"token_ratio": str(selection.token_ratio),
-                                 "segment_ratio": str(selection.segment_ratio), **info})
+                                 "segment_ratio": str(selection.segment_ratio),
+                                 **{key: str(value) for key, value in info.items()}})
 
 
 def prune_run(
     store: RunStore, run_id: str, token_ratio: float, segment_ratio: float = 0.0,
     signed: bool = False, token_scores: str = "mask", min_segments: int | None = None,
+    order: str = "importance", seed: int = 0, evaluate: bool = False, mode: str = "zero",
 ) -> dict[str, Any]:
-    """Masks for a stored run, saved as its `masks`, with the parameter count they leave.
+    """Masks for a stored run, saved as its `masks`, with the parameter count they leave;
+    with `evaluate`, the parent's accuracy with them applied (`mode`), no retraining.
 
     No training happens; `rewind_run` retrains with such masks.
     """
-    selection, _ = select_for_run(store, run_id, token_ratio, segment_ratio, signed,
-                                  token_scores, min_segments)
-    info = scoring_info(signed, token_scores)
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not allowed; choose one of {list(MODES)}")
+    selection, importance = select_for_run(store, run_id, token_ratio, segment_ratio, signed,
+                                           token_scores, min_segments, order, seed)
+    info = scoring_info(importance.signed, token_scores, order, seed)
     save_masks(store, run_id, selection, info)
     model = load_adapter(store.run_dir(run_id) / "adapter")
-    model.set_masks(selection.token_mask, selection.segment_mask)
-    summary = model.parameter_summary()
-    return {"run_id": run_id, **selection.to_dict(), **info,
-            "num_tokens": selection.token_mask.numel(),
-            "trainable_params": summary["trainable_params"],
-            "effective_params": summary["effective_params"]}
+    with masked(model, selection.token_mask, selection.segment_mask):
+        summary = model.parameter_summary()
+    result = {"run_id": run_id, **selection.to_dict(), **info,
+              "num_tokens": selection.token_mask.numel(),
+              "trainable_params": summary["trainable_params"],
+              "effective_params": summary["effective_params"]}
+    if evaluate:
+        result.update(mode=mode, **evaluate_selection(store, run_id, selection, mode))
+    return result
 
 
 def check_rewind_options(init: str, mode: str, epochs: int | None) -> None:
@@ -121,7 +144,7 @@ def rewind_config(
         token_mask=selection.token_mask.tolist(),
         segment_mask=selection.segment_mask.tolist(),
         init_from_run=parent_id if init == "original" else None,
-        prompt=parent.prompt.replace(prune_mode=mode),
+        prompt=parent.prompt.replace(prune_mode=mode, trainable_masks=False),
         **changes,
     )
 
@@ -130,6 +153,7 @@ def create_rewind_run(
     store: RunStore, parent_run_id: str, token_ratio: float, segment_ratio: float = 0.0,
     init: str = "fresh", mode: str = "zero", epochs: int | None = None,
     signed: bool = False, token_scores: str = "mask", min_segments: int | None = None,
+    order: str = "importance", seed: int = 0,
 ) -> tuple[str, TrainConfig, dict[str, Any]]:
     """Select masks from the parent's importance and create the `rewind` child run (not yet
     trained): its id, config and the rewind settings recorded in its summary.
@@ -141,11 +165,11 @@ def create_rewind_run(
     parent = prunable_config(store, parent_run_id)
     if init == "original" and not store.has_tensors(parent_run_id, "init"):
         raise ValueError(f"run {parent_run_id} has no stored init values for init='original'")
-    selection, _ = select_for_run(store, parent_run_id, token_ratio, segment_ratio, signed,
-                                  token_scores, min_segments)
+    selection, importance = select_for_run(store, parent_run_id, token_ratio, segment_ratio,
+                                           signed, token_scores, min_segments, order, seed)
     config = rewind_config(parent, parent_run_id, selection, init, mode, epochs)
     run_id = store.create_run(config.to_dict(), kind="rewind", parent_id=parent_run_id)
-    scoring = scoring_info(signed, token_scores)
+    scoring = scoring_info(importance.signed, token_scores, order, seed)
     save_masks(store, run_id, selection, scoring)
     info = {**selection.to_dict(), "init": init, "mode": mode, **scoring}
     store.update_summary(run_id, **info)
@@ -157,7 +181,7 @@ def rewind_run(
     init: str = "fresh", mode: str = "zero", epochs: int | None = None,
     progress: ProgressFn | None = None, signed: bool = False, token_scores: str = "mask",
     min_segments: int | None = None, rank: int = 0,
-    broadcast: Callable[[Any], Any] | None = None,
+    broadcast: Callable[[Any], Any] | None = None, order: str = "importance", seed: int = 0,
 ) -> RunResult:
     """Create a `rewind` child run (`create_rewind_run`) and train it; a failed training
     returns a `failed` result.
@@ -170,7 +194,7 @@ def rewind_run(
         try:
             created = create_rewind_run(
                 store, parent_run_id, token_ratio, segment_ratio, init, mode, epochs, signed,
-                token_scores, min_segments)
+                token_scores, min_segments, order, seed)
         except (ValueError, KeyError) as error:
             created = error
     if broadcast is not None:

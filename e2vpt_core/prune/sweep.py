@@ -98,7 +98,7 @@ def sweep_prune(
     epochs: int | None = None, signed: bool = False, token_scores: str = "mask",
     min_segments: int | None = None, workers: int = 1, timing_repeats: int = 5,
     progress: ProgressFn | None = None, ray_address: str | None = None,
-    combined: bool = False,
+    combined: bool = False, order: str = "importance", seed: int = 0,
 ) -> pd.DataFrame:
     """Rewind at every (token ratio × segment ratio); one row per rewind, `best` marked.
 
@@ -110,6 +110,7 @@ def sweep_prune(
     > 1 trains rewinds in a local process pool (without `progress`); timing always runs
     here, one model at a time, on the parent's device. `ray_address` (a cluster address,
     or "local") runs each rewind as a Ray task instead (`workers` is then ignored).
+    `order='random'` (draw `seed`) rewinds random masks of the same counts: the control.
     """
     check_rewind_options(init, mode, epochs)
     if not ratios or not segment_ratios:
@@ -135,7 +136,8 @@ def sweep_prune(
     run_importance(store, run_id, signed=signed, token_scores=token_scores)
 
     options = [dict(token_ratio=t, segment_ratio=s, init=init, mode=mode, epochs=epochs,
-                    signed=signed, token_scores=token_scores, min_segments=min_segments)
+                    signed=signed, token_scores=token_scores, min_segments=min_segments,
+                    order=order, seed=seed)
                for t, s in grid]
     if ray_address is not None:
         results = ray_rewinds(ray_address, str(store.root), run_id, options,
@@ -166,7 +168,8 @@ def sweep_prune(
     table["best"] = table.index == best
     records = [{k: _clean(v) for k, v in r.items()} for r in table.to_dict("records")]
     store.update_summary(run_id, prune_sweep={
-        "metric": metric, "init": init, "mode": mode, **scoring_info(signed, token_scores),
+        "metric": metric, "init": init, "mode": mode,
+        **scoring_info(signed, token_scores, order, seed),
         "table": records,
         "best": None if best is None else records[best]})
     return table

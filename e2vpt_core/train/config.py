@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PromptConfig
+from ..config import OFFICIAL_PROMPT, PromptConfig
 
 # The paper's grid (REFERENCE §3): base learning rates and weight decays.
 PAPER_LR_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 PAPER_WD_GRID = (0.01, 0.001, 0.0001, 0.0)
 DEFAULT_BACKBONE = "builtin-vit-tiny"
+PRESETS = ("official",)
 
 
 @dataclass
@@ -23,6 +24,11 @@ class TrainConfig:
     built-in task instance (and a folder's val split), so runs over seeds share their data;
     `init_seed` (None: `seed`) overrides the seed of the prompt and head initialisation
     alone, so a fresh-init rewind draws new values with the parent's batch order.
+
+    `preset="official"` is the official code's pruning pipeline: its prompt settings
+    (`OFFICIAL_PROMPT`, applied here over the prompt's own), and for pruning the run the
+    signed mean gradient over one pass of the shuffled, augmented training loader, counts
+    rounded down (int()) and rewinds from a fresh init (`prune.rewind`).
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -54,10 +60,16 @@ class TrainConfig:
     token_mask: list | None = None
     segment_mask: list | None = None
     init_from_run: str | None = None
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt, dict):
             self.prompt = PromptConfig.from_dict(self.prompt)
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"TrainConfig.preset={self.preset!r} is not allowed; choose one "
+                             f"of {list(PRESETS)} or None")
+        if self.preset == "official" and self.token_mask is None:  # rewinds fix their masks
+            self.prompt = self.prompt.replace(**OFFICIAL_PROMPT)
         self.eval_splits = tuple(self.eval_splits)
         checks = {
             "epochs": self.epochs >= 1,
