@@ -30,8 +30,12 @@ def _series(metrics: pd.DataFrame, name: str) -> pd.DataFrame:
     return metrics[metrics["name"] == name].sort_values("step")
 
 
-def training_curves(runs: Mapping[str, pd.DataFrame]) -> go.Figure:
-    """Loss and lr per step, val top-1 per epoch; one colour per run so runs overlay."""
+def training_curves(runs: Mapping[str, pd.DataFrame],
+                    references: Mapping[str, float] | None = None) -> go.Figure:
+    """Loss and lr per step, val top-1 per epoch; one colour per run so runs overlay.
+
+    `references` (name → top-1 %, e.g. chance, linear probe) are dotted lines on the
+    top-1 panel, so an accuracy is never read without what it should beat."""
     if not any(not frame.empty for frame in runs.values()):
         return _empty("Training curves")
     figure = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Learning rate",
@@ -49,6 +53,10 @@ def training_curves(runs: Mapping[str, pd.DataFrame]) -> go.Figure:
             (("step", "loss"), ("step", "lr"), ("epoch", "top-1 (%)")), start=1):
         figure.update_xaxes(title_text=x_title, row=1, col=column)
         figure.update_yaxes(title_text=y_title, row=1, col=column)
+    for name, value in (references or {}).items():
+        figure.add_hline(y=value, row=1, col=3, line={"dash": "dot", "color": "grey"},
+                         annotation_text=f"{name} {value:.1f} %",
+                         annotation_position="bottom right")
     figure.update_layout(title="Training curves", legend_title_text="run")
     return figure
 

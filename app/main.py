@@ -1,7 +1,10 @@
-"""Streamlit entry point (`make run`): navigation over the pages in `pages/`.
+"""Streamlit entry point (`make run`): navigation over the pages in `pages/`, and the job
+queue in the sidebar of every page.
 
 The repository root goes on `sys.path` so pages import the shared `app.*` helpers however
-Streamlit was started.
+Streamlit was started. Server settings (localhost only, no usage statistics) live in
+`app/.streamlit/config.toml`, next to this script, where Streamlit reads them whatever
+the working directory.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from app.jobs_view import queue_view  # noqa: E402
+from app.state import get_store  # noqa: E402
+
 PAGES = ROOT / "pages"
 
 st.set_page_config(page_title="E²VPT toolkit", layout="wide")
@@ -25,4 +31,6 @@ navigation = st.navigation([
     st.Page(PAGES / "pruning.py", title="Pruning", icon=":material/content_cut:"),
     st.Page(PAGES / "embeddings.py", title="Embeddings", icon=":material/bubble_chart:"),
 ])
+with st.sidebar:
+    queue_view(get_store())
 navigation.run()

@@ -29,11 +29,14 @@ _ADAPTER_LOCK = threading.Lock()  # one cached model is shared by every session
 
 
 def prompt_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs with visual prompts (the only ones with tokens and segments to prune); trained
-    runs first, newest first, so a fresh rewind does not displace its parent as default."""
+    """Runs with visual prompts (the only ones with tokens and segments to prune, so not a
+    prompt method with P = 0); trained runs first, newest first, so a fresh rewind does
+    not displace its parent as default."""
     if runs.empty:
         return runs
-    runs = runs[runs["method"].isin(VISUAL_PROMPT_METHODS)]
+    prompted = runs["config"].map(
+        lambda config: json.loads(config)["prompt"].get("visual_prompt_len", 0) > 0)
+    runs = runs[runs["method"].isin(VISUAL_PROMPT_METHODS) & prompted]
     return runs.sort_values("kind", key=lambda kind: kind != "train", kind="stable")
 
 

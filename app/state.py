@@ -68,10 +68,6 @@ def final_figures(runs: pd.DataFrame, run_ids: list[str]) -> pd.DataFrame:
     return runs.set_index("id").loc[run_ids].reset_index()[columns]
 
 
-def run_label(run: pd.Series | dict[str, Any]) -> str:
-    return f"{run['id']} · {run.get('method')} · {run.get('dataset')} · {run['status']}"
-
-
 def progress(store: RunStore, run_id: str, now: float | None = None) -> dict[str, Any]:
     """Steps done of the total and an ETA from the step rate so far (None if unknown)."""
     run = store.get_run(run_id)

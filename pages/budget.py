@@ -1,16 +1,18 @@
-"""Parameter budget: trainable parameters of every method on a timm backbone."""
+"""Parameter budget: trainable parameters of every method on a backbone, the bundled
+offline one included."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
-import timm
 import torch
 
 from e2vpt_core import METHODS, PromptConfig, create_model
+from e2vpt_core.train.config import DEFAULT_BACKBONE
 
-BACKBONES = ["vit_base_patch16_224", "vit_small_patch16_224", "vit_tiny_patch16_224",
-             "vit_large_patch16_224", "vit_huge_patch14_224"]
+BACKBONES = [DEFAULT_BACKBONE, "vit_base_patch16_224", "vit_small_patch16_224",
+             "vit_tiny_patch16_224", "vit_large_patch16_224", "vit_huge_patch14_224"]
+COUNT = st.column_config.NumberColumn(format="localized")  # 1,234,567: thousands separated
 
 
 @st.cache_data(show_spinner="Counting parameters…")
@@ -20,8 +22,7 @@ def parameter_table(backbone: str, num_classes: int, prompt_len: int, kv_len: in
     for method in METHODS:
         config = PromptConfig.for_method(method, prompt_len, kv_len)
         with torch.device("meta"):
-            backbone_model = timm.create_model(backbone)
-            model = create_model(backbone_model, num_classes, config)
+            model = create_model(backbone, num_classes, config)
         trainable = sum(p.numel() for _, p in model.trainable_parameters())
         percent = 100.0 * trainable / model.backbone_parameter_count()
         rows.append({"method": method, "trainable params": trainable,
@@ -30,14 +31,17 @@ def parameter_table(backbone: str, num_classes: int, prompt_len: int, kv_len: in
 
 
 st.title("E²VPT: parameter budget")
-st.write("Deep visual prompts plus key-value prompts on a frozen timm ViT: how many "
+st.write("Deep visual prompts plus key-value prompts on a frozen ViT: how many "
          "parameters each method trains.")
 left, right = st.columns([1, 2])
 with left:
-    backbone = st.selectbox("Backbone", BACKBONES)
+    backbone = st.selectbox("Backbone", BACKBONES, index=BACKBONES.index("vit_base_patch16_224"),
+                            format_func=lambda name: f"{name} (bundled, offline)"
+                            if name == DEFAULT_BACKBONE else name)
     num_classes = st.number_input("Classes", min_value=1, value=100)
     prompt_len = st.slider("Visual prompt length P", 0, 100, 10)
     kv_len = st.slider("Key-value prompt length T", 0, 50, 5)
 with right:
     table = parameter_table(backbone, int(num_classes), prompt_len, kv_len)
-    st.dataframe(table, hide_index=True, use_container_width=True)
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"trainable params": COUNT})

@@ -9,7 +9,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app.context import accuracy_text, class_names, num_classes
 from app.figures import poincare_disk
+from app.names import run_names
 from app.pruning_state import (
     cached_view,
     default_pair,
@@ -17,8 +19,8 @@ from app.pruning_state import (
     pending_jobs,
     separability_frame,
 )
-from app.state import get_store, run_label, start_worker
-from e2vpt_core.hyperbolic.view import DEFAULT_MAX_POINTS
+from app.state import get_store, start_worker
+from e2vpt_core.hyperbolic import DEFAULT_MAX_POINTS
 from e2vpt_core.jobs import submit_embed
 from e2vpt_core.store import RunStore
 
@@ -26,10 +28,9 @@ SPLITS = ("test", "val", "train")
 
 
 
-def pair_inputs(runs: pd.DataFrame) -> tuple[str, str]:
+def pair_inputs(runs: pd.DataFrame, labels: dict[str, str]) -> tuple[str, str]:
     """Two runs, by default the newest vpt-deep / e2vpt pair on one dataset."""
     ids = list(runs["id"])
-    labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
     pair = default_pair(runs) or (ids[min(1, len(ids) - 1)], ids[0])
     left, right = st.columns(2)
     first = left.selectbox("Left run", ids, index=ids.index(pair[0]), format_func=labels.get)
@@ -56,6 +57,8 @@ def rerun_when_runs_complete(store: RunStore, shown: list[str]) -> None:
 def results(store: RunStore, pair: list[str], split: str, shown: list[str]) -> None:
     """Redrawn every 3 s, so the plots appear when the worker finishes the job."""
     rerun_when_runs_complete(store, shown)
+    runs = store.runs()
+    names = run_names(runs)
     views = {run_id: cached_view(store, run_id, split) for run_id in dict.fromkeys(pair)}
     missing = [run_id for run_id, view in views.items() if view is None]
     if missing:
@@ -66,13 +69,17 @@ def results(store: RunStore, pair: list[str], split: str, shown: list[str]) -> N
         return
     for index, (column, run_id) in enumerate(zip(st.columns(2), pair, strict=True)):
         view = views[run_id]
+        row = runs.set_index("id").loc[run_id]
         column.plotly_chart(poincare_disk(view["disk"], view["labels"], view["indices"],
-                                          title=f"{run_id} ({split})"),
+                                          class_names(row["dataset"]),
+                                          title=f"{names[run_id]} ({split})"),
                             key=f"disk-{index}")
-        column.caption(f"{len(view['labels'])} points · settings "
-                       f"{view['figures']['settings_hash']}")
+        column.caption(f"{len(view['labels'])} points · {accuracy_text(runs, run_id)} · "
+                       f"settings {view['figures']['settings_hash']}")
+    classes = num_classes(runs.set_index("id").loc[pair[0]])
+    chance = f" k-NN accuracy at chance: {1 / classes:.3f}." if classes else ""
     st.caption("Separability (k-NN accuracy and silhouette: higher separates classes "
-               "better; ball = hyperbolic head output, disk = its 2-D projection).")
+               f"better; ball = hyperbolic head output, disk = its 2-D projection).{chance}")
     st.dataframe(separability_frame(views), hide_index=True, width="stretch")
 
 
@@ -84,11 +91,15 @@ if runs.empty:
     st.fragment(run_every=3)(rerun_when_runs_complete)(store, [])
     st.stop()
 
-first, second = pair_inputs(runs)
+first, second = pair_inputs(runs, run_names(store.runs()))
 left, right = st.columns(2)
 split = left.selectbox("Split", SPLITS)
-max_points = right.number_input("Points (0: all)", 0, 100_000, DEFAULT_MAX_POINTS,
-                                help="A seeded sample of the split, the same for both runs")
+drawn = cached_view(store, first, split)  # the field says what is drawn, when it is
+max_points = right.number_input(
+    "Points (0: all)", 0, 100_000,
+    DEFAULT_MAX_POINTS if drawn is None else len(drawn["labels"]),
+    key=f"points-{first}-{second}-{split}",
+    help="A seeded sample of the split, the same for both runs")
 pair = [first, second]
 if st.button("Compute", type="primary"):
     job_id = submit_embed(store, pair, split, max_points=int(max_points))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from app.context import accuracy_text
 from app.figures import (
     importance_heatmap,
     layer_importance_heatmap,
@@ -18,6 +19,7 @@ from app.figures import (
     prune_curve,
     token_importance_bar,
 )
+from app.names import run_names
 from app.pruning_state import (
     SWEEP_RATIOS,
     effective_params,
@@ -27,10 +29,10 @@ from app.pruning_state import (
     prompt_runs,
     rewind_results,
 )
-from app.state import get_store, run_label, start_worker
+from app.state import get_store, start_worker
 from e2vpt_core.jobs import submit_importance, submit_rewind
 from e2vpt_core.prune import select_masks
-from e2vpt_core.prune.importance import TOKEN_SCORES
+from e2vpt_core.prune.importance import IMPORTANCE, TOKEN_SCORES
 from e2vpt_core.prune.rewind import INITS, MODES
 from e2vpt_core.store import RunStore
 
@@ -75,7 +77,8 @@ def importance_view(store: RunStore, run_id: str, token_ratio: float,
         counts = effective_params(str(store.root), run_id, frozen(selection.token_mask),
                                   frozen(selection.segment_mask))
         right.metric("Effective parameters", f"{counts['effective_params']:,}",
-                     delta=f"{counts['effective_params'] - counts['trainable_params']:,}")
+                     delta=f"{counts['effective_params'] - counts['trainable_params']:,}",
+                     delta_color="inverse")  # fewer parameters is the gain
         right.caption(f"of {counts['trainable_params']:,} trainable")
     else:
         right.caption("Effective parameters: available once the run has its adapter.")
@@ -86,7 +89,8 @@ def compute_importance_button(store: RunStore, run_id: str, completed: bool,
     """Queue the full pass as a job (a rewind computes it anyway when missing)."""
     if scoring:
         st.caption("Full-pass importance of this run: queued or running.")
-    elif st.button("Compute full-pass importance", disabled=not completed,
+    elif st.button("Recompute full-pass importance" if store.has_tensors(run_id, IMPORTANCE)
+                   else "Compute full-pass importance", disabled=not completed,
                    help="Score the trained adapter over the whole training split "
                         "(a job for the worker)"):
         try:
@@ -146,17 +150,19 @@ def trade_off(runs: pd.DataFrame, parent: str) -> None:
 
 store = get_store()
 st.title("Pruning")
-runs = prompt_runs(store.runs())
+all_runs = store.runs()
+runs = prompt_runs(all_runs)
 if runs.empty:
     st.info("No runs with visual prompts yet: train a vpt-shallow, vpt-deep or e2vpt run.")
     st.stop()
 
-labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
+labels = run_names(all_runs)
 ids = list(runs["id"])
 followed = st.session_state.get("train_run")  # the run the Train page follows
 run_id = st.selectbox("Run", ids, index=ids.index(followed) if followed in ids else 0,
                       format_func=labels.get)
 run = store.get_run(run_id)
+st.caption(accuracy_text(all_runs, run_id))
 scoring = any(payload["run"] == run_id
               for payload in pending_jobs(store, "importance")["payload"])
 live = run["status"] in ("queued", "running") or scoring

@@ -6,10 +6,13 @@ a rerun, a closed tab or an app restart leaves the run going.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
+from app.context import accuracy_text, references
 from app.figures import training_curves
-from app.state import format_seconds, get_store, progress, run_label, start_worker
+from app.names import run_names
+from app.state import format_seconds, get_store, progress, start_worker
 from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS, PromptConfig
 from e2vpt_core.data import BUILTIN_TASKS
 from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
@@ -78,11 +81,17 @@ def method_inputs() -> dict:
 
 def build_config(backbone: str, dataset: str, values: dict,
                  checkpoint: str | None = None) -> TrainConfig:
-    """Every check the CLI makes before creating a run; raises ValueError with the reason."""
+    """Every check the CLI makes before creating a run, and a prompt method without
+    prompts refused (it would be a linear probe under another name); raises ValueError."""
     if not backbone:
         raise ValueError("name a backbone")
     prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"],
                                      masks_per_block=values.get("masks_per_block", False))
+    if prompt.method in VISUAL_PROMPT_METHODS and not (prompt.has_visual_prompts
+                                                       or prompt.has_kv_prompts):
+        lengths = "P = 0 and T = 0" if prompt.method in KV_PROMPT_METHODS else "P = 0"
+        raise ValueError(f"{prompt.method} with {lengths} has no prompts: it would train the "
+                         "head alone. Give it prompts, or choose the method linear.")
     config = TrainConfig(backbone=backbone, checkpoint=checkpoint, dataset=dataset,
                          prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],
@@ -123,9 +132,21 @@ def start(store: RunStore, config: TrainConfig) -> None:
     st.success(f"Queued run {run_id} (job {job_id}).")
 
 
+def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
+    """The run this session follows: the one it started, else the one training now (not
+    the newest queued one, which has not started), else the newest."""
+    ids = list(runs["id"])
+    if chosen in ids:
+        return chosen
+    running = runs[runs["status"] == "running"]
+    return str(running["id"].iloc[0]) if not running.empty else ids[0]
+
+
 @st.fragment(run_every=2)
 def live_view(store: RunStore, run_id: str) -> None:
-    """Re-run every 2 s on its own: progress, ETA, curves and the Cancel button."""
+    """Re-run every 2 s on its own: status, progress, ETA, curves and the Cancel button.
+
+    The status is drawn here, never in the run selector above, so it cannot go stale."""
     state = progress(store, run_id)
     total = state["total"]
     if total:
@@ -136,7 +157,10 @@ def live_view(store: RunStore, run_id: str) -> None:
         st.write(f"Status: **{state['status']}**, step {state['done']}")
     run = store.get_run(run_id)
     if run["reason"]:
-        st.error(f"{run['status']}: {run['reason']}")
+        show = st.error if run["status"] == "failed" else st.info  # a cancel is no error
+        show(f"{run['status']}: {run['reason']}")
+    runs = store.runs()
+    st.caption(accuracy_text(runs, run_id))
     jobs = store.jobs()
     active = jobs[(jobs["run_id"] == run_id) & jobs["status"].isin(["queued", "running"])]
     if not active.empty and st.button("Cancel", key="cancel"):
@@ -145,15 +169,29 @@ def live_view(store: RunStore, run_id: str) -> None:
     if state["status"] in ("queued", "running") and not worker_alive(store):
         st.warning("No worker is running: start one with "
                    f"`python -m e2vpt_core.jobs --store {store.root}`.")
-    st.plotly_chart(training_curves({run_id: store.metrics(run_id)}), key="curves")
+    name = run_names(runs)[run_id]
+    st.plotly_chart(training_curves({name: store.metrics(run_id)},
+                                    references=references(runs, run_id)), key="curves")
+
+
+def follow(store: RunStore) -> None:
+    """The followed run's live view, or how to start one."""
+    runs = store.runs()
+    if runs.empty:
+        st.info("No runs yet: run the quick demo, or configure a run below and press Start.")
+        return
+    ids, names = list(runs["id"]), run_names(runs)
+    chosen = followed_run(runs, st.session_state.get("train_run"))
+    run_id = st.selectbox("Follow run", ids, index=ids.index(chosen), format_func=names.get)
+    live_view(store, run_id)
 
 
 store = get_store()
 st.title("Train")
 if store.jobs()["status"].isin(["queued", "running", "cancelling"]).any():
     start_worker(store)  # after an app or machine restart: resume what was left
-runs = store.runs()
-quick_demo(store, first_run=runs.empty)
+followed = st.container()  # filled last, so a run started below is followed up here
+quick_demo(store, first_run=store.runs().empty)
 with st.container(border=True):
     backbone, checkpoint = backbone_input()
     dataset = dataset_input()
@@ -163,14 +201,5 @@ with st.container(border=True):
             start(store, build_config(backbone, dataset, values, checkpoint))
         except ValueError as error:
             st.error(str(error))
-
-runs = store.runs()
-if runs.empty:
-    st.info("No runs yet: run the quick demo, or configure a run above and press Start.")
-else:
-    ids = list(runs["id"])
-    chosen = st.session_state.get("train_run")
-    labels = {row["id"]: run_label(row) for _, row in runs.iterrows()}
-    run_id = st.selectbox("Follow run", ids, index=ids.index(chosen) if chosen in ids else 0,
-                          format_func=labels.get)
-    live_view(store, run_id)
+with followed:
+    follow(store)

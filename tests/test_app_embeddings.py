@@ -89,9 +89,15 @@ def test_cached_views_show_two_disks_and_the_separability_table(store, trained):
     app = open_page("embeddings.py")
     assert not app.info
     charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
+    backbone = Path(store.get_run(trained[1])["config"]["backbone"]).name
     assert [chart["layout"]["title"]["text"] for chart in charts] == [
-        f"{trained[1]} (test)", f"{trained[2]} (test)"]
+        f"vpt-deep P4 · position · {backbone} (test)",
+        f"e2vpt P4 T2 · position · {backbone} (test)"]
     assert sum(_length(trace["x"]) for trace in charts[0]["data"][1:]) == POINTS
+    legend = {trace["name"] for trace in charts[0]["data"][1:]}
+    assert legend and legend <= {f"x{i}" for i in range(8)}  # position's class names
+    assert by_label(app.number_input, "Points (0: all)").value == POINTS  # what is drawn
+    assert any("chance 12.5 %" in caption.value for caption in app.caption)
     table = app.dataframe[0].value
     assert list(table["run"].unique()) == [trained[1], trained[2]]
     assert set(table["space"]) == {"ball", "disk", "euclidean"}

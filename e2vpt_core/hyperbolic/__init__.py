@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+DEFAULT_MAX_POINTS = 2000  # points drawn per view; here so the app reads it without the view
+
 _EXPORTS = {
     "EmbeddingView": "view", "RunComparison": "view", "compare_runs": "view",
     "embedding_view": "view", "HeadConfig": "head", "HyperbolicHead": "head",

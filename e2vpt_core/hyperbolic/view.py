@@ -21,13 +21,13 @@ import torch
 from ..data import normalize_split
 from ..store import RunStore
 from ..train.config import TrainConfig
+from . import DEFAULT_MAX_POINTS
 from .embeddings import adapter_dir, run_embeddings
 from .head import HeadConfig, apply_head, train_head
 from .projection import ProjectionConfig, project_to_disk
 from .separability import separability_table
 
 CACHE_VERSION = 1
-DEFAULT_MAX_POINTS = 2000
 
 
 @dataclass

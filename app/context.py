@@ -1,0 +1,101 @@
+"""What an accuracy should be read against: chance, the linear probe, the parent.
+
+A top-1 of 40 % is good on 100 classes and poor on 2; beside it the app shows chance
+(100 / classes), the best linear probe (method `linear`) on the same task and backbone,
+and for a rewind its parent's figure. Plain functions of `RunStore.runs()` frames.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pandas as pd
+
+from e2vpt_core.data import builtin_classes
+
+ACCURACIES = ("test_top1", "val_top1")  # the figure shown: test where there is one
+
+
+def accuracy(row: pd.Series | dict[str, Any]) -> tuple[str, float] | None:
+    """The run's headline top-1, test before val, with its split; None before it ends."""
+    for column in ACCURACIES:
+        value = row.get(column)
+        if value is not None and not pd.isna(value):
+            return column.split("_")[0], float(value)
+    return None
+
+
+def class_names(dataset: str | None) -> list[str] | None:
+    """A built-in task's class names (other datasets name them in their own files)."""
+    if dataset and dataset.startswith("builtin:"):
+        try:
+            return builtin_classes(dataset.partition(":")[2])
+        except ValueError:
+            return None
+    return None
+
+
+def num_classes(row: pd.Series | dict[str, Any]) -> int | None:
+    """Classes of the run's task: recorded when training starts, known ahead for built-ins."""
+    recorded = row.get("num_classes")
+    if recorded is not None and not pd.isna(recorded):
+        return int(recorded)
+    names = class_names(row.get("dataset"))
+    return len(names) if names else None
+
+
+def _backbone(row: pd.Series) -> tuple[Any, Any]:
+    config = json.loads(row["config"]) if isinstance(row["config"], str) else row["config"]
+    return config.get("backbone"), config.get("checkpoint")
+
+
+def linear_probe(runs: pd.DataFrame, row: pd.Series) -> tuple[str, float] | None:
+    """The best completed linear probe on the run's task and backbone: (id, top-1)."""
+    if runs.empty or row.get("method") == "linear":
+        return None
+    probes = runs[(runs["method"] == "linear") & (runs["dataset"] == row["dataset"])
+                  & (runs["status"] == "completed") & (runs["kind"] == "train")]
+    best: tuple[str, float] | None = None
+    for _, probe in probes.iterrows():
+        found = accuracy(probe)
+        if found and _backbone(probe) == _backbone(row) and (best is None or found[1] > best[1]):
+            best = (str(probe["id"]), found[1])
+    return best
+
+
+def references(runs: pd.DataFrame, run_id: str) -> dict[str, float]:
+    """Figures to read the run's top-1 against: `chance`, `linear probe`, `parent` (%)."""
+    row = runs.set_index("id").loc[run_id].copy()
+    row["id"] = run_id
+    found: dict[str, float] = {}
+    classes = num_classes(row)
+    if classes:
+        found["chance"] = 100.0 / classes
+    probe = linear_probe(runs, row)
+    if probe:
+        found["linear probe"] = probe[1]
+    parent = row.get("parent_id")
+    if isinstance(parent, str) and parent in set(runs["id"]):
+        parent_accuracy = accuracy(runs.set_index("id").loc[parent])
+        if parent_accuracy:
+            found["parent"] = parent_accuracy[1]
+    return found
+
+
+def accuracy_text(runs: pd.DataFrame, run_id: str) -> str:
+    """One line: the run's top-1 and what to read it against (chance always, when known)."""
+    row = runs.set_index("id").loc[run_id]
+    found = accuracy(row)
+    head = f"{found[0]} top-1 {found[1]:.1f} %" if found else "top-1 not yet measured"
+    context = ", ".join(f"{name} {value:.1f} %"
+                        for name, value in references(runs, run_id).items())
+    return f"{head} ({context})" if context else head
+
+
+def with_references(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """`table` (one row per run, an `id` column) with chance, linear-probe and parent
+    columns beside its accuracies."""
+    extra = pd.DataFrame([references(runs, run_id) for run_id in table["id"]],
+                         index=table.index, columns=["chance", "linear probe", "parent"])
+    return pd.concat([table, extra.round(2)], axis=1)
