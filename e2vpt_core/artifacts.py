@@ -1,29 +1,42 @@
 """Adapter artifacts: only the trained state (prompts, masks, head, adapters) + a JSON config.
 
 Like PEFT's `save_pretrained`: safetensors for tensors (no pickles), JSON naming the
-backbone, written atomically so a crash never leaves a half-written artifact.
+backbone, written atomically so a crash never leaves a half-written artifact. The JSON also
+records the weights' SHA-256, so a damaged copy is refused (`check_adapter`) rather than
+loaded or exported.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import PromptConfig
 from .fileio import atomic_write
 from .models.factory import create_model
 from .models.swin import PromptedSwin
 from .models.vit import PromptedViT
+from .store import DamagedFileError, read_safetensors
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
 FORMAT = "e2vpt-adapter"
 FORMAT_VERSION = 1
 _MASK_KEYS = ("token_mask", "segment_mask")
+
+
+class ArtifactError(DamagedFileError):
+    """An adapter artifact that cannot be used (damaged, not ours); one line naming it."""
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def trainable_state_dict(model: PromptedViT) -> dict[str, torch.Tensor]:
@@ -52,6 +65,8 @@ def save_adapter(model: PromptedViT, directory: str | os.PathLike) -> Path:
     """Write `adapter_model.safetensors` and `adapter_config.json` into `directory`."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    weights_file = directory / WEIGHTS_NAME
+    atomic_write(weights_file, lambda tmp: save_file(trainable_state_dict(model), tmp))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -60,8 +75,8 @@ def save_adapter(model: PromptedViT, directory: str | os.PathLike) -> Path:
         "backbone_signature": backbone_signature(model),
         "num_classes": model.num_classes,
         "prompt_config": model.config.to_dict(),
+        "weights_sha256": _sha256(weights_file),
     }
-    atomic_write(directory / WEIGHTS_NAME, lambda tmp: save_file(trainable_state_dict(model), tmp))
     atomic_write(
         directory / CONFIG_NAME,
         lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + "\n"),
@@ -76,19 +91,14 @@ def load_adapter(
 ) -> PromptedViT:
     """Rebuild a saved model. Without `backbone`, the recorded backbone is created again."""
     directory = Path(directory)
-    config_file, weights_file = directory / CONFIG_NAME, directory / WEIGHTS_NAME
-    for required in (config_file, weights_file):
-        if not required.is_file():
-            raise FileNotFoundError(f"not an adapter artifact: {required} is missing")
-    meta = json.loads(config_file.read_text())
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{config_file} is not an {FORMAT} config")
+    meta, state = check_adapter(directory)
     prompt_config = PromptConfig.from_dict(meta["prompt_config"])
 
     if backbone is None:
         backbone = meta["backbone"]
         if backbone is None:
-            raise ValueError(f"{config_file} names no backbone; pass backbone=<name or model>")
+            raise ValueError(f"{directory / CONFIG_NAME} names no backbone; pass "
+                             "backbone=<name or model>")
         source = meta.get("backbone_source") or {}
         if checkpoint_path is None:
             checkpoint_path = source.get("checkpoint_path")
@@ -105,8 +115,34 @@ def load_adapter(
             f"backbone does not match the artifact {directory}: artifact was saved for "
             f"{meta['backbone_signature']}, this backbone is {signature}"
         )
-    _load_trained_state(model, load_file(str(weights_file)), weights_file)
+    _load_trained_state(model, state, directory / WEIGHTS_NAME)
     return model
+
+
+def check_adapter(directory: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """An artifact's config and tensors, verified before use or export: both files are
+    present and readable, the config is ours, and the weights match the recorded SHA-256
+    (artifacts from before it was recorded are checked for structure only)."""
+    directory = Path(directory)
+    config_file, weights_file = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+    for required in (config_file, weights_file):
+        if not required.is_file():
+            raise FileNotFoundError(f"not an adapter artifact: {required} is missing")
+    try:
+        meta = json.loads(config_file.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ArtifactError(f"{config_file} is damaged: not JSON ({error})") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ArtifactError(f"{config_file} is not an {FORMAT} config")
+    recorded = meta.get("weights_sha256")
+    if recorded is not None and _sha256(weights_file) != recorded:
+        raise ArtifactError(f"{weights_file} is damaged: its SHA-256 differs from the one "
+                            f"recorded in {config_file}")
+    try:
+        state, _ = read_safetensors(weights_file)
+    except DamagedFileError as error:
+        raise ArtifactError(str(error)) from error
+    return meta, state
 
 
 def _load_trained_state(model: PromptedViT, state: dict[str, torch.Tensor], source: Path) -> None:

@@ -132,15 +132,21 @@ def _train(args: argparse.Namespace) -> int:
 def _resume(args: argparse.Namespace) -> int:
     from .store import RunStore
     from .train import train_run
+    from .train.checkpoint import CHECKPOINT, read_checkpoint
 
     store = RunStore(args.store)
     run = store.get_run(args.run)
     if run["status"] == "completed":
         raise ValueError(f"run {args.run} is already completed")
     config = TrainConfig.from_dict(run["config"])
-    bar = _ProgressBar(not args.quiet)
-    result = train_run(config, store, args.run, resume=True, progress=bar)
-    bar.close()
+    with store.own_run(args.run):  # refused, naming the owner, while another trains it
+        if args.restart:
+            store.delete_tensors(args.run, CHECKPOINT)
+        elif store.has_tensors(args.run, CHECKPOINT):
+            read_checkpoint(store, args.run)  # a damaged one is refused before any change
+        bar = _ProgressBar(not args.quiet)
+        result = train_run(config, store, args.run, resume=not args.restart, progress=bar)
+        bar.close()
     return _print_result(result.to_dict(), args.json)
 
 
@@ -186,6 +192,7 @@ def _runs(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import shutil
 
+    from .artifacts import check_adapter
     from .store import RunStore
 
     store = RunStore(args.store)
@@ -193,7 +200,9 @@ def _export(args: argparse.Namespace) -> int:
     source = store.run_dir(args.run) / "adapter"
     if not source.is_dir():
         raise ValueError(f"run {args.run} has no adapter artifact (not completed?)")
+    check_adapter(source)  # a damaged artifact is refused, not copied
     shutil.copytree(source, args.directory, dirs_exist_ok=True)
+    check_adapter(args.directory)
     print(f"exported run {args.run} to {args.directory}")
     return 0
 
@@ -247,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, kwargs in (("--store", {"default": "runs"}), ("--json", {"action": "store_true"}),
                          ("--quiet", {"action": "store_true"})):
         resume.add_argument(name, **kwargs)
+    resume.add_argument("--restart", action="store_true",
+                        help="start the run over, discarding its checkpoint (e.g. a damaged one)")
     resume.set_defaults(handler=_resume)
 
     runs = commands.add_parser("runs", help="list runs")

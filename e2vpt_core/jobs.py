@@ -10,7 +10,9 @@ for the worker's whole life and released by the kernel when it dies (even by SIG
 `ensure_worker` takes the lock itself and hands the locked file to the child it starts, so
 there is no moment where two starters could both see "no worker". A worker that was killed
 leaves its job `running`; the next worker claims such jobs first and resumes their runs
-from the last checkpoint.
+from the last checkpoint. Workers are recorded by pid and process start time, so a new
+worker with a dead one's pid still sees that one's jobs as orphans. Training a run takes
+its lease (`e2vpt_core.ownership`): a job whose run another process trains is not started.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .store import RunStore
+from .store import RunOwned, RunStore
 from .train import RunResult, TrainConfig, train_run
 
 JOB_KINDS = ("train", "rewind", "importance", "embed")
@@ -167,13 +169,19 @@ def run_job(store: RunStore, job: dict[str, Any]) -> str:
             result = None
         else:
             raise ValueError(f"unknown job kind {job['kind']!r}; one of {JOB_KINDS}")
+    except RunOwned as owned:  # another process trains the run: leave the run to it
+        store.finish_job(job_id, "failed", f"not started: {owned}")
+        return "failed"
     except Exception as error:
         reason = f"{type(error).__name__}: {error}"
         run_id = store.get_job(job_id)["run_id"]
         if run_id is not None:
             store.log_event(run_id, traceback.format_exc(), level="error")
             if store.get_run(run_id)["status"] in ("queued", "running"):
-                store.set_status(run_id, "failed", reason)
+                try:
+                    store.set_status(run_id, "failed", reason)
+                except RunOwned:
+                    pass  # its owner records how it ends
         store.finish_job(job_id, "failed", reason)
         return "failed"
     status = "done" if result is None else _JOB_STATUS[result.status]
@@ -265,11 +273,11 @@ def run_worker(store: RunStore, lock_fd: int | None = None, idle_exit: float | N
     done, idle_since = 0, time.monotonic()
     try:
         while True:
-            job = store.claim_job(os.getpid())
+            job = store.claim_job()
             if job is None and idle_exit is not None \
                     and time.monotonic() - idle_since >= idle_exit:
                 with _spawn_lock(store):
-                    job = store.claim_job(os.getpid())
+                    job = store.claim_job()
                     if job is None:
                         os.close(fd)
                         fd = None

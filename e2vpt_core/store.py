@@ -2,14 +2,17 @@
 
 It is the single source of truth shared by the CLI, the worker and the app: readers query
 while a writer trains (WAL), every row change is a transaction, and every file is written
-to a temporary name and renamed, so a kill at any point leaves the store consistent.
+to a temporary name and renamed, so a kill at any point leaves the store consistent. One
+process at a time owns a run (`ownership`): setting a run `running` takes its lease.
+A damaged database or tensor file is reported naming the file (`StoreError`,
+`DamagedFileError`); a store the process cannot write is opened read-only.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -19,14 +22,18 @@ from typing import Any
 
 import pandas as pd
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one process initialises at a time
     fcntl = None
 
+from . import ownership
 from .fileio import atomic_write
+from .ownership import RunOwned
+from .store_jobs import JobQueue, insert_run
 
 DB_NAME = "store.sqlite"
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
@@ -72,64 +79,122 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at REAL,
     finished_at REAL,
     worker_pid INTEGER,
-    error TEXT
+    error TEXT,
+    worker TEXT
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, name, step);
-"""
+""" + ownership.SCHEMA
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+__all__ = ["DamagedFileError", "RunOwned", "RunStore", "StoreError", "read_safetensors"]
 
 
-def new_run_id() -> str:
-    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+class StoreError(RuntimeError):
+    """The store's database cannot be opened or used; the message names the file."""
 
 
-def _insert_run(connection: sqlite3.Connection, config: dict[str, Any], kind: str,
-                parent_id: str | None, status: str) -> str:
-    run_id = new_run_id()
-    while connection.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone():
-        run_id = new_run_id()
-    connection.execute(
-        "INSERT INTO runs (id, kind, status, config, parent_id, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (run_id, kind, status, json.dumps(config), parent_id, time.time()),
-    )
-    return run_id
+class DamagedFileError(ValueError):
+    """A stored tensor file that cannot be read (truncated, overwritten); names the file."""
 
 
-def _cancel_orphan(connection: sqlite3.Connection, job_id: int, run_id: str | None) -> None:
-    now, reason = time.time(), "cancelled while its worker was down"
-    connection.execute("UPDATE jobs SET status='cancelled', error=?, finished_at=? WHERE id=?",
-                       (reason, now, job_id))
-    connection.execute("UPDATE runs SET status='cancelled', reason=?, finished_at=? "
-                       "WHERE id=? AND status IN ('queued', 'running')", (reason, now, run_id))
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A file's tensors and metadata; a damaged file is a one-line DamagedFileError."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, \
+                handle.metadata() or {}
+    except SafetensorError as error:
+        raise DamagedFileError(f"{path} is damaged: {error}") from error
 
 
-class RunStore:
+def _store_error(db_path: Path, error: Exception) -> StoreError:
+    """One line naming the database, from sqlite's (or pandas' wrapped) error."""
+    message = str(error.__cause__ or error).splitlines()[0]
+    if "readonly" in message or "read-only" in message:
+        return StoreError(f"the run store {db_path.parent} is read-only ({db_path}: "
+                          f"{message}); this command needs to write to it")
+    if "not a database" in message or "malformed" in message:
+        message += "; the store database is damaged (restore it from a backup)"
+    return StoreError(f"{db_path}: {message}")
+
+
+class RunStore(JobQueue):
     """Runs, metrics, events and jobs of one store directory."""
 
     def __init__(self, root: str | os.PathLike = "runs") -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / DB_NAME
+        self._uri: str | None = None  # set for a read-only store
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            lock = open(self.root / ".init.lock", "a")
+        except OSError as error:
+            if error.errno not in _READ_ONLY or not self.db_path.is_file():
+                raise StoreError(f"cannot open the run store {self.root}: "
+                                 f"{error.strerror}") from error
+            self._open_read_only()
+            return
+        if not os.access(self.db_path, os.W_OK) and self.db_path.is_file():
+            lock.close()
+            self._open_read_only()
+            return
         # Processes opening one store at once (DDP ranks, app sessions, the worker) take
         # turns here: switching to WAL needs the database to themselves.
-        with open(self.root / ".init.lock", "w") as lock:
+        with lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-            connection = sqlite3.connect(self.db_path, timeout=60.0)
             try:
-                connection.execute("PRAGMA journal_mode=WAL")  # stored in the file
-                connection.executescript(_SCHEMA)
-            finally:
-                connection.close()
+                connection = sqlite3.connect(self.db_path, timeout=60.0)
+                try:
+                    connection.execute("PRAGMA journal_mode=WAL")  # stored in the file
+                    connection.executescript(_SCHEMA)
+                    columns = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
+                    if "worker" not in columns:  # stores from before worker identities
+                        connection.execute("ALTER TABLE jobs ADD COLUMN worker TEXT")
+                finally:
+                    connection.close()
+            except sqlite3.DatabaseError as error:
+                raise _store_error(self.db_path, error) from error
+
+    @property
+    def read_only(self) -> bool:
+        return self._uri is not None
+
+    def _open_read_only(self) -> None:
+        """Read a store this process may not write: `mode=ro` needs the WAL's shared-memory
+        file to exist or be creatable; without it (a clean, read-only directory) nothing
+        can be writing, and the database is read as immutable."""
+        base = self.db_path.resolve().as_uri()
+        for uri in (f"{base}?mode=ro", f"{base}?immutable=1"):
+            self._uri = uri
+            try:
+                with self._connect() as connection:
+                    connection.execute("SELECT count(*) FROM runs").fetchone()
+                return
+            except StoreError as error:
+                failure = error
+        raise failure
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        connection = sqlite3.connect(self.db_path, timeout=60.0)
+    def _connect(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """One transaction (BEGIN IMMEDIATE: write-locked from its first statement, for a
+        read-then-write that must be atomic); sqlite's errors become StoreError."""
+        try:
+            connection = (sqlite3.connect(self._uri, uri=True, timeout=60.0) if self._uri
+                          else sqlite3.connect(self.db_path, timeout=60.0))
+        except sqlite3.Error as error:
+            raise _store_error(self.db_path, error) from error
         try:
             connection.execute("PRAGMA synchronous=NORMAL")
             connection.execute("PRAGMA foreign_keys=ON")
             with connection:  # one transaction: commit, or roll back on error
+                if immediate:
+                    connection.execute("BEGIN IMMEDIATE")
                 yield connection
+        except (sqlite3.IntegrityError, sqlite3.ProgrammingError):
+            raise
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as error:
+            raise _store_error(self.db_path, error) from error
         finally:
             connection.close()
 
@@ -139,7 +204,7 @@ class RunStore:
         status: str = "queued",
     ) -> str:
         with self._connect() as connection:
-            run_id = _insert_run(connection, config, kind, parent_id, status)
+            run_id = insert_run(connection, config, kind, parent_id, status)
         self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
         return run_id
 
@@ -158,19 +223,55 @@ class RunStore:
         return run
 
     def set_status(self, run_id: str, status: str, reason: str | None = None) -> None:
+        """`running` makes this process the run's owner (RunOwned if another live process
+        is, or a job will train it); a final status ends the ownership. Only the owner, or
+        anyone while there is none, may change a run's status."""
         if status not in RUN_STATUSES:
             raise ValueError(f"unknown run status {status!r}; one of {RUN_STATUSES}")
         now = time.time()
-        with self._connect() as connection:
+        with self._connect(immediate=True) as connection:
             if status == "running":
+                self._take(connection, run_id)
                 connection.execute(
                     "UPDATE runs SET status=?, started_at=COALESCE(started_at, ?), reason=NULL, "
                     "finished_at=NULL WHERE id=?", (status, now, run_id))
             else:
+                ownership.check_not_owned(connection, run_id)
                 finished = now if status in ("completed", "failed", "cancelled") else None
                 connection.execute(
                     "UPDATE runs SET status=?, reason=?, finished_at=? WHERE id=?",
                     (status, reason, finished, run_id))
+                if finished is not None:
+                    ownership.release(connection, run_id)
+        if status == "running":
+            ownership.start_heartbeat(self.db_path)
+
+    def _take(self, connection: sqlite3.Connection, run_id: str) -> None:
+        if connection.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
+            raise KeyError(f"no run {run_id!r} in store {self.root}")
+        ownership.acquire(connection, run_id)
+
+    @contextmanager
+    def own_run(self, run_id: str) -> Iterator[None]:
+        """Own the run for the block (RunOwned naming the owner if another process does),
+        so a caller can prepare it (discard a checkpoint) before training it."""
+        with self._connect(immediate=True) as connection:
+            self._take(connection, run_id)
+        ownership.start_heartbeat(self.db_path)
+        try:
+            yield
+        finally:
+            with self._connect() as connection:
+                ownership.release(connection, run_id)
+
+    def owner(self, run_id: str) -> str | None:
+        """Who trains the run now (pid, command, since when), or None."""
+        with self._connect() as connection:
+            try:
+                ownership.check_not_owned(connection, run_id)
+            except RunOwned as owned:
+                return str(owned)
+        return None
 
     def update_summary(self, run_id: str, **values: Any) -> None:
         with self._connect() as connection:
@@ -192,7 +293,8 @@ class RunStore:
         return pd.concat([frame.drop(columns=["summary"]), extra], axis=1)
 
     def delete_run(self, run_id: str) -> None:
-        with self._connect() as connection:
+        with self._connect(immediate=True) as connection:
+            ownership.check_not_owned(connection, run_id)
             connection.execute("UPDATE runs SET parent_id=NULL WHERE parent_id=?", (run_id,))
             connection.execute("DELETE FROM runs WHERE id=?", (run_id,))
         directory = self.run_dir(run_id)
@@ -249,104 +351,18 @@ class RunStore:
         return path
 
     def load_tensors(self, run_id: str, name: str) -> dict[str, torch.Tensor]:
+        return self.load_tensors_with_metadata(run_id, name)[0]
+
+    def load_tensors_with_metadata(
+        self, run_id: str, name: str,
+    ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         path = self.run_dir(run_id) / f"{name}.safetensors"
         if not path.is_file():
             raise FileNotFoundError(f"run {run_id} has no {name}.safetensors ({path})")
-        return load_file(str(path))
+        return read_safetensors(path)
+
+    def delete_tensors(self, run_id: str, name: str) -> None:
+        (self.run_dir(run_id) / f"{name}.safetensors").unlink(missing_ok=True)
 
     def has_tensors(self, run_id: str, name: str) -> bool:
         return (self.run_dir(run_id) / f"{name}.safetensors").is_file()
-
-    # ------------------------------------------------------------------------ jobs
-    def enqueue_job(self, kind: str, payload: dict[str, Any], run_id: str | None = None,
-                    new_run: dict[str, Any] | None = None) -> tuple[int, str | None]:
-        """Queue a job; with `new_run` (a run's config) its `queued` run is created in the
-        same transaction, so a job never exists without its run or the other way round."""
-        with self._connect() as connection:
-            if new_run is not None:
-                run_id = _insert_run(connection, new_run, kind, None, "queued")
-            cursor = connection.execute(
-                "INSERT INTO jobs (run_id, kind, status, payload, created_at) "
-                "VALUES (?, ?, 'queued', ?, ?)", (run_id, kind, json.dumps(payload), time.time()))
-            job_id = int(cursor.lastrowid)
-        if run_id is not None:
-            self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
-        return job_id, run_id
-
-    def claim_job(self, worker_pid: int) -> dict[str, Any] | None:
-        """The next job for `worker_pid`, marked running: first a job some other (dead)
-        worker left running, flagged `resumed`, else the oldest queued one.
-
-        Each candidate is taken with a conditional UPDATE, so two workers can never both
-        claim one job. Call it only while holding the store's worker lock
-        (`e2vpt_core.jobs`): any other worker's `running` job is then an orphan."""
-        with self._connect() as connection:
-            candidates = connection.execute(
-                "SELECT id, status, run_id FROM jobs WHERE status='queued' OR "
-                "(status IN ('running', 'cancelling') AND worker_pid IS NOT ?) "
-                "ORDER BY status='queued', id", (worker_pid,)).fetchall()
-            for job_id, status, run_id in candidates:
-                if status == "cancelling":  # its worker died before it saw the flag
-                    _cancel_orphan(connection, job_id, run_id)
-                    continue
-                taken = connection.execute(
-                    "UPDATE jobs SET status='running', worker_pid=?, "
-                    "started_at=COALESCE(started_at, ?) WHERE id=? AND status=?",
-                    (worker_pid, time.time(), job_id, status)).rowcount
-                if taken:
-                    return {**self._job_row(connection, job_id), "resumed": status == "running"}
-        return None
-
-    def _job_row(self, connection: sqlite3.Connection, job_id: int) -> dict[str, Any]:
-        connection.row_factory = sqlite3.Row
-        row = connection.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
-        connection.row_factory = None
-        if row is None:
-            raise KeyError(f"no job {job_id} in store {self.root}")
-        job = dict(row)
-        job["payload"] = json.loads(job["payload"])
-        return job
-
-    def get_job(self, job_id: int) -> dict[str, Any]:
-        with self._connect() as connection:
-            return self._job_row(connection, job_id)
-
-    def set_job_run(self, job_id: int, run_id: str) -> None:
-        """Attach the run a job created while running (a rewind's child run)."""
-        with self._connect() as connection:
-            connection.execute("UPDATE jobs SET run_id=? WHERE id=?", (run_id, job_id))
-
-    def finish_job(self, job_id: int, status: str, error: str | None = None) -> None:
-        if status not in ("done", "failed", "cancelled"):
-            raise ValueError(f"a job finishes as done, failed or cancelled, not {status!r}")
-        with self._connect() as connection:
-            connection.execute("UPDATE jobs SET status=?, error=?, finished_at=? WHERE id=?",
-                               (status, error, time.time(), job_id))
-
-    def cancel_job(self, job_id: int) -> str:
-        """Cancel a queued job (and its queued run) at once, or flag a running one
-        `cancelling` for its worker to stop; returns the job's status afterwards."""
-        now = time.time()
-        with self._connect() as connection:
-            row = connection.execute("SELECT status, run_id FROM jobs WHERE id=?",
-                                     (job_id,)).fetchone()
-            if row is None:
-                raise KeyError(f"no job {job_id} in store {self.root}")
-            status, run_id = row
-            if status == "queued":
-                status = "cancelled"
-                connection.execute(
-                    "UPDATE jobs SET status=?, finished_at=?, error=? WHERE id=?",
-                    (status, now, "cancelled before it started", job_id))
-                connection.execute(
-                    "UPDATE runs SET status='cancelled', reason=?, finished_at=? "
-                    "WHERE id=? AND status='queued'", ("cancelled before it started", now, run_id))
-            elif status == "running":
-                status = "cancelling"
-                connection.execute("UPDATE jobs SET status=? WHERE id=?", (status, job_id))
-        return status
-
-    def jobs(self) -> pd.DataFrame:
-        """All jobs in queue order, payload as JSON text."""
-        with self._connect() as connection:
-            return pd.read_sql_query("SELECT * FROM jobs ORDER BY id", connection)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from e2vpt_core.jobs import (
     worker_alive,
     worker_pid,
 )
+from e2vpt_core.ownership import Holder
 from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
@@ -82,7 +84,7 @@ def test_a_cancelled_queued_job_never_runs(tmp_path, tiny_backbone):
 def test_a_running_job_stops_at_the_next_step_when_cancelled(tmp_path, tiny_backbone):
     store = RunStore(tmp_path)
     job_id, run_id = submit_train(store, _config(tiny_backbone))
-    job = store.claim_job(os.getpid())
+    job = store.claim_job()
     assert job["id"] == job_id and job["resumed"] is False
     assert cancel_job(store, job_id) == "cancelling"
     assert run_job(store, job) == "cancelled"
@@ -231,3 +233,58 @@ def test_embed_jobs_compute_one_view_or_a_comparison(tmp_path, monkeypatch):
     assert _drain(store) == 2
     assert calls == [(first, "val"), (first, second, "test")]
     assert store.get_job(single)["status"] == store.get_job(pair)["status"] == "done"
+
+
+def _orphan(store: RunStore, job_id: int, run_id: str, worker: str | None) -> None:
+    """Leave the job as a worker killed mid-run leaves it, recorded with our own pid: the
+    new worker got the dead one's pid (a restarted container)."""
+    with sqlite3.connect(store.db_path) as connection:
+        connection.execute("UPDATE jobs SET status='running', worker_pid=?, worker=?, "
+                           "started_at=? WHERE id=?", (os.getpid(), worker, time.time(), job_id))
+        connection.execute("UPDATE runs SET status='running' WHERE id=?", (run_id,))
+    connection.close()
+
+
+@pytest.mark.parametrize("recorded", ["pid only (older stores)", "same pid, earlier process"])
+def test_an_orphan_with_the_new_workers_pid_is_still_resumed(recorded, tmp_path,
+                                                             tiny_backbone):
+    store = RunStore(tmp_path)
+    job_id, run_id = submit_train(store, _config(tiny_backbone))
+    me = Holder.current()
+    earlier = Holder(me.namespace, me.pid, str(int(me.start) - 1)).key
+    _orphan(store, job_id, run_id, None if recorded.startswith("pid only") else earlier)
+    assert _drain(store) == 1
+    job = store.get_job(job_id)
+    assert (job["status"], job["worker"]) == ("done", me.key)
+    assert store.get_run(run_id)["status"] == "completed"
+
+
+def _hold(store: RunStore, run_id: str) -> subprocess.Popen:
+    """Another process that owns the run (as `e2vpt resume` does) until it is killed."""
+    code = ("import sys, time\nfrom e2vpt_core.store import RunStore\n"
+            "RunStore(sys.argv[1]).set_status(sys.argv[2], 'running')\n"
+            "print('owner', flush=True)\ntime.sleep(600)\n")
+    process = subprocess.Popen([sys.executable, "-c", code, str(store.root), run_id],
+                               stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "owner"
+    return process
+
+
+def test_a_job_never_trains_a_run_another_process_owns(tmp_path, tiny_backbone):
+    """The worker used to restart such a run: metrics truncated, `init` rewritten, while
+    its owner was still training it."""
+    store = RunStore(tmp_path)
+    run_id = store.create_run(_config(tiny_backbone).to_dict())
+    store.log_metrics(run_id, 1, 0, {"train/loss": 2.0})
+    owner = _hold(store, run_id)
+    try:
+        job_id = store.enqueue_job("train", {}, run_id=run_id)[0]
+        assert _drain(store) == 1
+        job = store.get_job(job_id)
+        assert job["status"] == "failed" and f"pid {owner.pid}" in job["error"]
+        assert store.get_run(run_id)["status"] == "running"  # left to its owner
+        assert len(store.metrics(run_id)) == 1 and not store.has_tensors(run_id, "init")
+    finally:
+        owner.kill()
+        owner.wait()
+    assert store.owner(run_id) is None  # its holder died: the lease went with it

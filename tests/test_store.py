@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sqlite3
+import time
 
 import pytest
 import torch
 
-from e2vpt_core.store import RunStore
+from e2vpt_core import ownership
+from e2vpt_core.ownership import Holder, RunOwned, process_start
+from e2vpt_core.store import DamagedFileError, RunStore, StoreError
 
 
 def test_run_lifecycle_and_summary(tmp_path):
@@ -101,3 +105,105 @@ def test_readers_query_while_a_writer_writes(tmp_path):
     assert len(store.metrics(run_id)) == 150
     mode = sqlite3.connect(store.db_path).execute("PRAGMA journal_mode").fetchone()[0]
     assert mode == "wal"
+
+
+# ------------------------------------------------------------- damaged and read-only stores
+def test_a_damaged_database_is_one_error_naming_the_file(tmp_path):
+    store = RunStore(tmp_path)
+    store.create_run({})
+    store.db_path.write_bytes(b"this is not a database" * 100)
+    for name in ("store.sqlite-wal", "store.sqlite-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(StoreError, match="damaged") as raised:
+        RunStore(tmp_path)
+    assert str(store.db_path) in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_damaged_tensor_file_is_one_error_naming_the_file(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    path = store.save_tensors(run_id, "importance", {"token": torch.ones(4)})
+    path.write_bytes(path.read_bytes()[:-3])  # truncated
+    with pytest.raises(DamagedFileError, match="importance.safetensors is damaged"):
+        store.load_tensors(run_id, "importance")
+    path.write_bytes(b"")
+    with pytest.raises(DamagedFileError, match="importance.safetensors is damaged"):
+        store.load_tensors(run_id, "importance")
+
+
+# ------------------------------------------------------------------------ run ownership
+def _lease(store: RunStore, run_id: str, holder: str, pid: int, expires_in: float) -> None:
+    """A lease row as another process would have left it."""
+    with sqlite3.connect(store.db_path) as connection:
+        connection.execute(
+            "INSERT OR REPLACE INTO leases (run_id, holder, pid, command, acquired_at, "
+            "expires_at) VALUES (?, ?, ?, 'e2vpt resume', ?, ?)",
+            (run_id, holder, pid, time.time(), time.time() + expires_in))
+    connection.close()
+
+
+def test_running_takes_the_lease_and_a_final_status_releases_it(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    store.set_status(run_id, "running")
+    store.set_status(run_id, "running")  # the owner again: fine
+    with sqlite3.connect(store.db_path) as connection:
+        holder = connection.execute("SELECT holder FROM leases WHERE run_id=?",
+                                    (run_id,)).fetchone()[0]
+    assert holder == Holder.current().key and store.owner(run_id) is None  # ours
+    store.set_status(run_id, "completed")
+    with sqlite3.connect(store.db_path) as connection:
+        assert connection.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
+    with pytest.raises(KeyError, match="no run 'nope'"):
+        store.set_status("nope", "running")
+
+
+def test_a_live_owner_keeps_the_run_until_it_dies(tmp_path):
+    """Another process in this namespace: alive while its pid has its recorded start time,
+    dead at once otherwise (pid reused by another process, or gone)."""
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    me = Holder.current()
+    parent = os.getppid()
+    alive = Holder(me.namespace, parent, process_start(parent))
+    _lease(store, run_id, alive.key, parent, expires_in=-10)  # heartbeat irrelevant here
+    for attempt in (lambda: store.set_status(run_id, "running"),
+                    lambda: store.set_status(run_id, "failed"),
+                    lambda: store.delete_run(run_id)):
+        with pytest.raises(RunOwned, match=f"pid {parent} \\(e2vpt resume\\)"):
+            attempt()
+    assert f"pid {parent}" in store.owner(run_id)
+    reused = Holder(me.namespace, parent, str(int(process_start(parent)) + 1))
+    _lease(store, run_id, reused.key, parent, expires_in=60)
+    assert store.owner(run_id) is None
+    store.set_status(run_id, "running")
+    assert store.get_run(run_id)["status"] == "running"
+
+
+def test_an_owner_in_another_namespace_lives_while_its_heartbeat_does(tmp_path):
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    foreign = "otherhost:pid:[1]/7/12345"
+    _lease(store, run_id, foreign, 7, expires_in=30)
+    with pytest.raises(RunOwned, match="pid 7"):
+        store.set_status(run_id, "running")
+    _lease(store, run_id, foreign, 7, expires_in=-1)  # its heartbeat stopped
+    store.set_status(run_id, "running")
+
+
+def test_the_heartbeat_renews_this_process_leases(tmp_path, monkeypatch):
+    monkeypatch.setattr(ownership, "HEARTBEAT", 0.05)
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    store.set_status(run_id, "running")
+
+    def expiry() -> float:
+        with sqlite3.connect(store.db_path) as connection:
+            return connection.execute("SELECT expires_at FROM leases").fetchone()[0]
+
+    first = expiry()
+    deadline = time.monotonic() + 10
+    while expiry() == first:
+        assert time.monotonic() < deadline, "the lease was never renewed"
+        time.sleep(0.05)
+    store.set_status(run_id, "completed")

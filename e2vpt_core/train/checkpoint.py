@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..models.vit import PromptedViT
-from ..store import RunStore
+from ..store import DamagedFileError, RunStore
 
 CHECKPOINT = "checkpoint"
 _MASKS = ("token_mask", "segment_mask")
@@ -37,16 +37,26 @@ def save_checkpoint(
                        metadata={"epoch": str(epoch), "step": str(step)})
 
 
+def read_checkpoint(store: RunStore, run_id: str) -> tuple[dict[str, torch.Tensor], int, int]:
+    """The checkpoint's tensors, epochs completed and global step. A damaged file is a
+    one-line DamagedFileError naming it and the way out (`resume --restart`)."""
+    restart = f"`e2vpt resume {run_id} --restart` starts the run over"
+    try:
+        tensors, metadata = store.load_tensors_with_metadata(run_id, CHECKPOINT)
+    except DamagedFileError as error:
+        raise DamagedFileError(f"{error}; {restart}") from error
+    epoch, step = metadata.get("epoch", ""), metadata.get("step", "")
+    if not (epoch.isdigit() and step.isdigit()):
+        path = store.run_dir(run_id) / f"{CHECKPOINT}.safetensors"
+        raise DamagedFileError(f"{path} records no epoch and step; {restart}")
+    return tensors, int(epoch), int(step)
+
+
 def load_checkpoint(
     store: RunStore, run_id: str, model: PromptedViT, optimizer: torch.optim.Optimizer,
 ) -> tuple[int, int]:
     """Restore in place; returns (epochs completed, global step)."""
-    from safetensors import safe_open
-
-    path = store.run_dir(run_id) / f"{CHECKPOINT}.safetensors"
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-    tensors = store.load_tensors(run_id, CHECKPOINT)
+    tensors, epoch, step = read_checkpoint(store, run_id)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for key, value in tensors.items():
@@ -56,4 +66,4 @@ def load_checkpoint(
             else:
                 param = params[name]
                 optimizer.state[param]["momentum_buffer"] = value.to(param.device).clone()
-    return int(metadata["epoch"]), int(metadata["step"])
+    return epoch, step

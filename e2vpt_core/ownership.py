@@ -1,0 +1,180 @@
+"""Run ownership: one process at a time may train (or change the state of) a run.
+
+The owner holds a lease, a row of the store's `leases` table naming the process. A holder
+is identified by its pid namespace, pid and the kernel's start time of that process, so a
+reused pid (another process, or a restarted container) is never mistaken for the holder.
+A lease ends when its holder releases it, when its holder is seen dead (same namespace:
+immediately), or, for holders in another namespace, when its heartbeat stops for `TTL`
+seconds. Every check and change happens in one `BEGIN IMMEDIATE` transaction, so two
+processes can never both take one run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+TTL = 60.0  # seconds a lease from another pid namespace outlives its last heartbeat
+HEARTBEAT = 15.0  # seconds between renewals by a live holder
+ACTIVE_JOBS = ("queued", "running", "cancelling")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS leases (
+    run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+    holder TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    command TEXT NOT NULL,
+    acquired_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+"""
+
+
+class RunOwned(RuntimeError):
+    """The run is trained by another live process, or queued for the worker."""
+
+
+def _namespace() -> str:
+    """This machine and pid namespace: pids are only comparable within one."""
+    try:
+        space = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        space = "-"
+    return f"{socket.gethostname()}:{space}"
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot), None if it does not exist or
+    the platform has no /proc: with the pid, it names one process for the machine's life."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command may contain spaces
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One process, as leases and jobs record it: `namespace/pid/start`."""
+
+    namespace: str
+    pid: int
+    start: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.pid}/{self.start}"
+
+    @classmethod
+    def parse(cls, key: str) -> Holder:
+        namespace, pid, start = key.rsplit("/", 2)
+        return cls(namespace, int(pid), start)
+
+    @classmethod
+    def current(cls) -> Holder:
+        pid = os.getpid()
+        return cls(_namespace(), pid, process_start(pid) or "?")
+
+    def alive(self, expires_at: float, now: float) -> bool:
+        """Same namespace with /proc: the process itself is checked; else the heartbeat."""
+        if self.namespace == _namespace() and self.start != "?":
+            return process_start(self.pid) == self.start
+        return expires_at > now
+
+
+def describe(pid: int, command: str, since: float) -> str:
+    clock = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+    return f"pid {pid} ({command}), since {clock}"
+
+
+def _command() -> str:
+    words = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    return " ".join(words)[:200]
+
+
+def acquire(connection: sqlite3.Connection, run_id: str) -> None:
+    """Make this process the run's owner, inside the caller's `BEGIN IMMEDIATE`; raises
+    RunOwned naming the live owner, or the job that will train the run.
+
+    A job of this process is its own; a queued job, or a running one whose worker lives,
+    blocks; a running job whose worker died is ended, its run taken over."""
+    me, now = Holder.current(), time.time()
+    row = connection.execute("SELECT holder, pid, command, acquired_at, expires_at "
+                             "FROM leases WHERE run_id=?", (run_id,)).fetchone()
+    if row is not None and row[0] != me.key and Holder.parse(row[0]).alive(row[4], now):
+        raise RunOwned(f"run {run_id} is being trained by {describe(*row[1:4])}; "
+                       "wait for it to finish or stop that process")
+    jobs = connection.execute(
+        f"SELECT id, status, worker FROM jobs WHERE run_id=? AND status IN "
+        f"({','.join('?' * len(ACTIVE_JOBS))}) ORDER BY id", (run_id, *ACTIVE_JOBS)).fetchall()
+    for job_id, status, worker in jobs:
+        if worker == me.key:
+            continue
+        if status == "queued":
+            raise RunOwned(f"run {run_id} is queued as job {job_id} for the worker; cancel "
+                           f"job {job_id} first to train it here")
+        if worker is not None and Holder.parse(worker).alive(0.0, now):
+            raise RunOwned(f"run {run_id} is being trained by the worker (pid "
+                           f"{Holder.parse(worker).pid}) as job {job_id}")
+        connection.execute("UPDATE jobs SET status='cancelled', error=?, finished_at=? "
+                           "WHERE id=?", (f"taken over by pid {me.pid}", now, job_id))
+    connection.execute(
+        "INSERT INTO leases (run_id, holder, pid, command, acquired_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(run_id) DO UPDATE SET holder=excluded.holder, "
+        "pid=excluded.pid, command=excluded.command, acquired_at=excluded.acquired_at, "
+        "expires_at=excluded.expires_at WHERE leases.holder != excluded.holder",
+        (run_id, me.key, me.pid, _command(), now, now + TTL))
+
+
+def check_not_owned(connection: sqlite3.Connection, run_id: str) -> None:
+    """Raise RunOwned if another live process holds the run."""
+    row = connection.execute("SELECT holder, pid, command, acquired_at, expires_at "
+                             "FROM leases WHERE run_id=?", (run_id,)).fetchone()
+    if row is not None and row[0] != Holder.current().key \
+            and Holder.parse(row[0]).alive(row[4], time.time()):
+        raise RunOwned(f"run {run_id} is being trained by {describe(*row[1:4])}")
+
+
+def release(connection: sqlite3.Connection, run_id: str) -> None:
+    connection.execute("DELETE FROM leases WHERE run_id=? AND holder=?",
+                       (run_id, Holder.current().key))
+
+
+_heartbeats: set[tuple[int, str]] = set()  # (pid, database) pairs with a running thread
+_heartbeats_lock = threading.Lock()
+
+
+def start_heartbeat(db_path: Path) -> None:
+    """Renew this process's leases in `db_path` every HEARTBEAT seconds, from one daemon
+    thread per store, until the store can no longer be opened (it never creates one)."""
+    key = (os.getpid(), str(db_path))  # a forked child has no thread of its parent's
+    with _heartbeats_lock:
+        if key in _heartbeats:
+            return
+        _heartbeats.add(key)
+    threading.Thread(target=_beat, args=(db_path,), daemon=True,
+                     name=f"lease heartbeat {db_path}").start()
+
+
+def _beat(db_path: Path) -> None:
+    uri = f"{db_path.resolve().as_uri()}?mode=rw"
+    while True:
+        time.sleep(HEARTBEAT)
+        try:
+            connection = sqlite3.connect(uri, uri=True, timeout=HEARTBEAT)
+            try:
+                with connection:
+                    connection.execute("UPDATE leases SET expires_at=? WHERE holder=?",
+                                       (time.time() + TTL, Holder.current().key))
+            finally:
+                connection.close()
+        except sqlite3.Error:
+            with _heartbeats_lock:
+                _heartbeats.discard((os.getpid(), str(db_path)))
+            return
