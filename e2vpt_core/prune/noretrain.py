@@ -20,7 +20,7 @@ from ..store import RunStore
 from ..train import TrainConfig, resolve_device
 from ..train.data import eval_loader
 from ..train.evaluate import evaluate
-from .selection import Selection, order_scores, select_masks
+from .selection import ORDERS, Selection, order_scores, select_masks
 
 Batches = list[tuple[torch.Tensor, torch.Tensor]]
 LOO = "importance_loo"
@@ -66,15 +66,18 @@ def no_retrain_curve(
     model: PromptedViT, batches: Batches, token_scores: torch.Tensor,
     segment_scores: torch.Tensor, ratios: Sequence[float], segment_ratio: float = 0.0,
     mode: str = "zero", draws: int = 5, seed: int = 0, min_segments: int | None = None,
-    rounding: str = "nearest",
+    rounding: str = "nearest", orders: Sequence[str] = ORDERS,
 ) -> list[dict[str, Any]]:
-    """Accuracy at every token ratio (at one segment ratio) for the scores' order, the
-    reverse order and `draws` random orders (seeds `seed`, `seed` + 1, …): one row each."""
+    """Accuracy at every token ratio (at one segment ratio) for each of `orders`: the
+    scores' order, the reverse order, and `draws` random orders (seeds `seed`, `seed` + 1,
+    …); one row per (order, seed, ratio)."""
     if draws < 1:
         raise ValueError(f"draws={draws} must be >= 1")
-    orders = [("importance", 0), ("reverse", 0)] + [("random", seed + d) for d in range(draws)]
+    runs = [(order, 0) for order in orders if order != "random"]
+    if "random" in orders:
+        runs += [("random", seed + draw) for draw in range(draws)]
     rows = []
-    for order, draw_seed in orders:
+    for order, draw_seed in runs:
         token, segment = order_scores(token_scores, segment_scores, order, draw_seed)
         for ratio in ratios:
             selection = select_masks(token, segment, ratio, segment_ratio, min_segments,
