@@ -1,7 +1,8 @@
 """The `e2vpt` command line (same as `python -m e2vpt_core`).
 
 Every command exits 0 when done and non-zero with a one-line reason on bad input; with
-`--json` the last line of stdout is one JSON object (or list, for `runs`).
+`--json` the last line of stdout is one JSON object (or list, for `runs`). The run store is
+`--store`, else `$E2VPT_STORE`, else `./runs` (see `cli_store`), named on stderr at the end.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import argparse
 import importlib
 import json
 import sys
+import warnings
 from typing import Any
 
+from .cli_store import resolve_store
 from .config import METHODS, PromptConfig
 from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
 
@@ -56,6 +59,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on a GPU")
     parser.add_argument("--store", default="runs", help="run store directory")
+    parser.add_argument("--create-store", action="store_true",
+                        help="create the store named by --store or E2VPT_STORE if missing")
     parser.add_argument("--json", action="store_true", help="last stdout line is JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -279,13 +284,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(commands)
+    for command in commands.choices.values():  # --store, else $E2VPT_STORE, else ./runs
+        if command.get_default("store") is not None:
+            command.set_defaults(store=None)
     return parser
+
+
+def _print_warning(command: str) -> Any:
+    """`warnings.showwarning` for the CLI: one line, like its errors."""
+    def show(message: Warning | str, *_args: Any, **_kwargs: Any) -> None:
+        print(f"e2vpt {command}: warning: {message}", file=sys.stderr)
+    return show
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning(args.command)
+            if hasattr(args, "store"):
+                args.store = resolve_store(args.store, makes_runs=hasattr(args, "create_store"),
+                                           create=getattr(args, "create_store", False))
+            code = args.handler(args)
+        if hasattr(args, "store"):  # stderr: with --json the last stdout line is the JSON
+            print(f"e2vpt {args.command}: store {args.store}", file=sys.stderr)
+        return code
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"e2vpt {args.command}: error: {message}", file=sys.stderr)

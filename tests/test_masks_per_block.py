@@ -169,7 +169,7 @@ def test_prune_and_rewind_a_run_with_masks_per_block(tmp_path, tiny_backbone, ca
     assert main(["train", "--backbone", tiny_backbone, "--dataset", "builtin:position",
                  "-P", "4", "-T", "2", "--num-segments", str(R), "--masks-per-block",
                  "--epochs", "1", "--batch-size", "100", "--lr", "2.0", "--device", "cpu",
-                 "--store", store, "--json", "--quiet"]) == 0
+                 "--store", store, "--create-store", "--json", "--quiet"]) == 0
     run_id = last_json(capsys.readouterr().out)["run_id"]
     assert main(["prune", run_id, "--token-ratio", "0.5", "--segment-ratio", "0.25",
                  "--token-scores", "segments", "--store", store, "--json"]) == 0

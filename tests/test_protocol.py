@@ -93,7 +93,7 @@ def test_suite_prints_group_means_beside_the_paper(tmp_path, tiny_backbone, caps
         assert 8 <= VTAB_TASKS[folder].num_classes
     store = tmp_path / "store"
     code = main(["protocol", "--suite", f"vtab:{root}", "--backbone", tiny_backbone,
-                 "--store", str(store), *ARGS])
+                 "--store", str(store), "--create-store", *ARGS])
     out = capsys.readouterr().out
     assert code == 0, out
     result = last_json(out)
@@ -125,8 +125,8 @@ def test_suite_prints_group_means_beside_the_paper(tmp_path, tiny_backbone, caps
 ])
 def test_bad_input_errors_before_any_run(tmp_path, tiny_backbone, capsys, extra, message):
     store = tmp_path / "store"
-    code = main(["protocol", "--backbone", tiny_backbone, "--store", str(store), *ARGS,
-                 *extra])
+    code = main(["protocol", "--backbone", tiny_backbone, "--store", str(store), "--create-store",
+                 *ARGS, *extra])
     assert code == 2
     assert message in capsys.readouterr().err
     assert RunStore(store).runs().empty

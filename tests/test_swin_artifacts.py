@@ -122,7 +122,7 @@ def test_cli_trains_a_swin_backbone(tmp_path, capsys):
     code = main(["train", "--backbone", str(directory), "--dataset", "builtin:orientation",
                  "--method", "vpt-deep", "-P", "2", "--num-segments", "4", "--epochs", "1",
                  "--batch-size", "50", "--lr", "1.0", "--store", str(tmp_path / "runs"),
-                 "--json", "--quiet"])
+                 "--create-store", "--json", "--quiet"])
     result = last_json(capsys.readouterr().out)
     assert code == 0 and result["status"] == "completed", result
     assert result["effective_params"] == result["trainable_params"]

@@ -82,8 +82,8 @@ def _train_args(backbone: str, store: Path, epochs: int, batch: int = 16) -> lis
     return ["train", "--backbone", backbone, "--dataset", "builtin:orientation",
             "--method", "e2vpt", "-P", "4", "-T", "2", "--num-segments", "4",
             "--epochs", str(epochs), "--batch-size", str(batch), "--lr", "1.0", "--wd", "0.0001",
-            "--prompt-dropout", "0", "--device", "cpu", "--store", str(store), "--json",
-            "--quiet"]
+            "--prompt-dropout", "0", "--device", "cpu", "--store", str(store),
+            "--create-store", "--json", "--quiet"]
 
 
 def _final_state(store: RunStore, run_id: str) -> dict[str, torch.Tensor]:

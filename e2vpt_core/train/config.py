@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,13 +72,20 @@ class TrainConfig:
         if self.preset == "official" and self.token_mask is None:  # rewinds fix their masks
             self.prompt = self.prompt.replace(**OFFICIAL_PROMPT)
         self.eval_splits = tuple(self.eval_splits)
+        for name in ("base_lr", "weight_decay", "momentum", "warmup_epochs", "grad_clip"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float))
+                                          and math.isfinite(value)):
+                raise ValueError(f"TrainConfig.{name}={value!r} must be a finite number")
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 1,
             "base_lr": self.base_lr > 0,
             "weight_decay": self.weight_decay >= 0,
+            "momentum": 0 <= self.momentum < 1,
             "log_every": self.log_every >= 1,
             "importance_every": self.importance_every >= 1,
+            "num_workers": self.num_workers is None or self.num_workers >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -103,15 +111,17 @@ class TrainConfig:
         return self.base_lr * self.batch_size / 256
 
     def check_sources(self) -> None:
-        """Reject a backbone or dataset that cannot be built, before a run is created for
-        it (the run itself would only fail later, in the worker)."""
+        """Reject a config whose run could only fail (backbone, weights, device, data, memory),
+        before a run is created for it; see `train.preflight`."""
         from ..data import parse_dataset_spec
         from ..models.factory import check_backbone_name
+        from .preflight import preflight
 
         check_backbone_name(self.backbone)
         if self.checkpoint is not None and not Path(self.checkpoint).is_file():
             raise ValueError(f"checkpoint file not found: {self.checkpoint}")
         parse_dataset_spec(self.dataset)
+        preflight(self)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

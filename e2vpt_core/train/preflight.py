@@ -1,0 +1,206 @@
+"""Checks a training config must pass before a run is created for it.
+
+A run that can only fail (no GPU, an unreachable hub, a corrupt image, a batch larger than
+the data, prompts that cannot fit in memory) must be refused with a one-line reason, not
+left behind as a `failed` run. The model is built on PyTorch's meta device: every shape
+check of the model runs and its activations are counted, without allocating any memory.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from .config import TrainConfig
+
+# Seconds to wait for the weights' host before calling it unreachable.
+HUB_TIMEOUT_S = 3.0
+_GIB = 1024**3
+# Methods that train only a head on the backbone's features: no activation is kept.
+HEAD_ONLY_METHODS = ("linear", "mlp-3")
+
+
+def check_device(name: str) -> torch.device:
+    """The device `name` resolves to, refused if this machine does not have it."""
+    try:
+        device = torch.device("cuda" if name == "auto" and torch.cuda.is_available()
+                              else "cpu" if name == "auto" else name)
+    except RuntimeError as error:
+        raise ValueError(f"device {name!r} is not a device ({error}); use auto, cpu or "
+                         "cuda[:N]") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {name!r}: no CUDA GPU is available on this machine; "
+                             "use --device cpu (or auto)")
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {name!r}: this machine has {count} GPU(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r}: MPS is not available on this machine")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {name!r} is not supported; use auto, cpu, cuda[:N] or mps")
+    return device
+
+
+def _reachable(host: str, port: int = 443) -> bool:
+    """Whether a TCP connection to host:port opens within HUB_TIMEOUT_S (DNS included)."""
+    result: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=HUB_TIMEOUT_S).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(HUB_TIMEOUT_S)
+    return bool(result and result[0])
+
+
+def _weights_source(name: str) -> tuple[str, bool] | None:
+    """(host, cached locally) of a timm name's pretrained weights; None when not a hub name."""
+    import timm
+
+    from ..models.factory import BUILTIN_BACKBONES
+
+    if name in BUILTIN_BACKBONES or Path(name).is_dir():
+        return None
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=False)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        import huggingface_hub
+        from huggingface_hub import constants
+
+        files = [cfg.hf_hub_filename] if cfg.hf_hub_filename else []
+        files += ["model.safetensors", "pytorch_model.bin"]
+        cached = any(isinstance(huggingface_hub.try_to_load_from_cache(cfg.hf_hub_id, f), str)
+                     for f in files)
+        host = "" if constants.HF_HUB_OFFLINE else urlparse(constants.ENDPOINT).hostname
+        return host or "", cached
+    if cfg.url:
+        cached = (Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url).name).is_file()
+        return urlparse(cfg.url).hostname or "", cached
+    return None
+
+
+def check_hub(config: TrainConfig) -> None:
+    """Refuse at once a timm name whose weights are neither cached nor downloadable, instead
+    of minutes of download retries."""
+    if not config.pretrained or config.checkpoint is not None:
+        return
+    source = _weights_source(config.backbone)
+    if source is None or source[1]:
+        return
+    host = source[0]
+    if not host or not _reachable(host):
+        where = host or "the Hugging Face hub (HF_HUB_OFFLINE is set)"
+        raise ValueError(
+            f"backbone {config.backbone!r} needs its pretrained weights from {where}, which "
+            "cannot be reached, and they are not cached: download them elsewhere and pass "
+            "--checkpoint FILE, or use --random-init or the bundled builtin-vit-tiny")
+
+
+def memory_total(device: torch.device) -> int:
+    """Bytes of memory on `device` (a GPU's own memory, else the machine's RAM)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device.index or 0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class _AttentionCount(TorchFunctionMode):
+    """Counts what attention keeps beyond the layers' outputs: its result, and keys and
+    values built for it (key-value prompts joined to K and V), not views of a layer's."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        if func is F.scaled_dot_product_attention:
+            self.values += result.numel() + sum(
+                t.numel() for t in args[1:3] if isinstance(t, torch.Tensor) and not t._is_view())
+        return result
+
+
+def estimate_memory(model: torch.nn.Module, input_size: tuple[int, ...], batch: int,
+                    bytes_per_value: int) -> tuple[int, int]:
+    """(bytes, activation values per image) of one training step on a meta-device model.
+
+    Activations kept for the backward pass are counted as the outputs of every leaf module
+    (linear layers, norms, activations) and of attention, which is a lower bound;
+    parameters count once, trainable ones three times (value, gradient, momentum).
+    """
+    values = 0
+
+    def count(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        nonlocal values
+        if isinstance(output, torch.Tensor):
+            values += output.numel()
+
+    leaves = [m for m in model.modules() if not any(m.children())
+              and not isinstance(m, (torch.nn.Identity, torch.nn.Dropout))]
+    handles = [m.register_forward_hook(count) for m in leaves]
+    try:
+        with torch.no_grad(), _AttentionCount() as attention:
+            model(torch.empty(1, *input_size, device="meta"))
+    finally:
+        for handle in handles:
+            handle.remove()
+    values += attention.values
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return values * batch * bytes_per_value + 4 * (params + 2 * trainable), values
+
+
+def check_model(config: TrainConfig, num_classes: int, device: torch.device) -> None:
+    """Build the prompted model on the meta device (every shape check of the model runs)
+    and refuse a config whose training step cannot fit in `device`'s memory."""
+    from timm.data import resolve_model_data_config
+
+    from ..models import build_backbone, create_model
+
+    with torch.device("meta"):
+        backbone = build_backbone(config.backbone, pretrained=False)
+        model = create_model(backbone, num_classes, config.prompt)
+    input_size = tuple(resolve_model_data_config(backbone)["input_size"])
+    per_process = max(1, config.batch_size // int(os.environ.get("WORLD_SIZE", "1")))
+    amp = config.amp and device.type == "cuda"
+    need, per_image = estimate_memory(model, input_size, per_process, 2 if amp else 4)
+    if config.prompt.method in HEAD_ONLY_METHODS:  # no backward through the backbone
+        need -= per_image * per_process * (2 if amp else 4)
+    have = memory_total(device)
+    if need > have:
+        prompt = config.prompt
+        raise ValueError(
+            f"P={prompt.visual_prompt_len}, T={prompt.kv_prompt_len} with a batch of "
+            f"{per_process} on {config.backbone} needs about {need / _GIB:,.1f} GiB "
+            f"({per_image:,} activation values per image), more than the "
+            f"{have / _GIB:,.1f} GiB of {device.type} memory here; lower -P/-T or "
+            "--batch-size")
+
+
+def preflight(config: TrainConfig) -> None:
+    """Every check that can be made before a run exists; raises ValueError with the reason."""
+    from ..data import verify_dataset
+
+    device = check_device(config.device)
+    check_hub(config)
+    splits = verify_dataset(config.dataset, [config.train_split, *config.eval_splits],
+                            seed=config.data_seed)
+    train = splits[config.train_split]
+    if config.batch_size > len(train):
+        raise ValueError(f"batch size {config.batch_size} is larger than the training split "
+                         f"({train.describe()})")
+    check_model(config, train.num_classes, device)

@@ -1,0 +1,170 @@
+"""Bad arguments are refused before a run exists, and every command uses the store the
+user means (issue 14, items 4 and 8)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from cli_helpers import last_json
+from data_fixtures import make_vtab_task
+
+from e2vpt_core.cli import main
+from e2vpt_core.config import PromptConfig
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig, preflight
+
+
+@pytest.fixture(autouse=True)
+def no_store_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No E2VPT_STORE from the environment; a private cache of verified datasets."""
+    monkeypatch.delenv("E2VPT_STORE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def _refused(args: list[str], store: Path, capsys: pytest.CaptureFixture) -> str:
+    """Run `e2vpt train ...`; assert exit 2, one stderr line and an untouched store."""
+    store.mkdir(exist_ok=True)
+    code = main(["train", "--epochs", "1", "--store", str(store), "--quiet", *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert len(err.splitlines()) == 1 and err.startswith("e2vpt train: error:"), err
+    assert list(store.iterdir()) == [], "a refused config left something in the store"
+    return err
+
+
+# --- item 8: argument errors, refused before any run ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--lr", "inf"], "base_lr=inf must be a finite number"),
+        (["--lr", "nan"], "base_lr=nan must be a finite number"),
+        (["--wd", "inf"], "weight_decay=inf must be a finite number"),
+        (["--grad-clip", "nan"], "grad_clip=nan must be a finite number"),
+        (["--workers", "-1"], "num_workers=-1 is out of range"),
+        (["--num-segments", "7"], "num_segments=7 must divide the backbone width"),
+        (["--batch-size", "801"], "batch size 801 is larger than the training split"),
+        (["-P", "100000"], "P=100000, T=5 with a batch of 64"),
+        (["-T", "100000"], "P=10, T=100000 with a batch of 64"),
+        (["--device", "tpu9"], "device 'tpu9' is not a device"),
+    ],
+)
+def test_bad_argument_creates_no_run(args: list[str], message: str, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(preflight, "memory_total", lambda _device: 16 << 30)  # a 16 GiB machine
+    err = _refused(args, tmp_path / "store", capsys)
+    assert message in err
+    if "grad_clip" in message:
+        assert "learning rate" not in err
+
+
+def test_cuda_without_a_gpu_creates_no_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert "no CUDA GPU is available" in _refused(["--device", "cuda"], tmp_path / "s", capsys)
+
+
+def test_huge_prompts_are_refused_by_the_memory_estimate(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
+    device = torch.device("cpu")
+    monkeypatch.setattr(preflight, "memory_total", lambda _device: 1 << 50)  # 1 PiB
+    preflight.check_model(TrainConfig(prompt=PromptConfig(visual_prompt_len=100000)), 10,
+                          device)  # fits such a machine
+    monkeypatch.setattr(preflight, "memory_total", lambda _device: 32 << 20)  # 32 MiB
+    with pytest.raises(ValueError, match=r"needs about .* GiB .* more than the 0.0 GiB"):
+        preflight.check_model(TrainConfig(), 10, device)  # the default does not fit 32 MiB
+
+
+def test_the_estimate_grows_with_prompts_and_batch() -> None:
+    from e2vpt_core.models import build_backbone, create_model
+
+    def estimate(prompt: PromptConfig, batch: int) -> int:
+        with torch.device("meta"):
+            model = create_model(build_backbone("builtin-vit-tiny"), 10, prompt)
+        return preflight.estimate_memory(model, (3, 32, 32), batch, 4)[0]
+
+    small, long_p = estimate(PromptConfig(), 8), estimate(PromptConfig(visual_prompt_len=1000), 8)
+    long_t = estimate(PromptConfig(kv_prompt_len=1000), 8)
+    assert long_p > 5 * small and long_t > 2 * small
+    assert estimate(PromptConfig(), 16) > 1.8 * small
+
+
+def test_offline_hub_name_fails_fast_with_the_checkpoint_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import huggingface_hub
+
+    asked: list[str] = []
+    monkeypatch.setattr(preflight, "_reachable", lambda host: asked.append(host) or False)
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    start = time.monotonic()
+    err = _refused(["--backbone", "vit_tiny_patch16_224.augreg_in21k"], tmp_path / "s", capsys)
+    assert time.monotonic() - start < 30
+    assert asked == ["huggingface.co"]
+    assert "--checkpoint FILE" in err and "cannot be reached" in err
+
+
+def test_corrupt_image_in_any_split_creates_no_run(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    task = make_vtab_task(tmp_path / "data")
+    victim = task / "images/test/000001.jpg"
+    victim.write_bytes(b"\xff\xd8\xff garbage")
+    err = _refused(["--dataset", f"vtab:{task}", "--batch-size", "2"], tmp_path / "s", capsys)
+    assert f"{victim} (listed at {task / 'test.txt'}:2)" in err
+
+
+# --- item 4: the store -------------------------------------------------------------------
+
+
+def test_store_from_the_environment_is_used_and_named(
+    tmp_path: Path, tiny_backbone: str, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    elsewhere, store = tmp_path / "elsewhere", tmp_path / "app-store"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("E2VPT_STORE", str(store))
+    args = ["train", "--backbone", tiny_backbone, "-P", "2", "-T", "1", "--num-segments", "4",
+            "--epochs", "1", "--batch-size", "100", "--json", "--quiet"]
+    assert main(args) == 2  # named, missing, not asked to create
+    assert "does not exist; pass --create-store" in capsys.readouterr().err
+    assert not store.exists()
+
+    assert main([*args, "--create-store"]) == 0
+    captured = capsys.readouterr()
+    run_id = last_json(captured.out)["run_id"]
+    assert RunStore(store).get_run(run_id)["status"] == "completed"
+    assert captured.err.strip().splitlines()[-1] == f"e2vpt train: store {store}"
+    assert list(elsewhere.iterdir()) == [], "a ./runs appeared in the working directory"
+
+    assert main(["runs", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert [row["id"] for row in last_json(captured.out)] == [run_id]
+    assert captured.err.strip() == f"e2vpt runs: store {store}"
+
+
+def test_named_missing_store_is_not_created(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "typo"
+    assert main(["train", "--epochs", "1", "--store", str(missing)]) == 2
+    assert f"run store {missing} (named by --store) does not exist" in capsys.readouterr().err
+    assert main(["runs", "--store", str(missing)]) == 2
+    assert f"no run store at {missing}" in capsys.readouterr().err
+    assert not missing.exists()
+
+
+def test_reading_commands_never_create_the_default_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (["runs"], ["export", "some-run", "out"], ["resume", "some-run"]):
+        assert main(args) == 2
+        assert f"no run store at {tmp_path / 'runs'}" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
