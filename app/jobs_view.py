@@ -43,10 +43,10 @@ def queue_rows(jobs: pd.DataFrame, runs: pd.DataFrame) -> dict[str, list[dict[st
 
 
 def _cancel_button(store: RunStore, job: dict[str, Any], column: Any) -> None:
-    if column.button("Cancel", key=f"cancel-job-{job['id']}", type="tertiary",
-                     help=f"Cancel job {job['id']} ({job['kind']})"):
-        cancel_job(store, job["id"])
-        st.rerun(scope="fragment")
+    """Cancels in the click's callback, so the redraw that follows already shows it."""
+    column.button("Cancel", key=f"cancel-job-{job['id']}", type="tertiary",
+                  help=f"Cancel job {job['id']} ({job['kind']})", on_click=cancel_job,
+                  args=(store, job["id"]))
 
 
 def _running(store: RunStore, job: dict[str, Any]) -> None:

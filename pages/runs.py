@@ -29,7 +29,7 @@ def run_table(runs: pd.DataFrame, names: dict[str, str],
         created=[time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
                  for t in runs["created_at"]])
     table = with_references(runs, table)
-    return table[[c for c in COLUMNS if c in table.columns]]
+    return table[[c for c in COLUMNS if c in table.columns]].reset_index(drop=True)
 
 
 def tagged(runs: pd.DataFrame, tags: dict[str, list[str]], wanted: list[str]) -> pd.DataFrame:

@@ -183,6 +183,7 @@ def follow(store: RunStore) -> None:
     ids, names = list(runs["id"]), run_names(runs)
     chosen = followed_run(runs, st.session_state.get("train_run"))
     run_id = st.selectbox("Follow run", ids, index=ids.index(chosen), format_func=names.get)
+    st.session_state["train_run"] = run_id  # still followed once it completes
     live_view(store, run_id)
 
 

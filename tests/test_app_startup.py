@@ -1,0 +1,88 @@
+"""How the app starts: localhost only and no usage statistics from any working directory
+(issue 14), and no heavy import (umap, numba, scikit-learn, geoopt) on pages that do not
+draw with them (issue 15)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "app" / "main.py"
+HEAVY = ("umap", "numba", "sklearn", "geoopt", "pynndescent")
+
+_VISIT_PAGES = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+app = AppTest.from_file({str(APP)!r}, default_timeout=120).run()
+assert not app.exception, app.exception
+for page in ("runs.py", "pruning.py", "embeddings.py", "budget.py"):
+    app.switch_page(f"../pages/{{page}}").run()
+    assert not app.exception, (page, app.exception)
+print("heavy:", [name for name in {HEAVY!r} if name in sys.modules])
+"""
+
+
+def test_no_page_imports_umap_numba_or_scikit_learn_on_its_first_render(tmp_path):
+    env = {**os.environ, "E2VPT_STORE": str(tmp_path), "E2VPT_AUTOSTART_WORKER": "0"}
+    result = subprocess.run([sys.executable, "-c", _VISIT_PAGES], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []", result.stdout
+
+
+def test_the_settings_next_to_the_script_keep_the_app_local():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    settings = tomllib.loads((APP.parent / ".streamlit" / "config.toml").read_text())
+    assert settings["server"]["address"] == "localhost"
+    assert settings["browser"]["gatherUsageStats"] is False
+
+
+def _listening(port: int) -> set[str]:
+    """Local addresses (hex, as the kernel writes them) listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net")
+def test_started_from_another_directory_the_app_listens_on_localhost_only(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "E2VPT_STORE": str(tmp_path / "runs"), "E2VPT_AUTOSTART_WORKER": "0"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("streamlit did not answer its health check within 90 s")
+        addresses = _listening(port)
+        loopback = {"0100007F", "00000000000000000000000001000000"}  # 127.0.0.1, ::1
+        assert addresses and addresses <= loopback, addresses
+    finally:
+        server.kill()
+        server.wait(timeout=30)

@@ -1,0 +1,164 @@
+"""The app as a workbench (AppTest): the job queue in the sidebar, following the training
+run, readable names with renames and tags, references beside accuracies, prompt-less
+configs refused, the parameter budget on the bundled backbone."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+from pathlib import Path
+
+import pytest
+from app_helpers import by_label, open_page
+
+from e2vpt_core import PromptConfig
+from e2vpt_core.demo import submit_demo
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from app.pruning_state import prompt_runs  # noqa: E402
+
+TASK = "builtin:orientation"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> RunStore:
+    monkeypatch.setenv("E2VPT_STORE", str(tmp_path))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    return RunStore(tmp_path)
+
+
+def _run(store: RunStore, prompt: PromptConfig, status: str = "completed",
+         **summary) -> str:
+    run_id = store.create_run(TrainConfig(dataset=TASK, epochs=1, prompt=prompt).to_dict(),
+                              status=status)
+    store.log_metrics(run_id, 1, 0, {"train/loss": 1.0, "train/lr": 0.1, "val/top1": 20.0})
+    store.update_summary(run_id, total_steps=2, **summary)
+    return run_id
+
+
+def _sidebar_text(app) -> str:
+    return "\n".join(element.value for element in app.sidebar.markdown)
+
+
+def test_the_sidebar_queue_shows_the_demos_five_jobs_and_cancels_one(store):
+    demo = submit_demo(store)
+    app = open_page("runs.py")  # any page: the queue sits in every page's sidebar
+    text = _sidebar_text(app)
+    assert "**Queued (5)**" in text
+    for line in ("1. train: e2vpt P10 T5 · orientation", "2. train: vpt-deep P10 · orientation",
+                 "3. importance: importance of e2vpt P10 T5 · orientation",
+                 "4. rewind: rewind 50 % tok / 25 % seg of e2vpt P10 T5 · orientation",
+                 "5. embed: embed vpt-deep P10 · orientation vs e2vpt P10 T5 · orientation"):
+        assert line in text
+    assert "No worker is running" in app.sidebar.warning[0].value
+    app.sidebar.button(key=f"cancel-job-{demo.rewind_job}").click().run()
+    assert store.get_job(demo.rewind_job)["status"] == "cancelled"
+    assert "**Queued (4)**" in _sidebar_text(app)
+
+
+def test_the_sidebar_shows_the_running_job_with_its_progress(store):
+    run_id = _run(store, PromptConfig("vpt-deep"), status="running")
+    job_id, _ = store.enqueue_job("train", {}, run_id=run_id)
+    with sqlite3.connect(store.db_path) as connection:  # as a worker's claim leaves it
+        connection.execute("UPDATE jobs SET status='running', started_at=1 WHERE id=?",
+                           (job_id,))
+    app = open_page()
+    assert "**Running** · train  \nvpt-deep P10 · orientation" in _sidebar_text(app)
+    assert app.sidebar.get("progress")[0].proto.text.startswith("step 1 / 2")
+    assert app.sidebar.button(key=f"cancel-job-{job_id}") is not None
+
+
+def test_a_reopened_tab_follows_the_training_run_not_the_newest_queued(store):
+    running = _run(store, PromptConfig("e2vpt"), status="running")
+    _run(store, PromptConfig("vpt-deep"), status="queued")  # newer
+    app = open_page()
+    follow = by_label(app.selectbox, "Follow run")
+    assert follow.value == running
+    assert follow.format_func(running) == "e2vpt P10 T5 · orientation"  # no status to go stale
+    assert app.get("progress")[0].proto.text.startswith("running: step 1 / 2")
+    store.set_status(running, "completed")
+    app.run()
+    assert app.get("progress")[0].proto.text.startswith("completed: step 1 / 2")
+
+
+def test_the_live_view_sits_above_the_form_and_reads_accuracy_against_chance(store):
+    run_id = _run(store, PromptConfig("e2vpt"), val_top1=30.0, test_top1=25.0)
+    _run(store, PromptConfig("linear"), test_top1=20.0)
+    app = open_page()
+    labels = [box.label for box in app.selectbox]
+    assert labels.index("Follow run") < labels.index("Method")
+    by_label(app.selectbox, "Follow run").set_value(run_id).run()
+    assert "test top-1 25.0 % (chance 12.5 %, linear probe 20.0 %)" in \
+        [caption.value for caption in app.caption]
+    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
+    assert figure["data"][0]["name"] == "e2vpt P10 T5 · orientation"  # the legend
+    notes = [note["text"] for note in figure["layout"]["annotations"]]
+    assert "chance 12.5 %" in notes and "linear probe 20.0 %" in notes
+
+
+def test_a_cancelled_run_is_no_error(store):
+    run_id = _run(store, PromptConfig("e2vpt"), status="running")
+    store.set_status(run_id, "cancelled", "cancelled before it started")
+    app = open_page()
+    assert not app.error
+    assert app.info[0].value == "cancelled: cancelled before it started"
+    store.set_status(run_id, "failed", "ValueError: boom")
+    app.run()
+    assert app.error[0].value == "failed: ValueError: boom"
+
+
+@pytest.mark.parametrize("method, words", [("e2vpt", "P = 0 and T = 0"), ("vpt-deep", "P = 0")])
+def test_a_prompt_method_without_prompts_is_refused(store, method, words):
+    app = open_page()
+    by_label(app.selectbox, "Method").set_value(method).run()
+    by_label(app.number_input, "Visual prompt length P").set_value(0).run()
+    if method == "e2vpt":
+        by_label(app.number_input, "Key-value prompt length T").set_value(0).run()
+    by_label(app.button, "Start").click().run()
+    assert words in app.error[0].value and "linear" in app.error[0].value
+    assert store.jobs().empty and store.runs().empty
+
+
+def test_pruning_lists_only_runs_with_visual_prompts(store):
+    prompted = _run(store, PromptConfig("e2vpt"))
+    _run(store, PromptConfig("e2vpt", visual_prompt_len=0, kv_prompt_len=0))
+    _run(store, PromptConfig("e2vpt", visual_prompt_len=0, kv_prompt_len=3))
+    _run(store, PromptConfig("linear"))
+    assert list(prompt_runs(store.runs())["id"]) == [prompted]
+
+
+def test_runs_are_renamed_tagged_and_grouped_by_task(store):
+    first = _run(store, PromptConfig("e2vpt"), test_top1=25.0)
+    other = store.create_run(TrainConfig(dataset="builtin:digits").to_dict())
+    app = open_page("runs.py")
+    assert [frame.value["name"].tolist() for frame in app.dataframe[:2]] == [
+        ["e2vpt P10 T5 · digits"], ["e2vpt P10 T5 · orientation"]]  # one table per task
+    table = app.dataframe[1].value
+    assert (table["test_top1"][0], table["chance"][0]) == (25.0, 12.5)
+    by_label(app.selectbox, "Run").set_value(first).run()
+    app.text_input(key=f"name-{first}").input("baseline").run()
+    app.text_input(key=f"tags-{first}").input("paper, cpu").run()
+    by_label(app.button, "Save name and tags").click().run()
+    assert not app.exception
+    assert store.get_run(first)["summary"]["display_name"] == "baseline"
+    by_label(app.multiselect, "Only runs tagged").select("paper").run()
+    assert [frame.value["name"].tolist() for frame in app.dataframe[:1]] == [["baseline"]]
+    assert app.dataframe[0].value["tags"][0] == "paper, cpu"
+    by_label(app.radio, "Group by").set_value("none").run()
+    by_label(app.multiselect, "Only runs tagged").unselect("paper").run()
+    assert set(app.dataframe[0].value["name"]) == {"baseline", "e2vpt P10 T5 · digits"}
+    assert other in set(app.dataframe[0].value["id"])
+
+
+def test_the_budget_offers_the_bundled_backbone_with_separated_counts(store):
+    app = open_page("budget.py")
+    by_label(app.selectbox, "Backbone").set_value("builtin-vit-tiny").run()
+    table = app.dataframe[0].value.set_index("method")
+    # the bundled ViT: 6 blocks of width 192; E²VPT P10 T5 shares K and V prompts
+    assert table.loc["e2vpt", "trainable params"] == 6 * 15 * 192 + 192 * 100 + 100
+    columns = json.loads(app.dataframe[0].proto.columns)  # thousands separators
+    assert columns["trainable params"]["type_config"]["format"] == "localized"
