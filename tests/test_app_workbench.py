@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from app_helpers import by_label, open_page
+from streamlit.proto.Metric_pb2 import Metric
 
 from e2vpt_core import PromptConfig
 from e2vpt_core.demo import submit_demo
@@ -162,3 +163,26 @@ def test_the_budget_offers_the_bundled_backbone_with_separated_counts(store):
     assert table.loc["e2vpt", "trainable params"] == 6 * 15 * 192 + 192 * 100 + 100
     columns = json.loads(app.dataframe[0].proto.columns)  # thousands separators
     assert columns["trainable params"]["type_config"]["format"] == "localized"
+
+
+def test_pruning_names_the_run_recomputes_and_shows_fewer_parameters_as_a_gain(
+        tiny_backbone, store):
+    from e2vpt_core.prune.importance import compute_run_importance
+    from e2vpt_core.train import train_run
+
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=64, device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
+                                             num_segments=4))
+    run_id = train_run(config, store).run_id
+    app = open_page("pruning.py")
+    assert by_label(app.selectbox, "Run").format_func(run_id).startswith("e2vpt P4 T2 · position")
+    assert any(caption.value.endswith("(chance 12.5 %)") for caption in app.caption)
+    assert by_label(app.button, "Compute full-pass importance") is not None
+    compute_run_importance(store, run_id, max_batches=1)
+    app.run()
+    assert by_label(app.button, "Recompute full-pass importance") is not None
+    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    metric = next(m for m in app.metric if m.label == "Effective parameters")
+    assert metric.delta.startswith("-")
+    assert Metric.MetricColor.Name(metric.proto.color) == "GREEN"  # fewer is the gain

@@ -1,5 +1,6 @@
 """End to end in a real browser: `streamlit run app/main.py` in headless Chromium; a short
-run watched live, then the quick demo through the Pruning and Embeddings pages.
+run watched live (its name in the legend, no stale status once it completes), then the
+quick demo's five jobs in the sidebar queue and through the Pruning and Embeddings pages.
 
 Uses Debian's chromium (`make test` installs it when missing) through Python Playwright,
 never a browser Playwright downloads itself. Screenshots go to $E2VPT_SCREENSHOTS (default:
@@ -114,7 +115,17 @@ def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
         page.wait_for_timeout(1500)
         page.screenshot(path=str(shots / "train-live.png"))
         page.get_by_text("Validation top-1").first.wait_for(timeout=30_000)
-        page.get_by_text("completed").first.wait_for(timeout=300_000)
+        legend = page.locator(".js-plotly-plot .legendtext")
+        _wait_until(lambda: "e2vpt P10 T5 · counting" in legend.all_text_contents(), 60,
+                    "the run's readable name in the curves' legend")
+        page.get_by_text("completed: step").first.wait_for(timeout=300_000)
+        page.wait_for_timeout(3000)  # a few more live redraws: nothing may say otherwise
+        follow = page.get_by_test_id("stSelectbox").filter(has_text="Follow run")
+        assert "e2vpt P10 T5 · counting" in follow.inner_text()
+        for stale in ("running", "queued"):
+            assert stale not in follow.inner_text()
+            assert page.get_by_text(f"{stale}: step").count() == 0
+        assert "Nothing running or queued" in page.get_by_test_id("stSidebar").inner_text()
 
         page.get_by_role("link", name="Runs").click()
         page.get_by_text("e2vpt train").first.wait_for(timeout=60_000)
@@ -129,10 +140,18 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
     with _page() as page:
         _start_with_epochs(page, app_url, "Run the quick demo", "Demo epochs", 1)
         page.get_by_text("Queued the demo").wait_for(timeout=30_000)
+        sidebar = page.get_by_test_id("stSidebar")
+        e2vpt_name, vpt_name = "e2vpt P10 T5 · orientation", "vpt-deep P10 · orientation"
+        jobs = [f"train: {vpt_name}", f"importance: importance of {e2vpt_name}",
+                f"rewind: rewind 50 % tok / 25 % seg of {e2vpt_name}",
+                f"embed: embed {vpt_name} vs {e2vpt_name} (test)"]
+        _wait_until(lambda: all(job in sidebar.inner_text() for job in jobs), 30,
+                    "the demo's jobs in the sidebar queue")
+        assert e2vpt_name in sidebar.inner_text()  # the fifth, queued or running
+        page.screenshot(path=str(shots / "queue.png"))
         page.get_by_text("running: step").first.wait_for(timeout=180_000)
         runs = store.runs()
-        e2vpt, vpt = (str(runs[runs["method"] == method]["id"].iloc[0])
-                      for method in ("e2vpt", "vpt-deep"))
+        e2vpt = str(runs[runs["method"] == "e2vpt"]["id"].iloc[0])
 
         page.get_by_role("link", name="Pruning").click()
         page.get_by_text("live snapshot from training, step").first.wait_for(timeout=120_000)
@@ -164,7 +183,7 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         assert (rewinds["kind"] == "rewind").sum() == 2  # the demo's and this one
 
         page.get_by_role("link", name="Embeddings").click()  # while VPT-deep still trains
-        expected = [f"{vpt} (test)", f"{e2vpt} (test)"]
+        expected = [f"{vpt_name} (test)", f"{e2vpt_name} (test)"]
         titles = page.locator(".js-plotly-plot .gtitle")
         _wait_until(lambda: titles.all_text_contents() == expected, 600,
                     "the VPT-deep and E²VPT disks side by side")
