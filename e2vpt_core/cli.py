@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 import warnings
 from typing import Any
@@ -313,6 +314,13 @@ def main(argv: list[str] | None = None) -> int:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"e2vpt {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM while training (Terminated)
+        from .train.loop import Terminated
+
+        by = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+        print(f"e2vpt {args.command}: stopped by {by.name}; a run it was training is "
+              "cancelled and can be resumed (e2vpt resume RUN)", file=sys.stderr)
+        return 128 + by
     finally:
         sys.stdout.flush()
 

@@ -31,7 +31,7 @@ except ImportError:  # Windows: no advisory locks; one process initialises at a 
     fcntl = None
 
 from . import ownership
-from .fileio import atomic_write
+from .fileio import atomic_write, remove_orphan_tmp
 from .ownership import RunOwned
 from .store_jobs import JobQueue, insert_run
 
@@ -155,6 +155,7 @@ class RunStore(JobQueue):
                     connection.close()
             except sqlite3.DatabaseError as error:
                 raise _store_error(self.db_path, error) from error
+        remove_orphan_tmp(self.root)  # left by writers killed mid-write
 
     @property
     def read_only(self) -> bool:

@@ -8,7 +8,7 @@ import torch
 from timm.data import resolve_model_data_config
 from torch.utils.data import DataLoader, Sampler
 
-from ..data import build_transform, load_dataset
+from ..data import build_transform, load_dataset, verify_dataset
 from .config import TrainConfig
 
 
@@ -74,7 +74,12 @@ def build_loaders(
     config: TrainConfig, backbone: torch.nn.Module, device: torch.device, rank: int = 0,
     world: int = 1,
 ) -> tuple[DataLoader, EpochBatchSampler, dict[str, DataLoader], int]:
-    """Train loader (+ its sampler), one eval loader per split, and the class count."""
+    """Train loader (+ its sampler), one eval loader per split, and the class count.
+
+    Every split is verified first (cached when unchanged since `check_sources`), so an
+    image broken since the run was submitted fails it now, not at its last evaluation."""
+    verify_dataset(config.dataset, [config.train_split, *config.eval_splits],
+                   seed=config.data_seed)
     workers = _workers(config)
     pin = device.type == "cuda"
     train_set = load_dataset(
@@ -84,11 +89,6 @@ def build_loaders(
     sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed, rank, world)
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
                               pin_memory=pin, persistent_workers=workers > 0)
-    eval_loaders = {}
-    for split in config.eval_splits:
-        loader = eval_loader(config, backbone, split, pin_memory=pin)
-        if loader.dataset.num_classes != train_set.num_classes:
-            raise ValueError(f"split {split!r} has {loader.dataset.num_classes} classes, the "
-                             f"training split {train_set.num_classes}")
-        eval_loaders[split] = loader
+    eval_loaders = {split: eval_loader(config, backbone, split, pin_memory=pin)
+                    for split in config.eval_splits}  # same classes: verified above
     return train_loader, sampler, eval_loaders, train_set.num_classes

@@ -7,10 +7,12 @@ per-epoch evaluation, a checkpoint at the end of every epoch, the final adapter 
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,30 @@ ProgressFn = Callable[[dict[str, Any]], None]
 
 class TrainingFailed(RuntimeError):
     """A run that cannot go on (e.g. a non-finite loss); the message is the stored reason."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while training (`kill`, a container or service stop): handled like Ctrl-C,
+    so the run is marked cancelled and resumable instead of left `running`."""
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn SIGTERM into `Terminated` while training, unless the process already handles
+    SIGTERM itself (a worker) or this is not the main thread (signals go there only)."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def terminate(_signum: int, _frame: object) -> None:
+        raise Terminated("SIGTERM")
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 @dataclass
@@ -69,11 +95,14 @@ def train_run(
     if rank == 0:
         store.set_status(run_id, "running")
     try:
-        metrics = _train(config, store, run_id, resume, progress, should_stop, rank)
+        with _sigterm_interrupts():
+            metrics = _train(config, store, run_id, resume, progress, should_stop, rank)
     except TrainingFailed as failure:
         return _finish(store, run_id, rank, "failed", str(failure))
-    except KeyboardInterrupt:
-        _finish(store, run_id, rank, "cancelled", "interrupted")
+    except KeyboardInterrupt as interrupt:
+        how = "terminated (SIGTERM)" if isinstance(interrupt, Terminated) else "interrupted"
+        _finish(store, run_id, rank, "cancelled",
+                f"{how}; continue from its last checkpoint with: e2vpt resume {run_id}")
         raise
     except Exception as error:  # bad data, bad config: stored as the reason, not lost
         if rank == 0:
