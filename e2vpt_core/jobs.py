@@ -299,7 +299,8 @@ def run_worker(store: RunStore, lock_fd: int | None = None, idle_exit: float | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2vpt_core.jobs",
                                      description="Run the store's queued jobs, one at a time.")
-    parser.add_argument("--store", default="runs", help="run store directory")
+    parser.add_argument("--store", default=os.environ.get("E2VPT_STORE") or "runs",
+                        help="run store directory (default: $E2VPT_STORE, else runs)")
     parser.add_argument("--idle-exit", type=float, default=None,
                         help="exit after this many idle seconds (default: never)")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between queue checks")

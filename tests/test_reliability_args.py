@@ -168,3 +168,18 @@ def test_reading_commands_never_create_the_default_store(
         assert main(args) == 2
         assert f"no run store at {tmp_path / 'runs'}" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_worker_uses_the_store_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from e2vpt_core import jobs
+
+    elsewhere, store = tmp_path / "elsewhere", tmp_path / "app-store"
+    elsewhere.mkdir()
+    store.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("E2VPT_STORE", str(store))
+    assert jobs.main(["--idle-exit", "0", "--poll", "0.01"]) == 0
+    assert (store / "store.sqlite").is_file()
+    assert list(elsewhere.iterdir()) == []
