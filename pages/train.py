@@ -11,7 +11,7 @@ import streamlit as st
 
 from app.context import accuracy_text, references
 from app.figures import training_curves
-from app.names import run_names
+from app.names import config_name, run_names
 from app.state import format_seconds, get_store, progress, start_worker
 from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS, PromptConfig
 from e2vpt_core.data import BUILTIN_TASKS
@@ -120,16 +120,16 @@ def quick_demo(store: RunStore, first_run: bool) -> None:
             return
         st.session_state["train_run"] = demo.e2vpt_run
         start_worker(store)
-        box.success(f"Queued the demo: E²VPT run {demo.e2vpt_run} and VPT-deep run "
-                    f"{demo.vpt_run}, then importance, a rewind and the embedding view "
-                    "(watch them here, then on Pruning and Embeddings).")
+        box.success("Queued the demo: an E²VPT and a VPT-deep run, then importance, a "
+                    "rewind and the embedding view (five jobs: see the sidebar's queue; "
+                    "the E²VPT run is followed above, then see Pruning and Embeddings).")
 
 
 def start(store: RunStore, config: TrainConfig) -> None:
     job_id, run_id = submit_train(store, config)
     st.session_state["train_run"] = run_id
     start_worker(store)
-    st.success(f"Queued run {run_id} (job {job_id}).")
+    st.success(f"Queued run {config_name(config.to_dict())} ({run_id}, job {job_id}).")
 
 
 def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
