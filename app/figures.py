@@ -140,23 +140,99 @@ def layer_mask_preview(segment_mask: np.ndarray | Sequence) -> go.Figure:
     return figure
 
 
-def prune_curve(results: pd.DataFrame) -> go.Figure:
-    """Accuracy and effective parameters against the prune ratio, from rewound runs.
+def prune_curve(results: pd.DataFrame,
+                parent: Mapping[str, float] | None = None) -> go.Figure:
+    """Rewound runs: top-1 (upper panel) and effective parameters (lower panel, so neither
+    marker hides the other) against the token prune ratio; one colour per segment ratio,
+    the unpruned parent at ratio 0, and random-mask rewinds (mean ± sd over their seeds)
+    beside the chosen masks.
 
-    Columns: `ratio`, `accuracy`, `effective_params`."""
-    if results.empty:
+    Columns: `ratio`, `accuracy`, `effective_params`, optional `segment_ratio` and
+    `order` (`random` marks the controls); `parent`: its `accuracy` and
+    `effective_params`."""
+    if results.empty and parent is None:
         return _empty("Pruning trade-off", "no rewinds yet")
-    results = results.sort_values("ratio")
-    figure = make_subplots(specs=[[{"secondary_y": True}]])
-    figure.add_trace(go.Scatter(x=list(results["ratio"]), y=list(results["accuracy"]),
-                                name="accuracy", mode="lines+markers"), secondary_y=False)
-    figure.add_trace(go.Scatter(x=list(results["ratio"]), y=list(results["effective_params"]),
-                                name="effective params", mode="lines+markers",
-                                line={"dash": "dot"}), secondary_y=True)
-    figure.update_xaxes(title_text="prune ratio")
-    figure.update_yaxes(title_text="top-1 (%)", secondary_y=False)
-    figure.update_yaxes(title_text="effective parameters", secondary_y=True)
-    figure.update_layout(title="Pruning trade-off")
+    results = results.assign(
+        segment_ratio=results.get("segment_ratio", pd.Series(0.0, index=results.index))
+        .fillna(0.0),
+        order=results.get("order", pd.Series("importance", index=results.index))
+        .fillna("importance"))
+    figure = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35],
+                           vertical_spacing=0.06)
+    if parent is not None:
+        for row, key, text, name in ((1, "accuracy", "%{y:.1f} %", "parent (unpruned)"),
+                                     (2, "effective_params", "%{y:,}", "parent params")):
+            figure.add_trace(go.Scatter(
+                x=[0.0], y=[parent[key]], name=name, mode="markers",
+                marker={"symbol": "star", "size": 14, "color": "black"}, showlegend=row == 1,
+                legendgroup="parent", hovertemplate=f"parent: {text}<extra></extra>"),
+                row=row, col=1)
+    for index, (segment_ratio, group) in enumerate(results.groupby("segment_ratio")):
+        colour = _COLOURS[index % len(_COLOURS)]
+        label = f"segments {segment_ratio:.0%}"
+        chosen = group[group["order"] != "random"].sort_values("ratio")
+        where = f"tokens %{{x:.0%}} / {label}"
+        figure.add_trace(go.Scatter(
+            x=list(chosen["ratio"]), y=list(chosen["accuracy"]), name=f"scored masks, {label}",
+            mode="lines+markers", line={"color": colour}, legendgroup=label,
+            hovertemplate=f"{where}: %{{y:.1f}} %<extra></extra>"), row=1, col=1)
+        figure.add_trace(go.Scatter(
+            x=list(chosen["ratio"]), y=list(chosen["effective_params"]), showlegend=False,
+            name=f"effective params, {label}", mode="lines+markers", legendgroup=label,
+            line={"color": colour, "dash": "dot"}, marker={"symbol": "square"},
+            hovertemplate=f"{where}: %{{y:,}} params<extra></extra>"), row=2, col=1)
+        random = group[group["order"] == "random"]
+        if not random.empty:
+            stats = random.groupby("ratio")["accuracy"].agg(["mean", "std", "count"])
+            figure.add_trace(go.Scatter(
+                x=list(stats.index), y=list(stats["mean"]), mode="markers",
+                error_y={"type": "data", "array": list(stats["std"].fillna(0.0))},
+                name=f"random masks (mean ± sd), {label}", legendgroup=label,
+                marker={"symbol": "x", "size": 10, "color": colour},
+                customdata=list(stats["count"]),
+                hovertemplate=f"random, {where}: %{{y:.1f}} % over %{{customdata}} "
+                              "seeds<extra></extra>"), row=1, col=1)
+    figure.update_xaxes(range=[-0.05, 0.95], tickformat=".0%")
+    figure.update_xaxes(title_text="token prune ratio", row=2, col=1)
+    figure.update_yaxes(title_text="top-1 (%)", range=[0, 100], row=1, col=1)
+    figure.update_yaxes(title_text="effective parameters", rangemode="tozero",
+                        tickformat=",d", row=2, col=1)
+    figure.update_layout(title="Pruning trade-off", legend={"groupclick": "togglegroup"})
+    return figure
+
+
+def no_retrain_curve(rows: pd.DataFrame) -> go.Figure:
+    """The parent's top-1 without retraining against the token prune ratio: the scores'
+    order, the reverse order, and random orders as mean ± sd over their draws.
+
+    Columns: `order`, `seed`, `token_ratio`, `top1`."""
+    title = "Accuracy without retraining"
+    if rows.empty:
+        return _empty(title, "not computed yet")
+    figure = go.Figure()
+    random = rows[rows["order"] == "random"].groupby("token_ratio")["top1"]
+    if len(random):
+        stats = random.agg(["mean", "std"]).fillna(0.0)
+        x = list(stats.index)
+        draws = rows[rows["order"] == "random"]["seed"].nunique()
+        figure.add_trace(go.Scatter(
+            x=x + x[::-1], y=list(stats["mean"] + stats["std"])
+            + list((stats["mean"] - stats["std"])[::-1]), fill="toself", mode="lines",
+            line={"width": 0}, fillcolor="rgba(127,127,127,0.25)", hoverinfo="skip",
+            name="random ± sd"))
+        figure.add_trace(go.Scatter(x=x, y=list(stats["mean"]), mode="lines+markers",
+                                    name=f"random (mean of {draws})",
+                                    line={"color": "grey", "dash": "dash"}))
+    for order, name, colour in (("importance", "scores", "#2ca02c"),
+                                ("reverse", "reverse (most important first)", "#d62728")):
+        line = rows[rows["order"] == order].sort_values("token_ratio")
+        if not line.empty:
+            figure.add_trace(go.Scatter(x=list(line["token_ratio"]), y=list(line["top1"]),
+                                        mode="lines+markers", name=name,
+                                        line={"color": colour}))
+    figure.update_layout(title=title, xaxis={"title": "token prune ratio", "tickformat": ".0%",
+                                             "range": [-0.05, 0.95]},
+                         yaxis={"title": "top-1 (%)", "range": [0, 100]})
     return figure
 
 

@@ -21,11 +21,14 @@ from e2vpt_core.artifacts import load_adapter
 from e2vpt_core.config import VISUAL_PROMPT_METHODS
 from e2vpt_core.models.vit import PromptedViT
 from e2vpt_core.prune.importance import IMPORTANCE, Importance, pick
+from e2vpt_core.prune.noretrain import LOO, Batches, masked_metrics, run_batches
+from e2vpt_core.prune.selection import MAX_RATIO
 from e2vpt_core.store import RunStore
 
 LIVE = "importance_live"
 SWEEP_RATIOS = tuple(round(0.1 * step, 1) for step in range(1, 10))
 _ADAPTER_LOCK = threading.Lock()  # one cached model is shared by every session
+_EVAL_LOCK = threading.Lock()  # and one evaluation model per run
 
 
 def prompt_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -57,9 +60,10 @@ class StoredScores(NamedTuple):
 
 
 def importance_scores(store: RunStore, run_id: str, masks_per_block: bool = False,
-                      token_scores: str = "mask") -> StoredScores | None:
+                      token_scores: str = "mask", signed: bool = False,
+                      ) -> StoredScores | None:
     """The run's token and segment scores (and per-layer ones when stored), where they
-    come from, or None.
+    come from, or None; `signed` for the official preset's scores.
 
     The full pass (`importance`) wins over the training-time snapshot (`importance_live`),
     which is only an average of the mask gradients seen while the prompts still moved.
@@ -75,10 +79,12 @@ def importance_scores(store: RunStore, run_id: str, masks_per_block: bool = Fals
         source = f"live snapshot from training, step {step}"
     else:
         return None
+    if store.has_tensors(run_id, LOO):
+        scores.update(store.load_tensors(run_id, LOO))
     per_layer = scores["segment_layer"].sum(-1).numpy() if "segment_layer" in scores else None
-    shared = pick(scores, batches=batches, token_scores=token_scores)
-    selection = (pick(scores, batches=batches, token_scores=token_scores, per_layer=True)
-                 if masks_per_block else shared)
+    shared = pick(scores, signed, batches=batches, token_scores=token_scores)
+    selection = (pick(scores, signed, batches=batches, token_scores=token_scores,
+                      per_layer=True) if masks_per_block else shared)
     return StoredScores(shared, source, per_layer, selection)
 
 
@@ -109,9 +115,43 @@ def effective_params(store_root: str, run_id: str, token_mask: tuple,
             "effective_params": int(summary["effective_params"])}
 
 
+def ratio_options(total: int, keep_at_least: int) -> list[float]:
+    """The prune ratios k / total that give every mask the counts allow, one entry apart
+    (so a quarter is selectable with R = 8, and no two steps give the same mask)."""
+    return [k / total for k in range(total - keep_at_least + 1) if k / total <= MAX_RATIO]
+
+
+@st.cache_resource(max_entries=2)
+def _eval_data(store_root: str, run_id: str) -> tuple[PromptedViT, Batches, str]:
+    return run_batches(RunStore(store_root), run_id)
+
+
+@st.cache_data(max_entries=512)
+def masked_accuracy(store_root: str, run_id: str, token_mask: tuple, segment_mask: tuple,
+                    mode: str) -> tuple[str, float]:
+    """The eval split and the parent's top-1 there with these masks (`frozen` tensors),
+    no retraining: one pass per mask, cached, so moving back to a mask is free."""
+    model, batches, split = _eval_data(store_root, run_id)
+    with _EVAL_LOCK:
+        metrics = masked_metrics(model, batches, torch.tensor(token_mask),
+                                 torch.tensor(segment_mask), mode)
+    return split, metrics["top1"]
+
+
+def parent_point(runs: pd.DataFrame, run_id: str) -> dict[str, float] | None:
+    """The unpruned run as the trade-off curve's ratio-0 point (test top-1, else val)."""
+    row = runs.set_index("id").loc[run_id]
+    for column in ("test_top1", "val_top1"):
+        if column in row and pd.notna(row[column]) and pd.notna(row.get("effective_params")):
+            return {"accuracy": float(row[column]),
+                    "effective_params": float(row["effective_params"])}
+    return None
+
+
 def rewind_results(runs: pd.DataFrame, parent_id: str) -> pd.DataFrame:
-    """Finished rewinds of `parent_id`: ratios, top-1 (test, else val), effective params."""
-    columns = ["id", "token_ratio", "segment_ratio", "accuracy", "effective_params"]
+    """Finished rewinds of `parent_id`: ratios, the order their masks were pruned in
+    (`random` ones are the controls), top-1 (test, else val), effective params."""
+    columns = ["id", "token_ratio", "segment_ratio", "order", "accuracy", "effective_params"]
     if runs.empty or "parent_id" not in runs.columns:
         return pd.DataFrame(columns=columns)
     children = runs[(runs["parent_id"] == parent_id) & (runs["kind"] == "rewind")
@@ -126,6 +166,7 @@ def rewind_results(runs: pd.DataFrame, parent_id: str) -> pd.DataFrame:
     for column in columns:
         if column not in children.columns:
             children[column] = np.nan
+    children["order"] = children["order"].fillna("importance")
     return children[columns].sort_values(["token_ratio", "segment_ratio"])
 
 

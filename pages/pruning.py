@@ -1,14 +1,18 @@
-"""Pruning: importance of prompt tokens and segments, a live mask preview, rewinds.
+"""Pruning: importance of prompt tokens and segments, a live mask preview with the mask's
+accuracy without retraining, rewinds and their random-mask controls.
 
 Scores come from the stored full pass when there is one, else from the snapshot training
-writes every few steps, so a running run can be watched. Rewinds (and sweeps of them) are
-queued as jobs for the worker; their finished child runs fill the trade-off curve.
+writes every few steps, so a running run can be watched. The sliders and the preview
+live in a fragment, so moving a slider reruns only the preview (from the scores read
+once per refresh), never the whole page. Rewinds (and sweeps of them) are queued as jobs
+for the worker; their finished child runs fill the trade-off curve.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from app.context import accuracy_text
 from app.figures import (
@@ -16,72 +20,165 @@ from app.figures import (
     layer_importance_heatmap,
     layer_mask_preview,
     mask_preview,
+    no_retrain_curve,
     prune_curve,
     token_importance_bar,
 )
 from app.names import run_names
 from app.pruning_state import (
     SWEEP_RATIOS,
+    StoredScores,
     effective_params,
     frozen,
     importance_scores,
+    masked_accuracy,
+    parent_point,
     pending_jobs,
     prompt_runs,
+    ratio_options,
     rewind_results,
 )
 from app.state import get_store, start_worker
 from e2vpt_core.jobs import submit_importance, submit_rewind
 from e2vpt_core.prune import select_masks
-from e2vpt_core.prune.importance import IMPORTANCE, TOKEN_SCORES
-from e2vpt_core.prune.rewind import INITS, MODES
+from e2vpt_core.prune.importance import IMPORTANCE, TOKEN_SCORES, UNSIGNED
+from e2vpt_core.prune.noretrain import LOO, run_leave_one_out
+from e2vpt_core.prune.rewind import INITS, MODES, run_curve
+from e2vpt_core.prune.selection import default_min_segments
 from e2vpt_core.store import RunStore
 
-RATIOS = [round(0.1 * step, 1) for step in range(10)]
 TOKEN_SCORE_NAMES = {"mask": "token-mask gradient (paper)",
-                     "segments": "sum of the token's segment scores"}
+                     "segments": "sum of the token's segment scores",
+                     "kv": "key/value mask after the LayerNorm",
+                     "logit": "log-mask bias on its attention logits",
+                     "taylor": "Σ |gradient × prompt|",
+                     "loo": "leave-one-out on val (exact)"}
+RANDOM_SEEDS = (0, 1, 2)  # random-mask rewinds beside each rewound ratio
+CURVE_DRAWS = 5  # random masks per ratio on the no-retrain curve
 
 
+def _percent(ratio: float) -> str:
+    return f"{100 * ratio:.3g} %"
 
-def importance_view(store: RunStore, run_id: str, token_ratio: float,
-                    segment_ratio: float, masks_per_block: bool, token_scores: str) -> None:
-    """Heatmaps of the scores and the mask the ratios would keep, with its parameters."""
-    try:
-        found = importance_scores(store, run_id, masks_per_block, token_scores)
-    except ValueError as error:
-        st.warning(f"{error}: compute the full pass below.")
-        return
+
+class Scoring:
+    """How the selected run's masks are chosen: its scores' sign and count rounding (the
+    official preset: signed, rounded down), and the slider state keys of the run."""
+
+    def __init__(self, run: dict, token_scores: str) -> None:
+        self.run_id = run["id"]
+        self.token_scores = token_scores
+        official = run["config"].get("preset") == "official"
+        self.signed = official and token_scores not in UNSIGNED
+        self.rounding = "floor" if official else "nearest"
+        self.masks_per_block = bool(run["config"]["prompt"].get("masks_per_block", False))
+        self.prune_mode = run["config"]["prompt"].get("prune_mode", "zero")
+        self.token_key, self.segment_key = (f"token_ratio:{self.run_id}",
+                                            f"segment_ratio:{self.run_id}")
+        self.mode_key = f"eval_mode:{self.run_id}"
+
+    def ratios(self) -> tuple[float, float]:
+        """The sliders' current ratios (read by the controls outside their fragment)."""
+        return (st.session_state.get(self.token_key, 0.0),
+                st.session_state.get(self.segment_key, 0.0))
+
+    def scores(self, store: RunStore) -> StoredScores | None:
+        """The run's scores, or None with the reason shown."""
+        try:
+            found = importance_scores(store, self.run_id, self.masks_per_block,
+                                      self.token_scores, self.signed)
+        except ValueError as error:
+            where = ("compute them below" if self.token_scores == "loo"
+                     else "compute the full pass below")
+            st.warning(f"{error}: {where}.")
+            return None
+        if found is None:
+            st.info("No importance scores yet: training writes a snapshot every "
+                    "`importance_every` steps; or compute the full pass below.")
+        return found
+
+
+def score_view(store: RunStore, scoring: Scoring) -> None:
+    """Heatmaps of the scores (a fragment: refreshed every few seconds while live)."""
+    found = scoring.scores(store)
     if found is None:
-        st.info("No importance scores yet: training writes a snapshot every "
-                "`importance_every` steps; or compute the full pass below.")
         return
-    scores, source, per_layer, selection_scores = found
-    st.caption(f"Scores: {source}.")
+    st.caption(f"Scores: {found.source}.")
     left, right = st.columns([3, 2])
-    left.plotly_chart(importance_heatmap(scores.segment.numpy()), key="segment-heatmap")
-    right.plotly_chart(token_importance_bar(scores.token.numpy()), key="token-bar")
-    if per_layer is not None:
-        st.plotly_chart(layer_importance_heatmap(per_layer), key="layer-heatmap")
+    left.plotly_chart(importance_heatmap(found.scores.segment.numpy()), key="segment-heatmap")
+    right.plotly_chart(token_importance_bar(found.scores.token.numpy()), key="token-bar")
+    if found.per_layer is not None:
+        st.plotly_chart(layer_importance_heatmap(found.per_layer), key="layer-heatmap")
 
-    selection = select_masks(selection_scores.token, selection_scores.segment, token_ratio,
-                             segment_ratio)
+
+def mask_view(store: RunStore, scoring: Scoring, completed: bool) -> None:
+    """Sliders, the mask they keep, its effective parameters and its accuracy without
+    retraining (a fragment: a slider reruns only this)."""
+    found = scoring.scores(store)
+    if found is None:
+        return
+    token_scores, segment_scores = found.selection.token, found.selection.segment
+    layers = token_scores.shape[0] if scoring.masks_per_block else 1
+    segments = segment_scores.shape[-1]
+    left, right = st.columns(2)
+    token_ratio = left.select_slider(
+        "Token prune ratio", ratio_options(token_scores.numel(), layers),
+        key=scoring.token_key, format_func=_percent,
+        help="One step per token (per (layer, token) pair with masks per block)")
+    segment_ratio = right.select_slider(
+        "Segment prune ratio", ratio_options(segments, default_min_segments(segments)),
+        key=scoring.segment_key, format_func=_percent,
+        help=f"One step per segment of {segments}; at least "
+             f"{default_min_segments(segments)} kept per token")
+    selection = select_masks(token_scores, segment_scores, token_ratio, segment_ratio,
+                             rounding=scoring.rounding)
     kept = int(selection.segment_mask.sum())
-    pairs = "(layer, token) pairs" if masks_per_block else "tokens"
+    pairs = "(layer, token) pairs" if scoring.masks_per_block else "tokens"
     st.metric("Kept token × segment entries", f"{kept} / {selection.segment_mask.numel()}",
               help=f"{pairs} kept: {selection.num_kept_tokens} of "
                    f"{selection.token_mask.numel()}")
     left, right = st.columns([3, 2])
-    preview = (layer_mask_preview(selection.segment_mask.numpy()) if masks_per_block else
-               mask_preview(selection.token_mask.numpy(), selection.segment_mask.numpy()))
+    preview = (layer_mask_preview(selection.segment_mask.numpy()) if scoring.masks_per_block
+               else mask_preview(selection.token_mask.numpy(), selection.segment_mask.numpy()))
     left.plotly_chart(preview, key="mask-preview")
-    if (store.run_dir(run_id) / "adapter").is_dir():
-        counts = effective_params(str(store.root), run_id, frozen(selection.token_mask),
-                                  frozen(selection.segment_mask))
-        right.metric("Effective parameters", f"{counts['effective_params']:,}",
-                     delta=f"{counts['effective_params'] - counts['trainable_params']:,}",
-                     delta_color="inverse")  # fewer parameters is the gain
-        right.caption(f"of {counts['trainable_params']:,} trainable")
-    else:
-        right.caption("Effective parameters: available once the run has its adapter.")
+    if not (store.run_dir(scoring.run_id) / "adapter").is_dir():
+        right.caption("Effective parameters and accuracy: available once the run has its "
+                      "adapter.")
+        return
+    root, token, segment = str(store.root), frozen(selection.token_mask), \
+        frozen(selection.segment_mask)
+    counts = effective_params(root, scoring.run_id, token, segment)
+    right.metric("Effective parameters", f"{counts['effective_params']:,}",
+                 delta=f"{counts['effective_params'] - counts['trainable_params']:,}",
+                 delta_color="inverse")  # fewer parameters is the gain
+    right.caption(f"of {counts['trainable_params']:,} trainable")
+    if not completed:
+        return
+    mode = right.radio("Evaluate with", MODES, horizontal=True, key=scoring.mode_key,
+                       help="zero: pruned entries are zeroed (the token still takes "
+                            "attention); remove: pruned tokens leave the sequence")
+    with st.spinner("Evaluating the mask on val…"):
+        split, masked = masked_accuracy(root, scoring.run_id, token, segment, mode)
+        _, parent = masked_accuracy(root, scoring.run_id,
+                                    frozen(torch.ones_like(selection.token_mask)),
+                                    frozen(torch.ones_like(selection.segment_mask)),
+                                    scoring.prune_mode)
+    right.metric("Top-1 without retraining", f"{masked:.1f} %",
+                 delta=f"{masked - parent:+.1f} points vs the parent ({parent:.1f} %)",
+                 help=f"The trained run on its {split} split with this mask applied, "
+                      "before any rewind; cached per mask")
+
+
+def leave_one_out_button(store: RunStore, run_id: str, completed: bool) -> None:
+    """Exact leave-one-out scores: P + 1 passes over val, computed here (a few seconds on
+    the built-in tasks) and stored with the run."""
+    label = ("Recompute leave-one-out scores" if store.has_tensors(run_id, LOO)
+             else "Compute leave-one-out scores")
+    if st.button(label, disabled=not completed,
+                 help="Remove each prompt token in turn and measure the val loss"):
+        with st.spinner("Leave-one-out on val…"):
+            run_leave_one_out(store, run_id, recompute=True)
+        st.rerun()
 
 
 def compute_importance_button(store: RunStore, run_id: str, completed: bool,
@@ -114,9 +211,11 @@ def queue_rewinds(store: RunStore, parent: str, ratios: list[tuple[float, float]
     st.success(f"Queued {len(jobs)} rewind job(s): " + ", ".join(map(str, jobs)) + ".")
 
 
-def rewind_controls(store: RunStore, run: dict, token_ratio: float,
-                    segment_ratio: float, token_scores: str) -> None:
-    """Init, mode and epochs of the rewind; one rewind or a 10–90 % token-ratio sweep."""
+def rewind_controls(store: RunStore, run: dict, scoring: Scoring) -> None:
+    """Init, mode and epochs of the rewind; one rewind, its random-mask controls, or a
+    10–90 % token-ratio sweep."""
+    token_ratio, segment_ratio = scoring.ratios()
+    token_scores = scoring.token_scores
     left, middle, right = st.columns(3)
     init = left.selectbox("Init", INITS, help="fresh: new random prompts (reference code); "
                           "original: the parent's own initial values (lottery ticket)")
@@ -127,9 +226,16 @@ def rewind_controls(store: RunStore, run: dict, token_ratio: float,
     completed = run["status"] == "completed"
     if not completed:
         st.caption("Rewinds start from a completed run.")
-    left, right = st.columns(2)
+    left, middle, right = st.columns(3)
     if left.button("Rewind", type="primary", disabled=not completed):
         queue_rewinds(store, run["id"], [(token_ratio, segment_ratio)], options)
+    if middle.button("Random-mask controls", disabled=not completed,
+                     help=f"{len(RANDOM_SEEDS)} rewinds at these ratios with random masks "
+                          "of the same counts, rewound the same way: does the score beat "
+                          "chance after retraining?"):
+        for seed in RANDOM_SEEDS:
+            queue_rewinds(store, run["id"], [(token_ratio, segment_ratio)],
+                          {**options, "order": "random", "seed": seed})
     if right.button("Sweep 10–90 %", disabled=not completed,
                     help="One rewind per token ratio 0.1 … 0.9, at this segment ratio"):
         queue_rewinds(store, run["id"], [(ratio, segment_ratio) for ratio in SWEEP_RATIOS],
@@ -140,10 +246,35 @@ def rewind_controls(store: RunStore, run: dict, token_ratio: float,
         st.caption(f"{len(queued)} rewind job(s) of this run queued or running.")
 
 
+def no_retrain_view(store: RunStore, run: dict, scoring: Scoring, completed: bool) -> None:
+    """The parent's accuracy against the token ratio without retraining: the chosen
+    scores, their reverse and random masks (mean ± sd), computed on request and stored."""
+    curve = run["summary"].get("no_retrain_curve")
+    found = importance_scores(store, scoring.run_id, scoring.masks_per_block) \
+        if store.has_tensors(scoring.run_id, IMPORTANCE) else None
+    _, segment_ratio = scoring.ratios()
+    mode = st.session_state.get(scoring.mode_key, "zero")
+    if st.button("Compute the curve", disabled=not completed or found is None,
+                 help=f"Every token ratio at the current segment ratio ({_percent(segment_ratio)}"
+                      f"), {mode} mode: the scores, their reverse and {CURVE_DRAWS} random "
+                      "draws, one pass over val each (needs the full-pass scores)"):
+        layers = found.selection.token.shape[0] if scoring.masks_per_block else 1
+        ratios = ratio_options(found.selection.token.numel(), layers)
+        with st.spinner("Evaluating masks on val…"):
+            curve = run_curve(store, scoring.run_id, ratios, segment_ratio,
+                              scoring.token_scores, scoring.signed, mode, CURVE_DRAWS)
+    if curve:
+        st.caption(f"Scores: {TOKEN_SCORE_NAMES[curve['token_scores']]} "
+                   f"({curve['importance']}); segments {_percent(curve['segment_ratio'])} "
+                   f"pruned; {curve['mode']} mode; on {curve['split']}.")
+    st.plotly_chart(no_retrain_curve(pd.DataFrame(curve["rows"] if curve else [])),
+                    key="no-retrain-curve")
+
+
 def trade_off(runs: pd.DataFrame, parent: str) -> None:
     results = rewind_results(runs, parent)
-    st.plotly_chart(prune_curve(results.rename(columns={"token_ratio": "ratio"})),
-                    key="prune-curve")
+    st.plotly_chart(prune_curve(results.rename(columns={"token_ratio": "ratio"}),
+                                parent_point(runs, parent)), key="prune-curve")
     if not results.empty:
         st.dataframe(results, hide_index=True, width="stretch")
 
@@ -163,24 +294,28 @@ run_id = st.selectbox("Run", ids, index=ids.index(followed) if followed in ids e
                       format_func=labels.get)
 run = store.get_run(run_id)
 st.caption(accuracy_text(all_runs, run_id))
-scoring = any(payload["run"] == run_id
-              for payload in pending_jobs(store, "importance")["payload"])
-live = run["status"] in ("queued", "running") or scoring
+scoring_job = any(payload["run"] == run_id
+                  for payload in pending_jobs(store, "importance")["payload"])
+live = run["status"] in ("queued", "running") or scoring_job
 
-left, right = st.columns(2)
-token_ratio = left.select_slider("Token prune ratio", RATIOS, value=0.0)
-segment_ratio = right.select_slider("Segment prune ratio", RATIOS, value=0.0)
 token_scores = st.radio(
     "Token scores", TOKEN_SCORES, horizontal=True, format_func=TOKEN_SCORE_NAMES.get,
     help="What ranks whole tokens. Deep prompts pass through each block's LayerNorm, which "
          "cancels scaling a whole token, so the token-mask gradient is ~0 there; the sum "
-         "of a token's segment scores still carries signal.")
-view = st.fragment(run_every=3 if live else None)(importance_view)
-view(store, run_id, token_ratio, segment_ratio,
-     bool(run["config"]["prompt"].get("masks_per_block", False)), token_scores)
-compute_importance_button(store, run_id, run["status"] == "completed", scoring)
+         "of a token's segment scores, the masks after the LayerNorm, Σ|g × p| and "
+         "leave-one-out still carry signal. Compare them on the curve below.")
+scoring = Scoring(run, token_scores)
+completed = run["status"] == "completed"
+refresh = 3 if live else None
+st.fragment(run_every=refresh)(score_view)(store, scoring)
+st.fragment(run_every=refresh)(mask_view)(store, scoring, completed)
+compute_importance_button(store, run_id, completed, scoring_job)
+if token_scores == "loo":
+    leave_one_out_button(store, run_id, completed)
 
 st.subheader("Rewind")
-rewind_controls(store, run, token_ratio, segment_ratio, token_scores)
-st.subheader("Accuracy and parameters against the prune ratio")
+rewind_controls(store, run, scoring)
+st.subheader("Accuracy against the prune ratio without retraining")
+no_retrain_view(store, run, scoring, completed)
+st.subheader("Accuracy and parameters against the prune ratio after rewinding")
 trade_off(store.runs(), run_id)

@@ -10,14 +10,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from app_helpers import by_label, open_page, private_store
 from streamlit.testing.v1 import AppTest
 
+from app.pruning_state import ratio_options
 from e2vpt_core import PromptConfig, load_adapter
 from e2vpt_core.jobs import run_worker
-from e2vpt_core.prune import rewind_run
+from e2vpt_core.prune import rewind_run, select_masks
+from e2vpt_core.prune.importance import compute_run_importance, pick
+from e2vpt_core.prune.selection import default_min_segments
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
+from e2vpt_core.train.data import eval_loader
+from e2vpt_core.train.evaluate import evaluate
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -98,8 +104,8 @@ def test_the_token_slider_updates_the_preview_and_the_parameter_count(store, tra
 
 def test_rewind_queues_a_job_with_the_chosen_ratios(store, trained):
     app = open_page("pruning.py")
-    by_label(app.select_slider, "Token prune ratio").set_value(0.3).run()
-    by_label(app.select_slider, "Segment prune ratio").set_value(0.2).run()
+    by_label(app.select_slider, "Token prune ratio").set_value(0.25).run()
+    by_label(app.select_slider, "Segment prune ratio").set_value(0.5).run()
     by_label(app.selectbox, "Mode").set_value("remove").run()
     by_label(app.number_input, "Rewind epochs").set_value(2).run()
     by_label(app.radio, "Token scores").set_value("segments").run()
@@ -108,28 +114,40 @@ def test_rewind_queues_a_job_with_the_chosen_ratios(store, trained):
     jobs = store.jobs()
     assert list(jobs["kind"]) == ["rewind"] and jobs["status"][0] == "queued"
     payload = json.loads(jobs["payload"][0])
-    assert payload == {"parent": trained[1], "token_ratio": 0.3, "segment_ratio": 0.2,
+    assert payload == {"parent": trained[1], "token_ratio": 0.25, "segment_ratio": 0.5,
                        "init": "fresh", "mode": "remove", "epochs": 2,
                        "token_scores": "segments"}
     by_label(app.button, "Sweep 10–90 %").click().run()
     ratios = [json.loads(p)["token_ratio"] for p in store.jobs()["payload"]]
-    assert ratios == [0.3, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    assert ratios == [0.25, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
 
 def test_the_curve_shows_a_finished_rewind_child(store, trained):
     result = rewind_run(store, trained[1], 0.5, epochs=1)
     assert result.status == "completed", result.reason
+    control = rewind_run(store, trained[1], 0.5, epochs=1, order="random", seed=4)
     app = open_page("pruning.py")
+    by_label(app.selectbox, "Run").set_value(trained[1]).run()  # not the newest rewind
     assert any("full pass over the training split" in c.value for c in app.caption)
     curve = next(json.loads(chart.proto.spec) for chart in app.get("plotly_chart")
                  if "Pruning trade-off" in json.dumps(chart.proto.spec))
-    accuracy = next(trace for trace in curve["data"] if trace["name"] == "accuracy")
+    traces = {trace["name"]: trace for trace in curve["data"]}
+    accuracy = traces["scored masks, segments 0%"]
     assert accuracy["x"] == [0.5]
     child = store.get_run(result.run_id)["summary"]
     assert accuracy["y"] == [child.get("test_top1", child.get("val_top1"))]
+    parent = store.get_run(trained[1])["summary"]
+    assert traces["parent (unpruned)"]["x"] == [0.0]
+    assert traces["parent (unpruned)"]["y"] == [parent["test_top1"]]
+    random = traces["random masks (mean ± sd), segments 0%"]
+    assert random["y"] == [store.get_run(control.run_id)["summary"]["test_top1"]]
+    params = next(t for t in curve["data"] if t["name"] == "effective params, segments 0%")
+    assert params["yaxis"] == "y2" and accuracy["yaxis"] == "y"  # separate panels
+    assert curve["layout"]["yaxis"]["range"] == [0, 100]
     table = app.dataframe[0].value
-    assert list(table["id"]) == [result.run_id]
-    assert table["effective_params"][0] == child["effective_params"]
+    assert set(table["id"]) == {result.run_id, control.run_id}
+    assert set(table["order"]) == {"importance", "random"}
+    assert table.set_index("id")["effective_params"][result.run_id] == child["effective_params"]
 
 
 def test_a_running_run_is_watched_but_not_rewound(store, trained):
@@ -180,3 +198,61 @@ def test_token_scores_can_be_the_summed_segment_scores(store, trained):
     np.testing.assert_allclose(_trace_values(bar["y"]), live["segment"].sum(-1).numpy(),
                                rtol=1e-5)
     assert not np.allclose(live["segment"].sum(-1).numpy(), live["token"].numpy())
+
+
+def test_sliders_step_one_token_and_one_segment(store, trained):
+    app = open_page("pruning.py")
+    for label in ("Token prune ratio", "Segment prune ratio"):  # P = R = 4, floor 1 of 4
+        assert by_label(app.select_slider, label).options == ["0 %", "25 %", "50 %", "75 %"]
+    assert 0.25 in ratio_options(8, default_min_segments(8))  # the demo's R = 8
+    assert ratio_options(16, default_min_segments(16)) == [k / 16 for k in range(13)]
+    assert ratio_options(10, 1) == [k / 10 for k in range(10)]
+
+
+def test_the_preview_shows_the_masks_accuracy_without_retraining(store, trained):
+    app = open_page("pruning.py")
+    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    by_label(app.radio, "Evaluate with").set_value("remove").run()
+    assert not app.exception, app.exception
+    shown = _metric(app, "Top-1 without retraining")
+    model = load_adapter(store.run_dir(trained[1]) / "adapter")
+    config = TrainConfig.from_dict(store.get_run(trained[1])["config"])
+    loader = eval_loader(config, model.backbone, "val")
+    parent = evaluate(model, loader, model.num_classes, torch.device("cpu"))["top1"]
+    scores = pick(store.load_tensors(trained[1], "importance_live"))
+    selection = select_masks(scores.token, scores.segment, 0.5)
+    model.set_masks(selection.token_mask, selection.segment_mask)
+    model.config = model.config.replace(prune_mode="remove")
+    masked = evaluate(model, loader, model.num_classes, torch.device("cpu"))["top1"]
+    assert shown == f"{masked:.1f} %"
+    delta = next(m.delta for m in app.metric if m.label == "Top-1 without retraining")
+    assert delta.startswith(f"{masked - parent:+.1f} points")
+
+
+def test_random_mask_controls_queue_three_seeded_rewinds(store, trained):
+    app = open_page("pruning.py")
+    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    by_label(app.button, "Random-mask controls").click().run()
+    assert not app.exception and not app.error
+    payloads = [json.loads(p) for p in store.jobs()["payload"]]
+    assert [(p["order"], p["seed"], p["token_ratio"]) for p in payloads] == [
+        ("random", 0, 0.5), ("random", 1, 0.5), ("random", 2, 0.5)]
+
+
+def test_the_no_retrain_curve_compares_scores_with_random_and_reverse(store, trained):
+    compute_run_importance(store, trained[1])
+    app = open_page("pruning.py")
+    by_label(app.button, "Compute the curve").click().run()
+    assert not app.exception, app.exception
+    curve = store.get_run(trained[1])["summary"]["no_retrain_curve"]
+    rows = curve["rows"]
+    assert {row["order"] for row in rows} == {"importance", "reverse", "random"}
+    assert len({row["seed"] for row in rows if row["order"] == "random"}) == 5
+    assert sorted({row["token_ratio"] for row in rows}) == [0.0, 0.25, 0.5, 0.75]
+    chart = next(json.loads(c.proto.spec) for c in app.get("plotly_chart")
+                 if "Accuracy without retraining" in json.dumps(c.proto.spec))
+    names = {trace["name"] for trace in chart["data"]}
+    assert {"scores", "reverse (most important first)", "random (mean of 5)"} <= names
+    reverse = next(t for t in chart["data"] if t["name"].startswith("reverse"))
+    assert _trace_values(reverse["y"])[0] == pytest.approx(
+        next(r["top1"] for r in rows if r["order"] == "reverse" and r["token_ratio"] == 0))

@@ -85,18 +85,6 @@ def test_layer_mask_preview_counts_kept_segments_per_layer_and_token():
     assert _is_empty(figures.layer_mask_preview(np.zeros((0, 3, 4))))
 
 
-def test_prune_curve_sorts_by_ratio_and_uses_two_axes():
-    results = pd.DataFrame({"ratio": [0.5, 0.0, 0.3], "accuracy": [70.0, 80.0, 75.0],
-                            "effective_params": [100, 200, 140]})
-    figure = figures.prune_curve(results)
-    accuracy, params = figure.data
-    assert list(accuracy.x) == [0.0, 0.3, 0.5] and list(accuracy.y) == [80.0, 75.0, 70.0]
-    assert list(params.y) == [200, 140, 100] and params.yaxis == "y2"
-    assert figure.layout.xaxis.title.text == "prune ratio"
-    assert figure.layout.yaxis2.title.text == "effective parameters"
-    assert _is_empty(figures.prune_curve(pd.DataFrame()))
-
-
 def test_poincare_disk_draws_the_unit_circle_and_one_trace_per_class():
     disk = np.array([[0.1, 0.2], [-0.5, 0.3], [0.7, -0.1], [0.0, 0.9]])
     figure = figures.poincare_disk(disk, [0, 1, 0, 2], indices=[10, 11, 12, 13],

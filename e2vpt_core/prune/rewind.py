@@ -15,7 +15,7 @@ from ..store import RunStore
 from ..train import RunResult, TrainConfig, train_run
 from ..train.loop import ProgressFn
 from .importance import UNSIGNED, Importance, run_importance
-from .noretrain import evaluate_selection, masked
+from .noretrain import evaluate_selection, masked, no_retrain_curve, run_batches
 from .selection import Selection, check_ratio, order_scores, select_masks
 
 INITS = ("fresh", "original")
@@ -53,16 +53,41 @@ def select_for_run(
     rounded down, as the official code does."""
     check_ratio("token_ratio", token_ratio)
     check_ratio("segment_ratio", segment_ratio)
-    config = prunable_config(store, run_id)
-    official = config.preset == "official"
-    signed = signed or (official and token_scores not in UNSIGNED)
-    importance = run_importance(store, run_id, signed=signed,
-                                token_scores=token_scores,
-                                per_layer=config.prompt.masks_per_block)
+    importance, rounding = run_scores(store, run_id, signed, token_scores)
     token, segment = order_scores(importance.token, importance.segment, order, seed)
     selection = select_masks(token, segment, token_ratio, segment_ratio, min_segments,
-                             rounding="floor" if official else "nearest")
+                             rounding)
     return selection, importance
+
+
+def run_scores(store: RunStore, run_id: str, signed: bool = False,
+               token_scores: str = "mask") -> tuple[Importance, str]:
+    """The scores masks of a prunable run are chosen by, and the rounding of its counts:
+    the official preset's are signed (where a score has a sign) and rounded down."""
+    config = prunable_config(store, run_id)
+    official = config.preset == "official"
+    importance = run_importance(
+        store, run_id, signed=signed or (official and token_scores not in UNSIGNED),
+        token_scores=token_scores, per_layer=config.prompt.masks_per_block)
+    return importance, "floor" if official else "nearest"
+
+
+def run_curve(
+    store: RunStore, run_id: str, ratios: list[float], segment_ratio: float = 0.0,
+    token_scores: str = "mask", signed: bool = False, mode: str = "zero", draws: int = 5,
+) -> dict[str, Any]:
+    """Accuracy against token ratio without retraining for the run's scores, their reverse
+    and `draws` random orders; stored in the run's summary as `no_retrain_curve`."""
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r} is not allowed; choose one of {list(MODES)}")
+    importance, rounding = run_scores(store, run_id, signed, token_scores)
+    model, batches, split = run_batches(store, run_id)
+    rows = no_retrain_curve(model, batches, importance.token, importance.segment, ratios,
+                            segment_ratio, mode, draws, rounding=rounding)
+    curve = {"split": split, "mode": mode, "segment_ratio": segment_ratio, "draws": draws,
+             **scoring_info(importance.signed, token_scores), "rows": rows}
+    store.update_summary(run_id, no_retrain_curve=curve)
+    return curve
 
 
 def scoring_info(signed: bool, token_scores: str, order: str = "importance",
