@@ -20,6 +20,7 @@ if str(ROOT) not in sys.path:
 
 from app.jobs_view import queue_view  # noqa: E402
 from app.state import get_store  # noqa: E402
+from e2vpt_core.store import StoreError  # noqa: E402
 
 PAGES = ROOT / "pages"
 
@@ -31,6 +32,9 @@ navigation = st.navigation([
     st.Page(PAGES / "pruning.py", title="Pruning", icon=":material/content_cut:"),
     st.Page(PAGES / "embeddings.py", title="Embeddings", icon=":material/bubble_chart:"),
 ])
-with st.sidebar:
-    queue_view(get_store())
-navigation.run()
+try:
+    with st.sidebar:
+        queue_view(get_store())
+    navigation.run()
+except StoreError as error:  # a damaged or unreadable store: one message, not a traceback
+    st.error(str(error))

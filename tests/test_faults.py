@@ -276,6 +276,22 @@ def test_a_damaged_database_is_one_line_in_the_cli(trained, tmp_path, capsys):
         assert str(store.db_path) in _error(capsys.readouterr().err)
 
 
+def test_a_damaged_database_is_a_message_on_every_app_page(tmp_path, monkeypatch):
+    from app_helpers import APP
+    from streamlit.testing.v1 import AppTest
+
+    store = RunStore(tmp_path / "store")
+    store.db_path.write_bytes(os.urandom(4096))
+    monkeypatch.setenv("E2VPT_STORE", str(store.root))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    app = AppTest.from_file(APP, default_timeout=120).run()
+    for page in (None, "runs.py", "pruning.py", "embeddings.py"):
+        if page is not None:
+            app.switch_page(f"../pages/{page}").run()
+        assert not app.exception, (page, app.exception)
+        assert any(str(store.db_path) in error.value for error in app.error), page
+
+
 READER = '''
 import json, os, sys
 from e2vpt_core.cli import build_parser, main
