@@ -75,7 +75,7 @@ def test_the_sidebar_shows_the_running_job_with_its_progress(store):
 
 def test_a_reopened_tab_follows_the_training_run_not_the_newest_queued(store):
     running = _run(store, PromptConfig("e2vpt"), status="running")
-    _run(store, PromptConfig("vpt-deep"), status="queued")  # newer
+    newest = _run(store, PromptConfig("vpt-deep"), status="queued")
     app = open_page()
     follow = by_label(app.selectbox, "Follow run")
     assert follow.value == running
@@ -84,6 +84,10 @@ def test_a_reopened_tab_follows_the_training_run_not_the_newest_queued(store):
     store.set_status(running, "completed")
     app.run()
     assert app.get("progress")[0].proto.text.startswith("completed: step 1 / 2")
+    by_label(app.selectbox, "Follow run").set_value(newest).run()
+    app.run()  # a redraw keeps the user's choice
+    assert by_label(app.selectbox, "Follow run").value == newest
+    assert app.get("progress")[0].proto.text.startswith("queued: step 1 / 2")
 
 
 def test_the_live_view_sits_above_the_form_and_reads_accuracy_against_chance(store):
