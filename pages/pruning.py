@@ -147,7 +147,11 @@ def mask_view(store: RunStore, scoring: Scoring, completed: bool) -> None:
         return
     root, token, segment = str(store.root), frozen(selection.token_mask), \
         frozen(selection.segment_mask)
-    counts = effective_params(root, scoring.run_id, token, segment)
+    try:
+        counts = effective_params(root, scoring.run_id, token, segment)
+    except ValueError as error:  # a damaged adapter (ArtifactError): one line, no traceback
+        right.error(str(error))
+        return
     right.metric("Effective parameters", f"{counts['effective_params']:,}",
                  delta=f"{counts['effective_params'] - counts['trainable_params']:,}",
                  delta_color="inverse")  # fewer parameters is the gain

@@ -236,7 +236,7 @@ def test_a_truncated_checkpoint_is_named_and_restart_starts_over(
 def trained(tiny_backbone, tmp_path_factory) -> RunStore:
     root = tmp_path_factory.mktemp("trained")
     torch.set_num_threads(1)
-    assert main(_train_args(tiny_backbone, root)[:-1] + ["--epochs", "1", "--quiet"]) == 0
+    assert main(_train_args(tiny_backbone, root)) == 0  # with a live importance snapshot
     return RunStore(root)
 
 
@@ -265,6 +265,19 @@ def test_a_damaged_adapter_is_refused_by_export_and_embed(damage, trained, tmp_p
         assert main([*command, "--store", str(store.root)]) == 2, command
         assert str(damaged) in _error(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_damaged_adapter_is_a_message_on_the_pruning_page(trained, tmp_path, monkeypatch):
+    from app_helpers import open_page
+
+    store = _copy(trained, tmp_path)
+    weights = store.run_dir(_only_run(store)) / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    monkeypatch.setenv("E2VPT_STORE", str(store.root))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    app = open_page("pruning.py")  # fails on an exception
+    shown = [element.value for element in [*app.error, *app.warning]]
+    assert any(str(weights) in text for text in shown), shown
 
 
 def test_a_damaged_database_is_one_line_in_the_cli(trained, tmp_path, capsys):
