@@ -81,17 +81,11 @@ def method_inputs() -> dict:
 
 def build_config(backbone: str, dataset: str, values: dict,
                  checkpoint: str | None = None) -> TrainConfig:
-    """Every check the CLI makes before creating a run, and a prompt method without
-    prompts refused (it would be a linear probe under another name); raises ValueError."""
+    """Every check the CLI makes before creating a run; raises ValueError with the reason."""
     if not backbone:
         raise ValueError("name a backbone")
     prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"],
                                      masks_per_block=values.get("masks_per_block", False))
-    if prompt.method in VISUAL_PROMPT_METHODS and not (prompt.has_visual_prompts
-                                                       or prompt.has_kv_prompts):
-        lengths = "P = 0 and T = 0" if prompt.method in KV_PROMPT_METHODS else "P = 0"
-        raise ValueError(f"{prompt.method} with {lengths} has no prompts: it would train the "
-                         "head alone. Give it prompts, or choose the method linear.")
     config = TrainConfig(backbone=backbone, checkpoint=checkpoint, dataset=dataset,
                          prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],

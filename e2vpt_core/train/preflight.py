@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
+from ..config import KV_PROMPT_METHODS, VISUAL_PROMPT_METHODS, PromptConfig
 from .config import TrainConfig
 
 # Seconds to wait for the weights' host before calling it unreachable.
@@ -191,10 +192,21 @@ def check_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
             "--batch-size")
 
 
+def check_prompts(prompt: PromptConfig) -> None:
+    """A prompt method without prompts trains the head alone: a linear probe under a name
+    that says otherwise, so it is refused."""
+    if prompt.method in VISUAL_PROMPT_METHODS and not (prompt.has_visual_prompts
+                                                       or prompt.has_kv_prompts):
+        lengths = "P = 0 and T = 0" if prompt.method in KV_PROMPT_METHODS else "P = 0"
+        raise ValueError(f"{prompt.method} with {lengths} has no prompts: it would train the "
+                         "head alone. Give it prompts, or choose the method linear.")
+
+
 def preflight(config: TrainConfig) -> None:
     """Every check that can be made before a run exists; raises ValueError with the reason."""
     from ..data import verify_dataset
 
+    check_prompts(config.prompt)
     device = check_device(config.device)
     check_hub(config)
     splits = verify_dataset(config.dataset, [config.train_split, *config.eval_splits],
