@@ -73,8 +73,13 @@ def method_inputs() -> dict:
                                help="One pruning mask per prompt layer, so pruning may keep "
                                     "different tokens in different blocks (the reference "
                                     "code shares one mask across layers)")
+    official = left.checkbox("Official preset", disabled=method not in VISUAL_PROMPT_METHODS,
+                             help="The official code's pruning pipeline: 16 interleaved "
+                                  "segments, masks trained with the prompts, signed scores, "
+                                  "pruned counts rounded down, fresh-init rewinds")
     return dict(method=method, prompt_len=int(prompt_len), kv_len=int(kv_len),
                 masks_per_block=per_block and method in VISUAL_PROMPT_METHODS,
+                preset="official" if official and method in VISUAL_PROMPT_METHODS else None,
                 epochs=int(epochs), batch_size=int(batch_size), base_lr=float(base_lr),
                 weight_decay=float(weight_decay), seed=int(seed))
 
@@ -90,7 +95,7 @@ def build_config(backbone: str, dataset: str, values: dict,
                          prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],
                          base_lr=values["base_lr"], weight_decay=values["weight_decay"],
-                         seed=values["seed"])
+                         seed=values["seed"], preset=values.get("preset"))
     config.check_sources()
     return config
 

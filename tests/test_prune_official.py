@@ -3,8 +3,11 @@ scores, int() counts, and rewinds with fixed masks from a fresh init."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from app_helpers import by_label, open_page
 from cli_helpers import last_json
 from vit_helpers import tiny_vit
 
@@ -121,3 +124,18 @@ def test_an_official_rewind_fixes_its_masks_from_a_fresh_init(official, capsys):
                  str(store.root), "--json"]) == 0
     result = last_json(capsys.readouterr().out)
     assert 0.0 <= result["val_top1_masked"] <= 100.0
+
+
+def test_the_train_page_queues_an_official_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("E2VPT_STORE", str(tmp_path))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    app = open_page()
+    by_label(app.selectbox, "Task").set_value("counting").run()
+    by_label(app.checkbox, "Official preset").check().run()
+    by_label(app.button, "Start").click().run()
+    assert not app.exception and not app.error
+    config = RunStore(tmp_path).runs()["config"].map(json.loads).iloc[0]
+    assert config["preset"] == "official"
+    prompt = config["prompt"]
+    assert (prompt["num_segments"], prompt["segment_layout"], prompt["trainable_masks"]) == (
+        16, "interleaved", True)
