@@ -7,12 +7,13 @@ and for a rewind its parent's figure. Plain functions of `RunStore.runs()` frame
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
 import pandas as pd
 
-from e2vpt_core.data import builtin_classes
+from e2vpt_core.data import builtin_classes, load_dataset
 
 ACCURACIES = ("test_top1", "val_top1")  # the figure shown: test where there is one
 
@@ -26,14 +27,18 @@ def accuracy(row: pd.Series | dict[str, Any]) -> tuple[str, float] | None:
     return None
 
 
-def class_names(dataset: str | None) -> list[str] | None:
-    """A built-in task's class names (other datasets name them in their own files)."""
-    if dataset and dataset.startswith("builtin:"):
-        try:
-            return builtin_classes(dataset.partition(":")[2])
-        except ValueError:
-            return None
-    return None
+@functools.lru_cache(maxsize=32)
+def class_names(dataset: str | None) -> tuple[str, ...] | None:
+    """The task's class names by label, None when its files cannot be read: built-in tasks
+    know theirs; other datasets are listed once per spec (cached for the process)."""
+    if not dataset:
+        return None
+    try:
+        if dataset.startswith("builtin:"):
+            return tuple(builtin_classes(dataset.partition(":")[2]))
+        return tuple(load_dataset(dataset, "train").classes)
+    except (ValueError, OSError):
+        return None
 
 
 def num_classes(row: pd.Series | dict[str, Any]) -> int | None:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from data_fixtures import make_folder_tree
 
 from e2vpt_core import PromptConfig
 from e2vpt_core.demo import submit_demo
@@ -130,7 +131,6 @@ def test_chance_is_one_over_the_classes_and_the_linear_probe_is_the_best_one(sto
     _run(store, method="linear", val_top1=35.0)
     _run(store, method="linear", dataset="builtin:digits", test_top1=90.0)  # another task
     _run(store, method="linear", status="running")
-    assert class_names("builtin:orientation")[0] == "0-22.5deg"
     assert references(store.runs(), run) == {"chance": 12.5, "linear probe": 35.0}
     assert accuracy_text(store.runs(), run) == \
         "test top-1 60.0 % (chance 12.5 %, linear probe 35.0 %)"
@@ -143,3 +143,11 @@ def test_a_rewind_is_read_against_its_parent(store):
     assert references(store.runs(), parent) == {"chance": 25.0}  # the recorded count wins
     queued = _run(store, dataset="folder:/somewhere", status="queued")
     assert accuracy_text(store.runs(), queued) == "top-1 not yet measured"
+
+
+def test_class_names_come_from_the_task_or_the_datasets_files(tmp_path):
+    assert class_names("builtin:orientation")[:2] == ("0-22.5deg", "22.5-45deg")
+    tree = make_folder_tree(tmp_path / "birds", {"owl": 2, "crow": 2})
+    assert class_names(f"folder:{tree}") == ("crow", "owl")
+    assert class_names(f"folder:{tmp_path / 'missing'}") is None
+    assert class_names(None) is None
