@@ -346,6 +346,9 @@ class RunStore(JobQueue):
         self, run_id: str, name: str, tensors: dict[str, torch.Tensor],
         metadata: dict[str, str] | None = None,
     ) -> Path:
+        if self.read_only:
+            raise StoreError(f"the run store {self.root} is read-only; this command needs to "
+                             f"write {name}.safetensors to it")
         path = self.run_dir(run_id) / f"{name}.safetensors"
         tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

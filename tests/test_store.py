@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +212,42 @@ def test_the_heartbeat_renews_this_process_leases(tmp_path, monkeypatch):
         assert time.monotonic() < deadline, "the lease was never renewed"
         time.sleep(0.05)
     store.set_status(run_id, "completed")
+
+
+READ_ONLY_USER = '''
+import os, sys, torch
+from e2vpt_core.store import RunStore, StoreError
+if os.getuid() == 0:  # root writes anywhere: read as `nobody`
+    os.setgid(65534)
+    os.setuid(65534)
+store = RunStore(sys.argv[1])
+print(store.read_only, list(store.runs()["id"]), store.load_tensors(sys.argv[2], "t")["x"].item())
+for write in (lambda: store.save_tensors(sys.argv[2], "t", {"x": torch.ones(1)}),
+              lambda: store.create_run({})):
+    try:
+        write()
+    except StoreError as error:
+        print(error)
+'''
+
+
+def test_a_read_only_store_reads_and_refuses_writes_in_one_line():
+    """Files 0444 and directories 0555, as another user sees them: nothing is opened for
+    writing (not even the init lock), and a write is one StoreError saying so."""
+    directory = Path(tempfile.mkdtemp())
+    try:
+        store = RunStore(directory / "store")
+        run_id = store.create_run({})
+        store.save_tensors(run_id, "t", {"x": torch.tensor([3.0])})
+        (directory / "store" / ".init.lock").unlink()
+        for path in [directory, *directory.rglob("*")]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        result = subprocess.run([sys.executable, "-c", READ_ONLY_USER, str(store.root), run_id],
+                                capture_output=True, text=True, timeout=120)
+    finally:
+        for path in [directory, *directory.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(directory)
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"True ['{run_id}'] 3.0", result.stderr
+    assert len(lines) == 3 and all("is read-only" in line for line in lines[1:]), lines
