@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from vit_helpers import tiny_vit
 
 from e2vpt_core import PromptConfig, create_model
-from e2vpt_core.prune import compute_importance
+from e2vpt_core.prune import compute_importance, select_masks
 from e2vpt_core.prune.importance import importance_pass, pick
 from e2vpt_core.prune.noretrain import in_memory, leave_one_out, masked_metrics
 
@@ -228,3 +228,15 @@ def test_masked_metrics_restore_the_model(loader):
     assert set(metrics) == {"top1", "loss"}
     assert model.config.prune_mode == "zero" and torch.all(model.token_mask == 1)
     torch.testing.assert_close(model(batches[0][0]), before)
+
+
+def test_masks_per_block_rank_layer_token_pairs_by_the_new_scores(loader):
+    model = _model(masks_per_block=True)
+    scores = {**importance_pass(model, loader), **leave_one_out(model, in_memory(loader))}
+    for name in ("kv", "logit", "taylor", "loo"):
+        picked = pick(scores, token_scores=name, per_layer=True)
+        torch.testing.assert_close(picked.token, scores[f"{name}_layer"])
+        selection = select_masks(picked.token, picked.segment, 0.5)
+        assert selection.num_kept_tokens == 15 - 8  # round(0.5 · 3 layers · 5 tokens)
+        lowest = picked.token.flatten().argmin()
+        assert selection.token_mask.flatten()[lowest] == 0
