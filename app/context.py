@@ -55,18 +55,15 @@ def _backbone(row: pd.Series) -> tuple[Any, Any]:
     return config.get("backbone"), config.get("checkpoint")
 
 
-def linear_probe(runs: pd.DataFrame, row: pd.Series) -> tuple[str, float] | None:
-    """The best completed linear probe on the run's task and backbone: (id, top-1)."""
+def linear_probe(runs: pd.DataFrame, row: pd.Series) -> float | None:
+    """The top-1 of the best completed linear probe on the run's task and backbone."""
     if runs.empty or row.get("method") == "linear":
         return None
     probes = runs[(runs["method"] == "linear") & (runs["dataset"] == row["dataset"])
                   & (runs["status"] == "completed") & (runs["kind"] == "train")]
-    best: tuple[str, float] | None = None
-    for _, probe in probes.iterrows():
-        found = accuracy(probe)
-        if found and _backbone(probe) == _backbone(row) and (best is None or found[1] > best[1]):
-            best = (str(probe["id"]), found[1])
-    return best
+    found = [accuracy(probe) for _, probe in probes.iterrows()
+             if _backbone(probe) == _backbone(row)]
+    return max((value for _, value in filter(None, found)), default=None)
 
 
 def references(runs: pd.DataFrame, run_id: str) -> dict[str, float]:
@@ -78,8 +75,8 @@ def references(runs: pd.DataFrame, run_id: str) -> dict[str, float]:
     if classes:
         found["chance"] = 100.0 / classes
     probe = linear_probe(runs, row)
-    if probe:
-        found["linear probe"] = probe[1]
+    if probe is not None:
+        found["linear probe"] = probe
     parent = row.get("parent_id")
     if isinstance(parent, str) and parent in set(runs["id"]):
         parent_accuracy = accuracy(runs.set_index("id").loc[parent])
