@@ -50,13 +50,15 @@ def _namespace() -> str:
 
 
 def process_start(pid: int) -> str | None:
-    """When process `pid` started (clock ticks since boot), None if it does not exist or
-    the platform has no /proc: with the pid, it names one process for the machine's life."""
+    """When process `pid` started (clock ticks since boot), None if it does not run (gone,
+    or a zombie its parent has not reaped yet) or the platform has no /proc: with the pid,
+    it names one process for the machine's life."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]  # field 22; the command may contain spaces
+    fields = stat.rsplit(")", 1)[1].split()  # after the command, which may hold spaces
+    return None if fields[0] in ("Z", "X") else fields[19]  # state; start time (field 22)
 
 
 @dataclass(frozen=True)

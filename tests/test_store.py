@@ -251,3 +251,27 @@ def test_a_read_only_store_reads_and_refuses_writes_in_one_line():
     lines = result.stdout.splitlines()
     assert lines[0] == f"True ['{run_id}'] 3.0", result.stderr
     assert len(lines) == 3 and all("is read-only" in line for line in lines[1:]), lines
+
+
+def test_a_killed_owner_not_yet_reaped_has_lost_the_run(tmp_path):
+    """A worker started by the app stays a zombie until the app reaps it: its /proc entry
+    (and start time) remain, but it trains nothing."""
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        start = process_start(child.pid)
+        assert start is not None
+        holder = Holder(Holder.current().namespace, child.pid, start)
+        _lease(store, run_id, holder.key, child.pid, expires_in=60)
+        with pytest.raises(RunOwned):
+            store.set_status(run_id, "running")
+        child.kill()
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().split(") ")[1][0] != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        store.set_status(run_id, "running")  # not reaped yet, and yet taken over
+    finally:
+        child.kill()
+        child.wait()
