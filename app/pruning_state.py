@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -28,7 +29,9 @@ from e2vpt_core.store import RunStore
 LIVE = "importance_live"
 SWEEP_RATIOS = tuple(round(0.1 * step, 1) for step in range(1, 10))
 _ADAPTER_LOCK = threading.Lock()  # one cached model is shared by every session
-_EVAL_LOCK = threading.Lock()  # and one evaluation model per run
+_EVAL_LOCK = threading.Lock()  # guards _EVALUATIONS, shared by every session
+_EVALUATIONS: dict[tuple, Future] = {}  # (store, run, masks, mode) → top-1, oldest first
+_MAX_EVALUATIONS = 1024
 
 
 def prompt_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -126,16 +129,38 @@ def _eval_data(store_root: str, run_id: str) -> tuple[PromptedViT, Batches, str]
     return run_batches(RunStore(store_root), run_id)
 
 
-@st.cache_data(max_entries=512)
-def masked_accuracy(store_root: str, run_id: str, token_mask: tuple, segment_mask: tuple,
-                    mode: str) -> tuple[str, float]:
-    """The eval split and the parent's top-1 there with these masks (`frozen` tensors),
-    no retraining: one pass per mask, cached, so moving back to a mask is free."""
+@st.cache_resource
+def _evaluator() -> ThreadPoolExecutor:
+    """One evaluation at a time per app process, off the script thread, so a slider never
+    waits for a pass over val."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-eval")
+
+
+def _evaluate(store_root: str, run_id: str, token_mask: tuple, segment_mask: tuple,
+              mode: str) -> tuple[str, float]:
     model, batches, split = _eval_data(store_root, run_id)
-    with _EVAL_LOCK:
-        metrics = masked_metrics(model, batches, torch.tensor(token_mask),
-                                 torch.tensor(segment_mask), mode)
+    metrics = masked_metrics(model, batches, torch.tensor(token_mask),
+                             torch.tensor(segment_mask), mode)
     return split, metrics["top1"]
+
+
+def masked_accuracy(store_root: str, run_id: str, token_mask: tuple, segment_mask: tuple,
+                    mode: str) -> tuple[str, float] | None:
+    """The eval split and the parent's top-1 there with these masks (`frozen` tensors),
+    no retraining; None while that is computed in the background. Kept per mask, so
+    moving back to a mask is free; evaluations of other masks not yet started are
+    dropped, as only the newest mask is on screen."""
+    key = (store_root, run_id, token_mask, segment_mask, mode)
+    with _EVAL_LOCK:
+        future = _EVALUATIONS.get(key)
+        if future is None:
+            for other, pending in list(_EVALUATIONS.items()):
+                if pending.cancel():
+                    del _EVALUATIONS[other]
+            while len(_EVALUATIONS) >= _MAX_EVALUATIONS:
+                del _EVALUATIONS[next(iter(_EVALUATIONS))]
+            future = _EVALUATIONS[key] = _evaluator().submit(_evaluate, *key)
+    return future.result() if future.done() else None
 
 
 def parent_point(runs: pd.DataFrame, run_id: str) -> dict[str, float] | None:

@@ -75,7 +75,7 @@ class Scoring:
         self.prune_mode = run["config"]["prompt"].get("prune_mode", "zero")
         self.token_key, self.segment_key = (f"token_ratio:{self.run_id}",
                                             f"segment_ratio:{self.run_id}")
-        self.mode_key = f"eval_mode:{self.run_id}"
+        self.mode_key, self.mask_key = f"eval_mode:{self.run_id}", f"mask:{self.run_id}"
 
     def ratios(self) -> tuple[float, float]:
         """The sliders' current ratios (read by the controls outside their fragment)."""
@@ -111,9 +111,9 @@ def score_view(store: RunStore, scoring: Scoring) -> None:
         st.plotly_chart(layer_importance_heatmap(found.per_layer), key="layer-heatmap")
 
 
-def mask_view(store: RunStore, scoring: Scoring, completed: bool) -> None:
-    """Sliders, the mask they keep, its effective parameters and its accuracy without
-    retraining (a fragment: a slider reruns only this)."""
+def mask_view(store: RunStore, scoring: Scoring) -> None:
+    """Sliders, the mask they keep and its effective parameters (a fragment: a slider
+    reruns only this); the mask is left in the session for `accuracy_view`."""
     found = scoring.scores(store)
     if found is None:
         return
@@ -156,21 +156,36 @@ def mask_view(store: RunStore, scoring: Scoring, completed: bool) -> None:
                  delta=f"{counts['effective_params'] - counts['trainable_params']:,}",
                  delta_color="inverse")  # fewer parameters is the gain
     right.caption(f"of {counts['trainable_params']:,} trainable")
-    if not completed:
+    st.session_state[scoring.mask_key] = (token, segment)
+
+
+def accuracy_view(store: RunStore, scoring: Scoring) -> None:
+    """The previewed mask's top-1 without retraining (a fragment polling every second:
+    the pass over val runs in the background, so the sliders never wait for it)."""
+    masks = st.session_state.get(scoring.mask_key)
+    if masks is None:
         return
-    mode = right.radio("Evaluate with", MODES, horizontal=True, key=scoring.mode_key,
-                       help="zero: pruned entries are zeroed (the token still takes "
-                            "attention); remove: pruned tokens leave the sequence")
-    with st.spinner("Evaluating the mask on val…"):
-        split, masked = masked_accuracy(root, scoring.run_id, token, segment, mode)
-        _, parent = masked_accuracy(root, scoring.run_id,
-                                    frozen(torch.ones_like(selection.token_mask)),
-                                    frozen(torch.ones_like(selection.segment_mask)),
-                                    scoring.prune_mode)
+    left, right = st.columns([3, 2])
+    mode = left.radio("Evaluate with", MODES, horizontal=True, key=scoring.mode_key,
+                      help="zero: pruned entries are zeroed (the token still takes "
+                           "attention); remove: pruned tokens leave the sequence")
+    root, (token, segment) = str(store.root), masks
+    ones = (frozen(torch.ones(torch.tensor(token).shape)),
+            frozen(torch.ones(torch.tensor(segment).shape)))
+    try:
+        found = masked_accuracy(root, scoring.run_id, token, segment, mode)
+        parent = masked_accuracy(root, scoring.run_id, *ones, scoring.prune_mode)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        right.warning(f"Cannot evaluate the mask: {error}")
+        return
+    if found is None or parent is None:
+        right.metric("Top-1 without retraining", "evaluating…")
+        return
+    split, masked = found
     right.metric("Top-1 without retraining", f"{masked:.1f} %",
-                 delta=f"{masked - parent:+.1f} points vs the parent ({parent:.1f} %)",
+                 delta=f"{masked - parent[1]:+.1f} points vs the parent ({parent[1]:.1f} %)",
                  help=f"The trained run on its {split} split with this mask applied, "
-                      "before any rewind; cached per mask")
+                      "before any rewind; kept per mask")
 
 
 def leave_one_out_button(store: RunStore, run_id: str, completed: bool) -> None:
@@ -312,7 +327,9 @@ scoring = Scoring(run, token_scores)
 completed = run["status"] == "completed"
 refresh = 3 if live else None
 st.fragment(run_every=refresh)(score_view)(store, scoring)
-st.fragment(run_every=refresh)(mask_view)(store, scoring, completed)
+st.fragment(run_every=refresh)(mask_view)(store, scoring)
+if completed and (store.run_dir(run_id) / "adapter").is_dir():
+    st.fragment(run_every=1)(accuracy_view)(store, scoring)
 compute_importance_button(store, run_id, completed, scoring_job)
 if token_scores == "loo":
     leave_one_out_button(store, run_id, completed)

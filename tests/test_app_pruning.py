@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -215,6 +216,12 @@ def test_the_preview_shows_the_masks_accuracy_without_retraining(store, trained)
     by_label(app.radio, "Evaluate with").set_value("remove").run()
     assert not app.exception, app.exception
     shown = _metric(app, "Top-1 without retraining")
+    for _ in range(600):  # evaluated in the background; the fragment polls
+        if shown != "evaluating…":
+            break
+        time.sleep(0.05)
+        app.run()
+        shown = _metric(app, "Top-1 without retraining")
     model = load_adapter(store.run_dir(trained[1]) / "adapter")
     config = TrainConfig.from_dict(store.get_run(trained[1])["config"])
     loader = eval_loader(config, model.backbone, "val")
