@@ -96,7 +96,8 @@ _TRAIN_FLAGS = {"backbone": "--backbone", "checkpoint": "--checkpoint",
                 "dataset": "--dataset", "epochs": "--epochs",
                 "warmup_epochs": "--warmup-epochs", "batch_size": "--batch-size",
                 "seed": "--seed", "grad_clip": "--grad-clip", "num_workers": "--workers",
-                "device": "--device", "base_lr": "--lr", "weight_decay": "--wd"}
+                "device": "--device", "base_lr": "--lr", "weight_decay": "--wd",
+                "preset": "--preset"}
 _PROMPT_FLAGS = {"method": "--method", "visual_prompt_len": "-P", "kv_prompt_len": "-T",
                  "kv_sharing": "--kv-sharing", "num_segments": "--num-segments",
                  "segment_layout": "--segment-layout", "prompt_dropout": "--prompt-dropout"}
@@ -129,7 +130,8 @@ def reproduce_command(config: dict[str, Any], store: str | None = None) -> tuple
     expressible = set(_TRAIN_FLAGS) | {"prompt", "pretrained", "amp"}
     missing = [name for name, value in train.to_dict().items()
                if name not in expressible and value != default.to_dict()[name]]
+    by_preset = ("trainable_masks",) if train.preset == "official" else ()
     missing += [f"prompt.{name}" for name, value in prompt.to_dict().items()
-                if name not in (*_PROMPT_FLAGS, "masks_per_block")
+                if name not in (*_PROMPT_FLAGS, "masks_per_block", *by_preset)
                 and value != default_prompt.to_dict()[name]]
     return shlex.join(words), missing

@@ -11,8 +11,9 @@ from app_helpers import by_label, open_page
 from cli_helpers import last_json
 from vit_helpers import tiny_vit
 
+from app.state import reproduce_command
 from e2vpt_core import PromptConfig, create_model, load_adapter
-from e2vpt_core.cli import main
+from e2vpt_core.cli import _train_config, build_parser, main
 from e2vpt_core.prune import prune_run, rewind_run
 from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.store import RunStore
@@ -139,3 +140,12 @@ def test_the_train_page_queues_an_official_run(tmp_path, monkeypatch):
     prompt = config["prompt"]
     assert (prompt["num_segments"], prompt["segment_layout"], prompt["trainable_masks"]) == (
         16, "interleaved", True)
+
+
+def test_the_reproduce_command_of_an_official_run_names_the_preset():
+    config = TrainConfig(preset="official", prompt=PromptConfig("e2vpt", kv_prompt_len=2))
+    command, missing = reproduce_command(config.to_dict())
+    assert "--preset official" in command and missing == []
+    args = build_parser().parse_args(command.split()[1:])
+    rebuilt = _train_config(args, base_lr=args.lr, weight_decay=args.wd, preset=args.preset)
+    assert rebuilt.to_dict() == config.to_dict()
