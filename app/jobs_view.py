@@ -83,7 +83,7 @@ def queue_view(store: RunStore) -> None:
         st.warning("No worker is running: start one with "
                    f"`python -m e2vpt_core.jobs --store {store.root}`.")
     if rows["finished"]:
-        with st.expander(f"Finished (last {len(rows['finished'])})"):
+        with st.expander("Recently finished"):  # a fixed label keeps it open across redraws
             for job in rows["finished"]:
                 note = f" ({job['error']})" if job["status"] == "failed" and job["error"] else ""
                 st.markdown(f"{ICONS[job['status']]} {job['kind']}: {job['name']}{note}")
