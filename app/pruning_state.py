@@ -23,6 +23,7 @@ from e2vpt_core.config import VISUAL_PROMPT_METHODS
 from e2vpt_core.models.vit import PromptedViT
 from e2vpt_core.prune.importance import IMPORTANCE, Importance, pick
 from e2vpt_core.prune.noretrain import LOO, Batches, masked_metrics, run_batches
+from e2vpt_core.prune.rewind import run_curve
 from e2vpt_core.prune.selection import MAX_RATIO
 from e2vpt_core.store import RunStore
 
@@ -32,6 +33,7 @@ _ADAPTER_LOCK = threading.Lock()  # one cached model is shared by every session
 _EVAL_LOCK = threading.Lock()  # guards _EVALUATIONS, shared by every session
 _EVALUATIONS: dict[tuple, Future] = {}  # (store, run, masks, mode) → top-1, oldest first
 _MAX_EVALUATIONS = 1024
+_CURVES: dict[tuple[str, str], CurveTask] = {}  # (store, run) → its curve in the making
 
 
 def prompt_runs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -161,6 +163,53 @@ def masked_accuracy(store_root: str, run_id: str, token_mask: tuple, segment_mas
                 del _EVALUATIONS[next(iter(_EVALUATIONS))]
             future = _EVALUATIONS[key] = _evaluator().submit(_evaluate, *key)
     return future.result() if future.done() else None
+
+
+class CurveTask(NamedTuple):
+    """A no-retrain curve being computed: its future and [done, total] evaluations."""
+
+    future: Future
+    progress: list[int]
+
+
+@st.cache_resource
+def _curve_executor() -> ThreadPoolExecutor:
+    """Curves take (orders × ratios) passes over val: minutes on a CPU, so they run in
+    their own thread, beside the mask evaluations, never in a script run."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="no-retrain-curve")
+
+
+def start_curve(store_root: str, run_id: str, **options: Any) -> None:
+    """Compute the run's no-retrain curve in the background (`run_curve` stores it in the
+    run's summary); a second request while one runs for the run is ignored."""
+    key = (store_root, run_id)
+    with _EVAL_LOCK:
+        task = _CURVES.get(key)
+        if task is not None and not task.future.done():
+            return
+        progress = [0, 0]
+
+        def report(done: int, total: int) -> None:
+            progress[:] = [done, total]
+
+        future = _curve_executor().submit(run_curve, RunStore(store_root), run_id,
+                                          progress=report, **options)
+        _CURVES[key] = CurveTask(future, progress)
+
+
+def curve_progress(store_root: str, run_id: str) -> tuple[int, int] | None:
+    """(done, total) while the run's curve is computed, else None; a computation that
+    failed raises its error, once."""
+    key = (store_root, run_id)
+    with _EVAL_LOCK:
+        task = _CURVES.get(key)
+        if task is None:
+            return None
+        if not task.future.done():
+            return task.progress[0], task.progress[1]
+        del _CURVES[key]
+    task.future.result()
+    return None
 
 
 def parent_point(runs: pd.DataFrame, run_id: str) -> dict[str, float] | None:

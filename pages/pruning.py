@@ -28,6 +28,7 @@ from app.names import run_names
 from app.pruning_state import (
     SWEEP_RATIOS,
     StoredScores,
+    curve_progress,
     effective_params,
     frozen,
     importance_scores,
@@ -37,13 +38,14 @@ from app.pruning_state import (
     prompt_runs,
     ratio_options,
     rewind_results,
+    start_curve,
 )
 from app.state import get_store, start_worker
 from e2vpt_core.jobs import submit_importance, submit_rewind
 from e2vpt_core.prune import select_masks
 from e2vpt_core.prune.importance import IMPORTANCE, TOKEN_SCORES, UNSIGNED
 from e2vpt_core.prune.noretrain import LOO, run_leave_one_out
-from e2vpt_core.prune.rewind import INITS, MODES, run_curve
+from e2vpt_core.prune.rewind import INITS, MODES
 from e2vpt_core.prune.selection import default_min_segments
 from e2vpt_core.store import RunStore
 
@@ -267,27 +269,51 @@ def rewind_controls(store: RunStore, run: dict, scoring: Scoring) -> None:
 
 def no_retrain_view(store: RunStore, run: dict, scoring: Scoring, completed: bool) -> None:
     """The parent's accuracy against the token ratio without retraining: the chosen
-    scores, their reverse and random masks (mean ± sd), computed on request and stored."""
-    curve = run["summary"].get("no_retrain_curve")
-    found = importance_scores(store, scoring.run_id, scoring.masks_per_block) \
-        if store.has_tensors(scoring.run_id, IMPORTANCE) else None
+    scores, their reverse and random masks (mean ± sd), computed in the background on
+    request and stored with the run."""
+    root, run_id = str(store.root), scoring.run_id
+    found = importance_scores(store, run_id, scoring.masks_per_block) \
+        if store.has_tensors(run_id, IMPORTANCE) else None
     _, segment_ratio = scoring.ratios()
     mode = st.session_state.get(scoring.mode_key, "zero")
-    if st.button("Compute the curve", disabled=not completed or found is None,
+    try:
+        running = curve_progress(root, run_id)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        st.error(f"The curve failed: {error}")
+        running = None
+    if st.button("Compute the curve", disabled=not completed or found is None or bool(running),
                  help=f"Every token ratio at the current segment ratio ({_percent(segment_ratio)}"
                       f"), {mode} mode: the scores, their reverse and {CURVE_DRAWS} random "
                       "draws, one pass over val each (needs the full-pass scores)"):
         layers = found.selection.token.shape[0] if scoring.masks_per_block else 1
-        ratios = ratio_options(found.selection.token.numel(), layers)
-        with st.spinner("Evaluating masks on val…"):
-            curve = run_curve(store, scoring.run_id, ratios, segment_ratio,
-                              scoring.token_scores, scoring.signed, mode, CURVE_DRAWS)
+        start_curve(root, run_id, ratios=ratio_options(found.selection.token.numel(), layers),
+                    segment_ratio=segment_ratio, token_scores=scoring.token_scores,
+                    signed=scoring.signed, mode=mode, draws=CURVE_DRAWS)
+        running = (0, 0)
+    if running:
+        st.fragment(run_every=1)(curve_progress_view)(root, run_id)
+    curve = store.get_run(run_id)["summary"].get("no_retrain_curve")
     if curve:
         st.caption(f"Scores: {TOKEN_SCORE_NAMES[curve['token_scores']]} "
                    f"({curve['importance']}); segments {_percent(curve['segment_ratio'])} "
                    f"pruned; {curve['mode']} mode; on {curve['split']}.")
     st.plotly_chart(no_retrain_curve(pd.DataFrame(curve["rows"] if curve else [])),
                     key="no-retrain-curve")
+
+
+def curve_progress_view(root: str, run_id: str) -> None:
+    """Progress of the curve in the making (a fragment polling every second); the whole
+    page reruns once to show the finished curve."""
+    try:
+        running = curve_progress(root, run_id)
+    except (ValueError, RuntimeError, FileNotFoundError) as error:
+        st.error(f"The curve failed: {error}")
+        return
+    if running is None:
+        st.rerun()
+    done, total = running
+    st.progress(done / total if total else 0.0,
+                text=f"Evaluating masks on val: {done} of {total or '…'}")
 
 
 def trade_off(runs: pd.DataFrame, parent: str) -> None:

@@ -8,7 +8,7 @@ leave-one-out token scores are this evaluation with one token removed at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -67,16 +67,18 @@ def no_retrain_curve(
     segment_scores: torch.Tensor, ratios: Sequence[float], segment_ratio: float = 0.0,
     mode: str = "zero", draws: int = 5, seed: int = 0, min_segments: int | None = None,
     rounding: str = "nearest", orders: Sequence[str] = ORDERS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Accuracy at every token ratio (at one segment ratio) for each of `orders`: the
     scores' order, the reverse order, and `draws` random orders (seeds `seed`, `seed` + 1,
-    …); one row per (order, seed, ratio)."""
+    …); one row per (order, seed, ratio). `progress(done, total)` after each evaluation."""
     if draws < 1:
         raise ValueError(f"draws={draws} must be >= 1")
     runs = [(order, 0) for order in orders if order != "random"]
     if "random" in orders:
         runs += [("random", seed + draw) for draw in range(draws)]
-    rows = []
+    rows: list[dict[str, Any]] = []
+    total = len(runs) * len(ratios)
     for order, draw_seed in runs:
         token, segment = order_scores(token_scores, segment_scores, order, draw_seed)
         for ratio in ratios:
@@ -87,6 +89,8 @@ def no_retrain_curve(
             rows.append({"order": order, "seed": draw_seed, "token_ratio": ratio,
                          "segment_ratio": segment_ratio, "kept_tokens":
                          selection.num_kept_tokens, **metrics})
+            if progress is not None:
+                progress(len(rows), total)
     return rows
 
 

@@ -75,6 +75,7 @@ def run_scores(store: RunStore, run_id: str, signed: bool = False,
 def run_curve(
     store: RunStore, run_id: str, ratios: list[float], segment_ratio: float = 0.0,
     token_scores: str = "mask", signed: bool = False, mode: str = "zero", draws: int = 5,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Accuracy against token ratio without retraining for the run's scores, their reverse
     and `draws` random orders; stored in the run's summary as `no_retrain_curve`."""
@@ -83,7 +84,8 @@ def run_curve(
     importance, rounding = run_scores(store, run_id, signed, token_scores)
     model, batches, split = run_batches(store, run_id)
     rows = no_retrain_curve(model, batches, importance.token, importance.segment, ratios,
-                            segment_ratio, mode, draws, rounding=rounding)
+                            segment_ratio, mode, draws, rounding=rounding,
+                            progress=progress)
     curve = {"split": split, "mode": mode, "segment_ratio": segment_ratio, "draws": draws,
              **scoring_info(importance.signed, token_scores), "rows": rows}
     store.update_summary(run_id, no_retrain_curve=curve)
