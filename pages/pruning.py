@@ -84,17 +84,18 @@ class Scoring:
         return (st.session_state.get(self.token_key, 0.0),
                 st.session_state.get(self.segment_key, 0.0))
 
-    def scores(self, store: RunStore) -> StoredScores | None:
-        """The run's scores, or None with the reason shown."""
+    def scores(self, store: RunStore, report: bool = True) -> StoredScores | None:
+        """The run's scores, or None (with the reason shown if `report`)."""
         try:
             found = importance_scores(store, self.run_id, self.masks_per_block,
                                       self.token_scores, self.signed)
         except ValueError as error:
             where = ("compute them below" if self.token_scores == "loo"
                      else "compute the full pass below")
-            st.warning(f"{error}: {where}.")
+            if report:
+                st.warning(f"{error}: {where}.")
             return None
-        if found is None:
+        if found is None and report:
             st.info("No importance scores yet: training writes a snapshot every "
                     "`importance_every` steps; or compute the full pass below.")
         return found
@@ -116,7 +117,7 @@ def score_view(store: RunStore, scoring: Scoring) -> None:
 def mask_view(store: RunStore, scoring: Scoring) -> None:
     """Sliders, the mask they keep and its effective parameters (a fragment: a slider
     reruns only this); the mask is left in the session for `accuracy_view`."""
-    found = scoring.scores(store)
+    found = scoring.scores(store, report=False)  # score_view says why there are none
     if found is None:
         return
     token_scores, segment_scores = found.selection.token, found.selection.segment

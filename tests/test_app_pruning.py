@@ -269,3 +269,19 @@ def test_the_no_retrain_curve_compares_scores_with_random_and_reverse(store, tra
     reverse = next(t for t in chart["data"] if t["name"].startswith("reverse"))
     assert _trace_values(reverse["y"])[0] == pytest.approx(
         next(r["top1"] for r in rows if r["order"] == "reverse" and r["token_ratio"] == 0))
+
+
+def test_new_token_scores_say_what_they_need_and_leave_one_out_is_computed_here(
+        store, trained):
+    app = open_page("pruning.py")
+    by_label(app.radio, "Token scores").set_value("kv").run()
+    assert not app.exception, app.exception
+    assert len(app.warning) == 1 and "compute the full pass" in app.warning[0].value
+    by_label(app.radio, "Token scores").set_value("loo").run()
+    by_label(app.button, "Compute leave-one-out scores").click().run()
+    assert not app.exception, app.exception
+    loo = store.load_tensors(trained[1], "importance_loo")["loo"]
+    bar = next(json.loads(chart.proto.spec)["data"][0] for chart in app.get("plotly_chart")
+               if json.loads(chart.proto.spec)["layout"]["title"]["text"] == "Token importance")
+    np.testing.assert_allclose(_trace_values(bar["y"]), loo.numpy(), rtol=1e-5)
+    assert any(b.label == "Recompute leave-one-out scores" for b in app.button)
