@@ -97,7 +97,7 @@ def accuracy_text(runs: pd.DataFrame, run_id: str) -> str:
 
 def with_references(runs: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """`table` (one row per run, an `id` column) with chance, linear-probe and parent
-    columns beside its accuracies."""
+    columns beside its accuracies; a column no run has a figure for is left out."""
     extra = pd.DataFrame([references(runs, run_id) for run_id in table["id"]],
                          index=table.index, columns=["chance", "linear probe", "parent"])
-    return pd.concat([table, extra.round(2)], axis=1)
+    return pd.concat([table, extra.dropna(axis=1, how="all").round(2)], axis=1)

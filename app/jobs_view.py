@@ -50,7 +50,7 @@ def _cancel_button(store: RunStore, job: dict[str, Any], column: Any) -> None:
 
 
 def _running(store: RunStore, job: dict[str, Any]) -> None:
-    st.markdown(f"**Running** · {job['kind']}  \n{job['name']}")
+    st.markdown(f"**Running**  \n{job['name']}")
     state = progress(store, job["run_id"]) if job["run_id"] else None
     if state and state["total"]:
         st.progress(min(state["done"] / state["total"], 1.0),
@@ -77,7 +77,7 @@ def queue_view(store: RunStore) -> None:
         st.markdown(f"**Queued ({len(rows['queued'])})**")
         for position, job in enumerate(rows["queued"], start=1):
             left, right = st.columns([4, 1.3], vertical_alignment="center")
-            left.markdown(f"{position}. {job['kind']}: {job['name']}")
+            left.markdown(f"{position}. {job['name']}")
             _cancel_button(store, job, right)
     if (rows["running"] or rows["queued"]) and not worker_alive(store):
         st.warning("No worker is running: start one with "
@@ -86,4 +86,4 @@ def queue_view(store: RunStore) -> None:
         with st.expander("Recently finished"):  # a fixed label keeps it open across redraws
             for job in rows["finished"]:
                 note = f" ({job['error']})" if job["status"] == "failed" and job["error"] else ""
-                st.markdown(f"{ICONS[job['status']]} {job['kind']}: {job['name']}{note}")
+                st.markdown(f"{ICONS[job['status']]} {job['name']}{note}")

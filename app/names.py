@@ -117,13 +117,14 @@ def rename(store: RunStore, run_id: str, name: str, tags: list[str]) -> None:
 
 
 def job_name(job: pd.Series | dict[str, Any], names: dict[str, str]) -> str:
-    """What a queued or running job does, in run names: its run, or its payload's runs."""
+    """What a queued or running job does, in run names, starting with what it is:
+    `train <run>`, `rewind … of <run>`, `importance of <run>`, `embed <run> vs <run>`."""
     payload = job["payload"]
     payload = json.loads(payload) if isinstance(payload, str) else payload
     run_id = job.get("run_id")
     kind = job["kind"]
     if kind == "train":
-        return names.get(run_id, run_id)
+        return f"train {names.get(run_id, run_id)}"
     if kind == "rewind":
         if run_id and run_id in names:
             return names[run_id]

@@ -63,7 +63,7 @@ def results(store: RunStore, pair: list[str], split: str, shown: list[str]) -> N
     missing = [run_id for run_id, view in views.items() if view is None]
     if missing:
         busy = pair_jobs(store, pair, split)
-        st.info(f"Not computed yet for {', '.join(missing)} on `{split}`"
+        st.info(f"Not computed yet for {', '.join(names[run] for run in missing)} on `{split}`"
                 + (f": {busy} embed job(s) queued or running." if busy
                    else ": press Compute."))
         return
@@ -80,7 +80,8 @@ def results(store: RunStore, pair: list[str], split: str, shown: list[str]) -> N
     chance = f" k-NN accuracy at chance: {1 / classes:.3f}." if classes else ""
     st.caption("Separability (k-NN accuracy and silhouette: higher separates classes "
                f"better; ball = hyperbolic head output, disk = its 2-D projection).{chance}")
-    st.dataframe(separability_frame(views), hide_index=True, width="stretch")
+    table = separability_frame(views)
+    st.dataframe(table.assign(run=table["run"].map(names)), hide_index=True, width="stretch")
 
 
 store = get_store()

@@ -18,6 +18,8 @@ from e2vpt_core.store import RunStore
 COLUMNS = ["name", "tags", "kind", "status", "val_top1", "test_top1", "chance",
            "linear probe", "parent", "trainable_params", "effective_params", "created", "id",
            "reason"]
+COUNTS = {column: st.column_config.NumberColumn(format="localized")  # 1,234,567
+          for column in ("trainable_params", "effective_params")}
 
 
 def run_table(runs: pd.DataFrame, names: dict[str, str],
@@ -77,9 +79,11 @@ shown = tagged(runs, tags, wanted)
 if group == "task":
     for task, members in shown.groupby(shown["dataset"].map(task_name), sort=True):
         st.markdown(f"**{task}** · {len(members)} run(s)")
-        st.dataframe(run_table(members, names, tags), hide_index=True, width="stretch")
+        st.dataframe(run_table(members, names, tags), hide_index=True, width="stretch",
+                     column_config=COUNTS)
 else:
-    st.dataframe(run_table(shown, names, tags), hide_index=True, width="stretch")
+    st.dataframe(run_table(shown, names, tags), hide_index=True, width="stretch",
+                 column_config=COUNTS)
 
 ids = list(shown["id"]) or list(runs["id"])
 compared = st.multiselect("Overlay curves of", ids, default=ids[:1], format_func=names.get)
@@ -88,7 +92,7 @@ if compared:
                                     references=overlay_references(runs, compared)))
     figures = with_references(runs, final_figures(runs, compared))
     st.dataframe(figures.assign(id=[names[run] for run in compared]).rename(
-        columns={"id": "run"}), hide_index=True, width="stretch")
+        columns={"id": "run"}), hide_index=True, width="stretch", column_config=COUNTS)
 
 st.subheader("One run")
 run_id = st.selectbox("Run", ids, format_func=names.get)

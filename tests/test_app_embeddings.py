@@ -99,6 +99,7 @@ def test_cached_views_show_two_disks_and_the_separability_table(store, trained):
     assert by_label(app.number_input, "Points (0: all)").value == POINTS  # what is drawn
     assert any("chance 12.5 %" in caption.value for caption in app.caption)
     table = app.dataframe[0].value
-    assert list(table["run"].unique()) == [trained[1], trained[2]]
+    assert list(table["run"].unique()) == [f"vpt-deep P4 · position · {backbone}",
+                                           f"e2vpt P4 T2 · position · {backbone}"]
     assert set(table["space"]) == {"ball", "disk", "euclidean"}
     assert table["knn_accuracy"].between(0, 1).all()

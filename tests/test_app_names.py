@@ -91,8 +91,8 @@ def test_the_queue_lists_the_demos_five_jobs_by_name(store):
     rows = queue_rows(store.jobs(), store.runs())
     assert rows["running"] == [] and rows["finished"] == []
     assert [(row["kind"], row["name"]) for row in rows["queued"]] == [
-        ("train", "e2vpt P10 T5 · orientation"),
-        ("train", "vpt-deep P10 · orientation"),
+        ("train", "train e2vpt P10 T5 · orientation"),
+        ("train", "train vpt-deep P10 · orientation"),
         ("importance", "importance of e2vpt P10 T5 · orientation"),
         ("rewind", "rewind 50 % tok / 25 % seg of e2vpt P10 T5 · orientation"),
         ("embed", "embed vpt-deep P10 · orientation vs e2vpt P10 T5 · orientation (test)")]

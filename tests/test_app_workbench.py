@@ -50,10 +50,10 @@ def test_the_sidebar_queue_shows_the_demos_five_jobs_and_cancels_one(store):
     app = open_page("runs.py")  # any page: the queue sits in every page's sidebar
     text = _sidebar_text(app)
     assert "**Queued (5)**" in text
-    for line in ("1. train: e2vpt P10 T5 · orientation", "2. train: vpt-deep P10 · orientation",
-                 "3. importance: importance of e2vpt P10 T5 · orientation",
-                 "4. rewind: rewind 50 % tok / 25 % seg of e2vpt P10 T5 · orientation",
-                 "5. embed: embed vpt-deep P10 · orientation vs e2vpt P10 T5 · orientation"):
+    for line in ("1. train e2vpt P10 T5 · orientation", "2. train vpt-deep P10 · orientation",
+                 "3. importance of e2vpt P10 T5 · orientation",
+                 "4. rewind 50 % tok / 25 % seg of e2vpt P10 T5 · orientation",
+                 "5. embed vpt-deep P10 · orientation vs e2vpt P10 T5 · orientation"):
         assert line in text
     assert "No worker is running" in app.sidebar.warning[0].value
     app.sidebar.button(key=f"cancel-job-{demo.rewind_job}").click().run()
@@ -68,7 +68,7 @@ def test_the_sidebar_shows_the_running_job_with_its_progress(store):
         connection.execute("UPDATE jobs SET status='running', started_at=1 WHERE id=?",
                            (job_id,))
     app = open_page()
-    assert "**Running** · train  \nvpt-deep P10 · orientation" in _sidebar_text(app)
+    assert "**Running**  \ntrain vpt-deep P10 · orientation" in _sidebar_text(app)
     assert app.sidebar.get("progress")[0].proto.text.startswith("step 1 / 2")
     assert app.sidebar.button(key=f"cancel-job-{job_id}") is not None
 
@@ -144,6 +144,7 @@ def test_runs_are_renamed_tagged_and_grouped_by_task(store):
         ["e2vpt P10 T5 · digits"], ["e2vpt P10 T5 · orientation"]]  # one table per task
     table = app.dataframe[1].value
     assert (table["test_top1"][0], table["chance"][0]) == (25.0, 12.5)
+    assert "linear probe" not in table and "parent" not in table  # no run has one
     by_label(app.selectbox, "Run").set_value(first).run()
     app.text_input(key=f"name-{first}").input("baseline").run()
     app.text_input(key=f"tags-{first}").input("paper, cpu").run()

@@ -141,12 +141,12 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         page.get_by_text("Queued the demo").wait_for(timeout=30_000)
         sidebar = page.get_by_test_id("stSidebar")
         e2vpt_name, vpt_name = "e2vpt P10 T5 · orientation", "vpt-deep P10 · orientation"
-        jobs = [f"train: {vpt_name}", f"importance: importance of {e2vpt_name}",
-                f"rewind: rewind 50 % tok / 25 % seg of {e2vpt_name}",
-                f"embed: embed {vpt_name} vs {e2vpt_name} (test)"]
+        jobs = [f"train {vpt_name}", f"importance of {e2vpt_name}",
+                f"rewind 50 % tok / 25 % seg of {e2vpt_name}",
+                f"embed {vpt_name} vs {e2vpt_name} (test)"]
         _wait_until(lambda: all(job in sidebar.inner_text() for job in jobs), 30,
                     "the demo's jobs in the sidebar queue")
-        assert e2vpt_name in sidebar.inner_text()  # the fifth, queued or running
+        assert f"train {e2vpt_name}" in sidebar.inner_text()  # the fifth: queued or running
         page.screenshot(path=str(shots / "queue.png"))
         page.get_by_text("running: step").first.wait_for(timeout=180_000)
         runs = store.runs()
