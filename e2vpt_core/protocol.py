@@ -20,7 +20,7 @@ from .prune import sweep_prune
 from .prune.selection import check_ratio
 from .store import RunStore
 from .train import TrainConfig
-from .train.grid import best_setting, final_runs, grid_search
+from .train.grid import best_setting, check_grid, final_runs, grid_search
 from .train.loop import ProgressFn
 
 # E²VPT, ViT-B/16 IN-21k, test top-1 % (REFERENCE §5). Group means are derived from these.
@@ -55,6 +55,7 @@ def check_protocol_inputs(
             raise ValueError(f"the protocol needs at least one value in {name}")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {list(seeds)} repeat a seed")
+    check_grid(base, lrs, wds)
     for ratio in token_ratios:
         check_ratio("token_ratio", ratio)
     for ratio in segment_ratios:

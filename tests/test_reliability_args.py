@@ -183,3 +183,16 @@ def test_the_worker_uses_the_store_from_the_environment(
     assert jobs.main(["--idle-exit", "0", "--poll", "0.01"]) == 0
     assert (store / "store.sqlite").is_file()
     assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["sweep", "protocol"])
+@pytest.mark.parametrize(("flag", "value"), [("--lrs", "inf"), ("--wds", "nan")])
+def test_bad_grid_value_creates_no_run(command: str, flag: str, value: str, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    code = main([command, "--epochs", "1", "--store", str(store), "--quiet", "--seeds", "0",
+                 flag, "1.0", value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "must be a finite number" in err, err
+    assert RunStore(store).runs().empty

@@ -13,6 +13,13 @@ from .config import TrainConfig
 from .loop import ProgressFn, train_run
 
 
+def check_grid(base: TrainConfig, lrs: Sequence[float], wds: Sequence[float]) -> None:
+    """Refuse a grid value no run could use (inf, nan, negative) before any run exists."""
+    for lr in lrs:
+        for wd in wds:
+            base.replace(base_lr=lr, weight_decay=wd)
+
+
 def grid_search(
     base: TrainConfig, store: RunStore, lrs: Sequence[float], wds: Sequence[float],
     parent_id: str | None = None, progress: ProgressFn | None = None,
@@ -61,6 +68,7 @@ def sweep(
     seeds: Sequence[int], progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
     """Grid, pick the best pair, final seeds; a `sweep` run records it all."""
+    check_grid(base, lrs, wds)
     parent = store.create_run({**base.to_dict(), "grid": {"lrs": list(lrs), "wds": list(wds),
                                                           "seeds": list(seeds)}}, kind="sweep")
     store.set_status(parent, "running")
