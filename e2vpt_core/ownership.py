@@ -96,7 +96,9 @@ def describe(pid: int, command: str, since: float) -> str:
 
 
 def _command() -> str:
-    words = [Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python", *sys.argv[1:]]
+    """The owner's command line as typed (`python3 -m e2vpt_core resume ...`), shortened."""
+    words = [Path(word).name if i < 2 and not word.startswith("-") else word
+             for i, word in enumerate(sys.orig_argv)]
     return " ".join(words)[:200]
 
 
