@@ -82,6 +82,11 @@ def test_huge_prompts_are_refused_by_the_memory_estimate(
         preflight.check_model(TrainConfig(), 10, device)  # the default does not fit 32 MiB
 
 
+def test_remove_mode_is_estimated_like_zero_mode() -> None:
+    config = TrainConfig(prompt=PromptConfig(prune_mode="remove", masks_per_block=True))
+    preflight.check_model(config, 10, torch.device("cpu"))  # its forward cannot run on meta
+
+
 def test_the_estimate_grows_with_prompts_and_batch() -> None:
     from e2vpt_core.models import build_backbone, create_model
 

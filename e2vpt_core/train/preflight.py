@@ -174,11 +174,18 @@ def check_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
 
     with torch.device("meta"):
         backbone = build_backbone(config.backbone, pretrained=False)
-        model = create_model(backbone, num_classes, config.prompt)
+        # Fresh masks keep every token, so "remove" has the shapes of "zero"; its forward
+        # selects rows by value, which the meta device cannot do.
+        model = create_model(backbone, num_classes, config.prompt.replace(prune_mode="zero"))
     input_size = tuple(resolve_model_data_config(backbone)["input_size"])
     per_process = max(1, config.batch_size // int(os.environ.get("WORLD_SIZE", "1")))
     amp = config.amp and device.type == "cuda"
-    need, per_image = estimate_memory(model, input_size, per_process, 2 if amp else 4)
+    try:
+        need, per_image = estimate_memory(model, input_size, per_process, 2 if amp else 4)
+    except (NotImplementedError, RuntimeError) as error:
+        if "meta" not in str(error):
+            raise
+        return  # an architecture the meta device cannot run: no estimate, no refusal
     if config.prompt.method in HEAD_ONLY_METHODS:  # no backward through the backbone
         need -= per_image * per_process * (2 if amp else 4)
     have = memory_total(device)
