@@ -29,7 +29,7 @@ class DatasetWarning(UserWarning):
 
 def warn_dataset(message: str) -> None:
     """Report a suspicious but usable dataset entry (the CLI prints it as one line)."""
-    warnings.warn(message, DatasetWarning, stacklevel=3)
+    warnings.warn(message, DatasetWarning, stacklevel=2)  # one place: shown once
 
 
 SPLIT_ROLES: tuple[str, ...] = ("train", "val", "trainval", "test")
