@@ -201,25 +201,43 @@ def _try_lock(path: os.PathLike | str) -> int | None:
     return fd
 
 
+def _lock_fd(store: RunStore, name: str) -> int | None:
+    """A lock file of the store, opened for writing unless the store is read-only (`flock`
+    needs no write access); None when a read-only store has none (no worker ever ran)."""
+    if not store.read_only:
+        return os.open(store.root / name, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        return os.open(store.root / name, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+
+
 @contextmanager
 def _spawn_lock(store: RunStore) -> Iterator[None]:
     """Serialises starting a worker with a worker deciding to exit when idle."""
-    fd = os.open(store.root / SPAWN_LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _lock_fd(store, SPAWN_LOCK_FILE)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def worker_alive(store: RunStore) -> bool:
     """Probing takes the lock for a moment, so it happens under the spawn lock: a probe
     must never make a concurrent `ensure_worker` believe a worker is alive."""
     with _spawn_lock(store):
-        fd = _try_lock(store.root / LOCK_FILE)
+        fd = _lock_fd(store, LOCK_FILE)
         if fd is None:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             return True
-        os.close(fd)
+        finally:
+            os.close(fd)
         return False
 
 
@@ -235,7 +253,10 @@ def ensure_worker(store: RunStore, idle_exit: float = DEFAULT_IDLE_EXIT) -> bool
     """Start a detached worker unless one is alive; True when one was started.
 
     The worker lock is taken here and passed to the child (`pass_fds`), so the store is
-    never without its lock holder between the check and the child's start."""
+    never without its lock holder between the check and the child's start. A read-only
+    store gets none: a worker could not record anything there."""
+    if store.read_only:
+        return False
     with _spawn_lock(store):
         fd = _try_lock(store.root / LOCK_FILE)
         if fd is None:
@@ -262,7 +283,9 @@ def run_worker(store: RunStore, lock_fd: int | None = None, idle_exit: float | N
                poll: float = 0.5, log: Callable[[str], None] = print) -> int:
     """Claim and run jobs until idle for `idle_exit` seconds (None: forever); the count.
 
-    Raises RuntimeError when another worker holds the store's lock."""
+    Raises RuntimeError when another worker holds the store's lock, or it is read-only."""
+    if store.read_only:
+        raise RuntimeError(f"the run store {store.root} is read-only: no worker can run there")
     if lock_fd is None:
         with _spawn_lock(store):
             lock_fd = _try_lock(store.root / LOCK_FILE)

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from e2vpt_core import ownership
+from e2vpt_core.jobs import worker_alive
 from e2vpt_core.ownership import Holder, RunOwned, process_start
 from e2vpt_core.store import DamagedFileError, RunStore, StoreError
 
@@ -216,12 +217,18 @@ def test_the_heartbeat_renews_this_process_leases(tmp_path, monkeypatch):
 
 READ_ONLY_USER = '''
 import os, sys, torch
+from e2vpt_core.jobs import ensure_worker, run_worker, worker_alive
 from e2vpt_core.store import RunStore, StoreError
 if os.getuid() == 0:  # root writes anywhere: read as `nobody`
     os.setgid(65534)
     os.setuid(65534)
 store = RunStore(sys.argv[1])
 print(store.read_only, list(store.runs()["id"]), store.load_tensors(sys.argv[2], "t")["x"].item())
+print("worker", worker_alive(store), ensure_worker(store))  # what the app's pages call
+try:
+    run_worker(store)
+except RuntimeError as error:
+    print(error)
 for write in (lambda: store.save_tensors(sys.argv[2], "t", {"x": torch.ones(1)}),
               lambda: store.create_run({})):
     try:
@@ -240,6 +247,7 @@ def test_a_read_only_store_reads_and_refuses_writes_in_one_line():
         run_id = store.create_run({})
         store.save_tensors(run_id, "t", {"x": torch.tensor([3.0])})
         (directory / "store" / ".init.lock").unlink()
+        assert worker_alive(store) is False  # creates the worker's lock files
         for path in [directory, *directory.rglob("*")]:
             path.chmod(0o555 if path.is_dir() else 0o444)
         result = subprocess.run([sys.executable, "-c", READ_ONLY_USER, str(store.root), run_id],
@@ -249,8 +257,8 @@ def test_a_read_only_store_reads_and_refuses_writes_in_one_line():
             path.chmod(0o755 if path.is_dir() else 0o644)
         shutil.rmtree(directory)
     lines = result.stdout.splitlines()
-    assert lines[0] == f"True ['{run_id}'] 3.0", result.stderr
-    assert len(lines) == 3 and all("is read-only" in line for line in lines[1:]), lines
+    assert lines[:2] == [f"True ['{run_id}'] 3.0", "worker False False"], result.stderr
+    assert len(lines) == 5 and all("is read-only" in line for line in lines[2:]), lines
 
 
 def test_a_killed_owner_not_yet_reaped_has_lost_the_run(tmp_path):
