@@ -201,3 +201,18 @@ def test_bad_grid_value_creates_no_run(command: str, flag: str, value: str, tmp_
     err = capsys.readouterr().err.strip()
     assert code == 2 and "must be a finite number" in err, err
     assert RunStore(store).runs().empty
+
+
+def test_a_dataset_warning_is_one_line_shown_once(tmp_path: Path, tiny_backbone: str,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    task = make_vtab_task(tmp_path / "data")
+    listing = task / "train800.txt"
+    listing.write_text(listing.read_text() + listing.read_text().splitlines()[0] + "\n")
+    store = tmp_path / "store"
+    store.mkdir()
+    assert main(["train", "--backbone", tiny_backbone, "-P", "2", "-T", "1", "--num-segments",
+                 "4", "--dataset", f"vtab:{task}", "--batch-size", "2", "--epochs", "1",
+                 "--workers", "0", "--store", str(store), "--quiet"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if ": warning: " in line]
+    assert warned == [f"e2vpt train: warning: {listing}: 1 duplicate line(s), each counted "
+                      "as a sample: line 7 repeats line 1"]
