@@ -50,11 +50,11 @@ def train_parent(store: RunStore, args: argparse.Namespace, task: str, seed: int
     return result.run_id
 
 
-def parent_curves(store: RunStore, run_id: str, args: argparse.Namespace,
+def parent_curves(store: RunStore, run_id: str, args: argparse.Namespace, mode: str,
                   ) -> list[dict]:
     """Every score's curve and its reverse, and the random draws, for one parent."""
     model, batches, _ = run_batches(store, run_id)
-    options = dict(ratios=args.ratios, segment_ratio=0.0, mode=args.mode)
+    options = dict(ratios=args.ratios, segment_ratio=0.0, mode=mode)
     importance = run_importance(store, run_id)
     rows = [{"score": "random", **row} for row in no_retrain_curve(
         model, batches, importance.token, importance.segment, draws=args.draws,
@@ -64,7 +64,7 @@ def parent_curves(store: RunStore, run_id: str, args: argparse.Namespace,
         rows += [{"score": name, **row} for row in no_retrain_curve(
             model, batches, scores.token, scores.segment, orders=("importance", "reverse"),
             **options)]
-    return rows
+    return [{"mode": mode, **row} for row in rows]
 
 
 def areas(rows: list[dict]) -> pd.DataFrame:
@@ -116,7 +116,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ratios", type=float, nargs="+",
                         default=[round(0.1 * i, 1) for i in range(10)])
     parser.add_argument("--draws", type=int, default=5, help="random masks per parent")
-    parser.add_argument("--mode", choices=("zero", "remove"), default="zero")
+    parser.add_argument("--modes", nargs="+", choices=("zero", "remove"), default=["zero"],
+                        help="zero: pruned tokens are zeroed (still attended to, as the "
+                             "LayerNorm's bias); remove: they leave the sequence")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--store", default="runs-prune-signal")
@@ -138,11 +140,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     for task in args.tasks:
         for seed in args.seeds:
             run_id = train_parent(store, args, task, seed)
-            rows = parent_curves(store, run_id, args)
+            rows = [row for mode in args.modes for row in parent_curves(store, run_id, args,
+                                                                        mode)]
             with open(args.results, "a") as f:
                 for row in rows:
                     f.write(json.dumps({"task": task, "seed_parent": seed, "parent": run_id,
-                                        "mode": args.mode, **row}) + "\n")
+                                        **row}) + "\n")
             parent = statistics.mean(r["top1"] for r in rows if r["token_ratio"] == 0.0)
             print(f"{task} seed {seed}: parent {run_id} val {parent:.1f}", flush=True)
     table = summary([json.loads(line) for line in args.results.read_text().splitlines()])
