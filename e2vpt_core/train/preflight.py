@@ -30,9 +30,10 @@ HEAD_ONLY_METHODS = ("linear", "mlp-3")
 
 def check_device(name: str) -> torch.device:
     """The device `name` resolves to, refused if this machine does not have it."""
+    from .loop import resolve_device  # the loop's own resolution of "auto"
+
     try:
-        device = torch.device("cuda" if name == "auto" and torch.cuda.is_available()
-                              else "cpu" if name == "auto" else name)
+        device = resolve_device(name)
     except RuntimeError as error:
         raise ValueError(f"device {name!r} is not a device ({error}); use auto, cpu or "
                          "cuda[:N]") from None
