@@ -150,35 +150,52 @@ def release(connection: sqlite3.Connection, run_id: str) -> None:
                        (run_id, Holder.current().key))
 
 
-_heartbeats: set[tuple[int, str]] = set()  # (pid, database) pairs with a running thread
+# (pid, database) pairs: with a heartbeat thread; asked for since its last renewal
+_beating: set[tuple[int, str]] = set()
+_asked: set[tuple[int, str]] = set()
 _heartbeats_lock = threading.Lock()
 
 
 def start_heartbeat(db_path: Path) -> None:
     """Renew this process's leases in `db_path` every HEARTBEAT seconds, from one daemon
-    thread per store, until the store can no longer be opened (it never creates one)."""
+    thread per store, while it holds any there (called after each lease is taken)."""
     key = (os.getpid(), str(db_path))  # a forked child has no thread of its parent's
     with _heartbeats_lock:
-        if key in _heartbeats:
+        _asked.add(key)
+        if key in _beating:
             return
-        _heartbeats.add(key)
-    threading.Thread(target=_beat, args=(db_path,), daemon=True,
+        _beating.add(key)
+    threading.Thread(target=_beat, args=(db_path, key), daemon=True,
                      name=f"lease heartbeat {db_path}").start()
 
 
-def _beat(db_path: Path) -> None:
-    uri = f"{db_path.resolve().as_uri()}?mode=rw"
+def _renew(db_path: Path) -> int | None:
+    """Leases renewed; None while the database is busy (try again at the next beat)."""
+    uri = f"{db_path.resolve().as_uri()}?mode=rw"  # never creates a database
+    try:
+        connection = sqlite3.connect(uri, uri=True, timeout=HEARTBEAT)
+        try:
+            with connection:
+                return connection.execute("UPDATE leases SET expires_at=? WHERE holder=?",
+                                          (time.time() + TTL, Holder.current().key)).rowcount
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as error:
+        return None if "locked" in str(error) or "busy" in str(error) else 0
+    except sqlite3.Error:  # the store is gone or damaged: nothing left to renew
+        return 0
+
+
+def _beat(db_path: Path, key: tuple[int, str]) -> None:
+    """Ends when a renewal finds no lease of ours and none was taken meanwhile (a lease
+    committed just after that renewal has asked again, so the thread goes on)."""
     while True:
         time.sleep(HEARTBEAT)
-        try:
-            connection = sqlite3.connect(uri, uri=True, timeout=HEARTBEAT)
-            try:
-                with connection:
-                    connection.execute("UPDATE leases SET expires_at=? WHERE holder=?",
-                                       (time.time() + TTL, Holder.current().key))
-            finally:
-                connection.close()
-        except sqlite3.Error:
-            with _heartbeats_lock:
-                _heartbeats.discard((os.getpid(), str(db_path)))
-            return
+        with _heartbeats_lock:
+            _asked.discard(key)
+        if _renew(db_path) != 0:
+            continue
+        with _heartbeats_lock:
+            if key not in _asked:
+                _beating.discard(key)
+                return

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -207,12 +208,21 @@ def test_the_heartbeat_renews_this_process_leases(tmp_path, monkeypatch):
         with sqlite3.connect(store.db_path) as connection:
             return connection.execute("SELECT expires_at FROM leases").fetchone()[0]
 
+    def beating() -> bool:
+        name = f"lease heartbeat {store.db_path}"
+        return any(thread.name == name for thread in threading.enumerate())
+
     first = expiry()
     deadline = time.monotonic() + 10
     while expiry() == first:
         assert time.monotonic() < deadline, "the lease was never renewed"
         time.sleep(0.05)
     store.set_status(run_id, "completed")
+    while beating():  # no lease left: the thread ends
+        assert time.monotonic() < deadline + 10, "the heartbeat outlived the lease"
+        time.sleep(0.05)
+    store.set_status(store.create_run({}), "running")  # a new lease: a new heartbeat
+    assert beating()
 
 
 READ_ONLY_USER = '''
