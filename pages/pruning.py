@@ -322,6 +322,7 @@ def trade_off(runs: pd.DataFrame, parent: str) -> None:
     st.plotly_chart(prune_curve(results.rename(columns={"token_ratio": "ratio"}),
                                 parent_point(runs, parent)), key="prune-curve")
     if not results.empty:
+        results.insert(0, "name", results["id"].map(run_names(runs)))
         st.dataframe(results, hide_index=True, width="stretch")
 
 

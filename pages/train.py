@@ -23,6 +23,8 @@ from e2vpt_core.train.config import DEFAULT_BACKBONE
 
 BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Directory")
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
+# The run this tab's live view shows; `train_run` is the one it started (Pruning opens it).
+FOLLOWED = "followed_run"
 
 
 def backbone_input() -> tuple[str, str | None]:
@@ -117,7 +119,7 @@ def quick_demo(store: RunStore, first_run: bool) -> None:
         except ValueError as error:
             box.error(str(error))
             return
-        st.session_state["train_run"] = demo.e2vpt_run
+        st.session_state["train_run"] = st.session_state[FOLLOWED] = demo.e2vpt_run
         start_worker(store)
         box.success("Queued the demo: an E²VPT and a VPT-deep run, then importance, a "
                     "rewind and the embedding view (five jobs: see the sidebar's queue; "
@@ -126,14 +128,14 @@ def quick_demo(store: RunStore, first_run: bool) -> None:
 
 def start(store: RunStore, config: TrainConfig) -> None:
     job_id, run_id = submit_train(store, config)
-    st.session_state["train_run"] = run_id
+    st.session_state["train_run"] = st.session_state[FOLLOWED] = run_id
     start_worker(store)
     st.success(f"Queued run {config_name(config.to_dict())} ({run_id}, job {job_id}).")
 
 
 def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
-    """The run this session follows: the one it started, else the one training now (not
-    the newest queued one, which has not started), else the newest."""
+    """The run this tab follows: the one it started or already showed, else the one
+    training now (not the newest queued one, which has not started), else the newest."""
     ids = list(runs["id"])
     if chosen in ids:
         return chosen
@@ -180,9 +182,9 @@ def follow(store: RunStore) -> None:
         st.info("No runs yet: run the quick demo, or configure a run below and press Start.")
         return
     ids, names = list(runs["id"]), run_names(runs)
-    chosen = followed_run(runs, st.session_state.get("train_run"))
+    chosen = followed_run(runs, st.session_state.get(FOLLOWED))
     run_id = st.selectbox("Follow run", ids, index=ids.index(chosen), format_func=names.get)
-    st.session_state["train_run"] = run_id  # still followed once it completes
+    st.session_state[FOLLOWED] = run_id  # still followed once it completes
     live_view(store, run_id)
 
 

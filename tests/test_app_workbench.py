@@ -172,6 +172,7 @@ def test_the_budget_offers_the_bundled_backbone_with_separated_counts(store):
 
 def test_pruning_names_the_run_recomputes_and_shows_fewer_parameters_as_a_gain(
         tiny_backbone, store):
+    from e2vpt_core.prune import rewind_run
     from e2vpt_core.prune.importance import compute_run_importance
     from e2vpt_core.train import train_run
 
@@ -191,3 +192,11 @@ def test_pruning_names_the_run_recomputes_and_shows_fewer_parameters_as_a_gain(
     metric = next(m for m in app.metric if m.label == "Effective parameters")
     assert metric.delta.startswith("-")
     assert Metric.MetricColor.Name(metric.proto.color) == "GREEN"  # fewer is the gain
+    result = rewind_run(store, run_id, 0.5, epochs=1)
+    assert result.status == "completed", result.reason
+    child = result.run_id
+    app = open_page("pruning.py")  # after the Train page, which showed the newest run
+    assert by_label(app.selectbox, "Run").value == run_id  # the trained run, not its rewind
+    table = app.dataframe[-1].value  # the finished rewinds
+    assert list(table["id"]) == [child]
+    assert table["name"][0].startswith("rewind 50 % tok / 0 % seg of e2vpt P4 T2 · position")
