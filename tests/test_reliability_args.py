@@ -70,6 +70,14 @@ def test_cuda_without_a_gpu_creates_no_run(tmp_path: Path, monkeypatch: pytest.M
     assert "no CUDA GPU is available" in _refused(["--device", "cuda"], tmp_path / "s", capsys)
 
 
+def test_batch_not_divisible_by_the_processes_creates_no_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "3")  # what torchrun sets; checked before any rank starts
+    assert "not divisible by the 3 processes" in _refused(["--batch-size", "64"],
+                                                          tmp_path / "s", capsys)
+
+
 def test_huge_prompts_are_refused_by_the_memory_estimate(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:

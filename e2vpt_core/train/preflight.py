@@ -223,4 +223,8 @@ def preflight(config: TrainConfig) -> None:
     if config.batch_size > len(train):
         raise ValueError(f"batch size {config.batch_size} is larger than the training split "
                          f"({train.describe()})")
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    if config.batch_size % world:
+        raise ValueError(f"batch size {config.batch_size} is not divisible by the {world} "
+                         "processes of this torchrun")
     check_model(config, train.num_classes, device)
