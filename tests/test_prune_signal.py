@@ -13,9 +13,11 @@ from torch.utils.data import DataLoader, TensorDataset
 from vit_helpers import tiny_vit
 
 from e2vpt_core import PromptConfig, create_model
-from e2vpt_core.prune import compute_importance, select_masks
+from e2vpt_core.prune import compute_importance, noretrain, select_masks
 from e2vpt_core.prune.importance import importance_pass, pick
 from e2vpt_core.prune.noretrain import in_memory, leave_one_out, masked_metrics
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig, train_run
 
 P, T, R = 5, 2, 4
 PREFIX = 1  # the tiny ViT's CLS token
@@ -240,3 +242,18 @@ def test_masks_per_block_rank_layer_token_pairs_by_the_new_scores(loader):
         assert selection.num_kept_tokens == 15 - 8  # round(0.5 · 3 layers · 5 tokens)
         lowest = picked.token.flatten().argmin()
         assert selection.token_mask.flatten()[lowest] == 0
+
+
+def test_a_large_eval_split_is_streamed_not_held(monkeypatch, tiny_backbone, tmp_path):
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=100, eval_splits=("val",), device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=2, kv_prompt_len=1,
+                                             num_segments=4))
+    store = RunStore(tmp_path)
+    run_id = train_run(config, store).run_id
+    _, held, _ = noretrain.run_batches(store, run_id)
+    monkeypatch.setattr(noretrain, "MAX_IN_MEMORY", 100)
+    model, streamed, _ = noretrain.run_batches(store, run_id)
+    assert isinstance(held, list) and isinstance(streamed, DataLoader)
+    ones = torch.ones(2), torch.ones(2, 4)
+    assert masked_metrics(model, held, *ones) == masked_metrics(model, streamed, *ones)

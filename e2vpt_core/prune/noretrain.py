@@ -8,7 +8,7 @@ leave-one-out token scores are this evaluation with one token removed at a time.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -22,8 +22,11 @@ from ..train.data import eval_loader
 from ..train.evaluate import evaluate
 from .selection import ORDERS, Selection, order_scores, select_masks
 
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
+# Batches of (images, labels), iterated once per mask: a list, or a loader for a split too
+# large to hold in memory (`run_batches`).
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 LOO = "importance_loo"
+MAX_IN_MEMORY = 4096  # samples of an eval split held decoded in memory
 
 
 @contextmanager
@@ -46,7 +49,7 @@ def masked(model: PromptedViT, token_mask: torch.Tensor, segment_mask: torch.Ten
             model.segment_mask.copy_(segment)
 
 
-def in_memory(loader: Any) -> Batches:
+def in_memory(loader: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """A loader's batches as a list, so every mask is evaluated on the same tensors
     without decoding them again."""
     return [(images, labels) for images, labels in loader]
@@ -141,7 +144,8 @@ def leave_one_out(model: PromptedViT, batches: Batches) -> dict[str, torch.Tenso
 
 
 def run_batches(store: RunStore, run_id: str) -> tuple[PromptedViT, Batches, str]:
-    """A stored run's adapter on its device and its first eval split in memory."""
+    """A stored run's adapter on its device and its first eval split: in memory, or its
+    loader when it has more than `MAX_IN_MEMORY` samples."""
     config = TrainConfig.from_dict(store.get_run(run_id)["config"])
     if not config.eval_splits:
         raise ValueError(f"run {run_id} has no eval split to evaluate masks on")
@@ -151,7 +155,8 @@ def run_batches(store: RunStore, run_id: str) -> tuple[PromptedViT, Batches, str
     model = load_adapter(adapter).to(resolve_device(config.device))
     split = config.eval_splits[0]
     loader = eval_loader(config, model.backbone, split, batch_size=config.batch_size)
-    return model, in_memory(loader), split
+    batches = loader if len(loader.dataset) > MAX_IN_MEMORY else in_memory(loader)
+    return model, batches, split
 
 
 def evaluate_selection(store: RunStore, run_id: str, selection: Selection,
