@@ -193,10 +193,8 @@ def _load_parent(
 
 
 def _read_recipe(directory: str | None) -> dict | None:
-    if directory is None:
-        return None
-    path = Path(directory) / RECIPE_FILE
-    return json.loads(path.read_text()) if path.exists() else {}
+    path = None if directory is None else Path(directory) / RECIPE_FILE
+    return None if path is None else json.loads(path.read_text()) if path.exists() else {}
 
 
 class _Stop:
@@ -336,6 +334,8 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
             y = {k: torch.from_numpy(v).to(device) for k, v in targets.items()}
             with _autocast(device, cfg.precision):
                 result = task.step(model, heads, x, y)
+            if not torch.isfinite(result.loss):
+                raise FloatingPointError(f"non-finite loss at step {step}; nothing saved")
             opt.zero_grad(set_to_none=True)
             result.loss.backward()
             torch.nn.utils.clip_grad_norm_(both.parameters(), cfg.grad_clip)

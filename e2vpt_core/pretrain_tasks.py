@@ -116,7 +116,7 @@ class SceneTask:
         tokens = model.forward_features(x)  # (B, 1 + N, d) after the final norm
         logits = model.forward_head(tokens).float()  # (B, classes)
         present = targets["present"]
-        soft = present / present.sum(1, keepdim=True)
+        soft = present / present.sum(1, keepdim=True).clamp(min=1)
         n_prefix = tokens.shape[1] - targets["patch_labels"].shape[1]
         dense = heads["dense"](tokens[:, n_prefix:]).float()  # (B, N, classes + 1)
         loss = nn.functional.cross_entropy(logits, soft) + nn.functional.cross_entropy(

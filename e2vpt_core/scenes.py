@@ -131,10 +131,12 @@ def render_scenes(rng: np.random.Generator, n: int) -> SceneBatch:
     for k in range(MAX_OBJECTS):
         paint(img, alpha[:, k], colours[:, k])
         visible[:, k] = alpha[:, k] * np.prod(1 - alpha[:, k + 1:], axis=1)
+    area = visible.sum(axis=(2, 3))  # (n, MAX_OBJECTS) visible pixels
+    seen = area >= 6
+    seen[np.arange(n), area.argmax(axis=1)] = True  # every scene names at least one glyph
     present = np.zeros((n, classes), np.float32)
     rows = np.repeat(np.arange(n), MAX_OBJECTS)
-    seen = visible.sum(axis=(2, 3)).ravel() >= 6
-    present[rows[seen], cls.ravel()[seen]] = 1
+    present[rows[seen.ravel()], cls.ravel()[seen.ravel()]] = 1
     g = SIZE // _PATCH
     cover = visible.reshape(n, MAX_OBJECTS, g, _PATCH, g, _PATCH).mean(axis=(3, 5))
     owner = cover.argmax(axis=1)  # (n, g, g)
