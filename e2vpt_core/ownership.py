@@ -123,6 +123,8 @@ def acquire(connection: sqlite3.Connection, run_id: str) -> None:
         if status == "queued":
             raise RunOwned(f"run {run_id} is queued as job {job_id} for the worker; cancel "
                            f"job {job_id} first to train it here")
+        # No heartbeat on jobs: a worker in another namespace counts as alive through its
+        # lease on the run (checked above), which it takes as it starts training.
         if worker is not None and Holder.parse(worker).alive(0.0, now):
             raise RunOwned(f"run {run_id} is being trained by the worker (pid "
                            f"{Holder.parse(worker).pid}) as job {job_id}")
