@@ -124,6 +124,10 @@ def test_a_damaged_database_is_one_error_naming_the_file(tmp_path):
     with pytest.raises(StoreError, match="damaged") as raised:
         RunStore(tmp_path)
     assert str(store.db_path) in str(raised.value) and "\n" not in str(raised.value)
+    for read in (store.runs, store.jobs, lambda: store.get_run("x")):  # opened before
+        with pytest.raises(StoreError, match="damaged") as raised:
+            read()
+        assert str(raised.value).startswith(f"{store.db_path}: file is not a database")
 
 
 def test_a_damaged_tensor_file_is_one_error_naming_the_file(tmp_path):
