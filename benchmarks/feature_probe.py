@@ -1,0 +1,68 @@
+"""What does a backbone's frozen representation hold? Logistic regression on its features.
+
+For every built-in task (train800 → test1000, top-1 %), one probe per representation:
+``pixels`` (the raw image), ``cls`` (the final normed CLS token, what the head reads),
+``patches`` (the mean of the final patch tokens) and ``blocks`` (the CLS token after every
+block, concatenated: what deep prompts could reach). A quick check of a pretraining
+checkpoint before any prompt is tuned on it.
+
+    python benchmarks/feature_probe.py                          # the bundled backbone
+    python benchmarks/feature_probe.py --backbone-dir /tmp/ckpt --tasks digits texture
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from e2vpt_core.data import BUILTIN_TASKS, generate_builtin
+from e2vpt_core.models.factory import BUILTIN_BACKBONES, build_backbone
+from e2vpt_core.pretrain import to_input
+
+
+@torch.no_grad()
+def representations(backbone: torch.nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
+    x = backbone.norm_pre(backbone._pos_embed(backbone.patch_embed(
+        to_input(images, torch.device("cpu")))))
+    per_block = []
+    for block in backbone.blocks:
+        x = block(x)
+        per_block.append(x[:, 0])
+    x = backbone.norm(x)
+    return {"pixels": images.reshape(len(images), -1) / 255.0, "cls": x[:, 0].numpy(),
+            "patches": x[:, backbone.num_prefix_tokens:].mean(1).numpy(),
+            "blocks": torch.cat(per_block, 1).numpy()}
+
+
+def probe(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray) -> float:
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
+    return 100.0 * model.fit(train, train_y).score(test, test_y)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone-dir", default=None)
+    parser.add_argument("--tasks", nargs="+", default=sorted(BUILTIN_TASKS))
+    args = parser.parse_args()
+    name = args.backbone_dir or "builtin-vit-tiny"
+    if args.backbone_dir and not (Path(args.backbone_dir) / "config.json").exists():
+        shutil.copy(BUILTIN_BACKBONES["builtin-vit-tiny"] / "config.json",
+                    Path(args.backbone_dir) / "config.json")
+    backbone = build_backbone(name, pretrained=True).eval()
+    print(f"backbone {name}\n\n| task | pixels | cls | patches | blocks |\n| --- |" + " --- |" * 4)
+    for task in args.tasks:
+        (x, y), (tx, ty) = generate_builtin(task, "train"), generate_builtin(task, "test")
+        train, test = representations(backbone, x), representations(backbone, tx)
+        scores = [probe(train[k], y, test[k], ty) for k in ("pixels", "cls", "patches", "blocks")]
+        print(f"| {task} | " + " | ".join(f"{s:.1f}" for s in scores) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
