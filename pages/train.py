@@ -17,6 +17,7 @@ from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS,
 from e2vpt_core.data import BUILTIN_TASKS
 from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
+from e2vpt_core.models.factory import BUILTIN_DESCRIPTIONS
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import DEFAULT_BACKBONE
@@ -31,8 +32,10 @@ def backbone_input() -> tuple[str, str | None]:
     """The backbone name and, for "Checkpoint file", the local weights file."""
     source = st.radio("Backbone", BACKBONE_SOURCES, horizontal=True)
     if source == BACKBONE_SOURCES[0]:
-        st.caption(f"`{DEFAULT_BACKBONE}`: a small ViT pretrained offline on fractal images.")
-        return DEFAULT_BACKBONE, None
+        name = st.selectbox("Bundled backbone", list(BUILTIN_DESCRIPTIONS),
+                            index=list(BUILTIN_DESCRIPTIONS).index(DEFAULT_BACKBONE))
+        st.caption(f"`{name}`: {BUILTIN_DESCRIPTIONS[name]}.")
+        return name, None
     if source == BACKBONE_SOURCES[1]:
         return st.text_input("timm model name", "vit_base_patch16_224.augreg_in21k").strip(), None
     if source == BACKBONE_SOURCES[2]:

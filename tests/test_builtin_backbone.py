@@ -43,3 +43,17 @@ def test_every_method_runs_on_the_bundled_backbone(method):
     logits.sum().backward()
     assert logits.shape == (2, 6)
     assert any(p.grad is not None for _, p in model.trainable_parameters())
+
+
+def test_the_glyph_scene_backbone_continues_the_fractal_one_and_loads_offline():
+    directory = BUILTIN_BACKBONES["builtin-vit-tiny-scenes"]
+    recipe = json.loads((directory / "recipe.json").read_text())
+    assert recipe["args"]["data"] == "scenes" and recipe["data"]["generator"].startswith(
+        "e2vpt_core.scenes")
+    assert recipe["continuation_of"]["recipe"]["total_steps"] == json.loads(
+        (DIRECTORY / "recipe.json").read_text())["total_steps"]
+    assert not set("0123456789") & set(recipe["data"]["glyphs"])
+    scenes = create_model("builtin-vit-tiny-scenes", 4, PromptConfig("e2vpt"), pretrained=True)
+    fractal = create_model("builtin-vit-tiny", 4, PromptConfig("e2vpt"), pretrained=True)
+    assert not torch.equal(scenes.backbone.blocks[5].mlp.fc1.weight,
+                           fractal.backbone.blocks[5].mlp.fc1.weight)

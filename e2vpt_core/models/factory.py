@@ -22,7 +22,14 @@ from .vit import PromptedViT
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # Names that are not timm's, each a directory in timm's hub layout (config.json with the
 # architecture, model args and pretrained config, plus model.safetensors).
-BUILTIN_BACKBONES: dict[str, Path] = {"builtin-vit-tiny": ASSETS / "builtin-vit-tiny"}
+# builtin-vit-tiny-scenes continues builtin-vit-tiny's pretraining on glyph scenes (a
+# candidate for the default while its pretraining goes on; see docs/BENCHMARKS.md).
+BUILTIN_DESCRIPTIONS: dict[str, str] = {
+    "builtin-vit-tiny": "a small ViT pretrained offline on fractal images (the default)",
+    "builtin-vit-tiny-scenes": "the same ViT pretrained further on glyph scenes "
+    "(letters and symbols, no digits); reads the built-in tasks far better, still training",
+}
+BUILTIN_BACKBONES: dict[str, Path] = {name: ASSETS / name for name in BUILTIN_DESCRIPTIONS}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 _WEIGHTLESS_PREFIXES = ("head.",)
