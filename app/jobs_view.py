@@ -51,7 +51,8 @@ def _cancel_button(store: RunStore, job: dict[str, Any], column: Any) -> None:
 
 def _running(store: RunStore, job: dict[str, Any]) -> None:
     st.markdown(f"**Running**  \n{job['name']}")
-    state = progress(store, job["run_id"]) if job["run_id"] else None
+    run_id = job["run_id"]  # NaN for jobs without a run of their own (importance, embed)
+    state = progress(store, run_id) if isinstance(run_id, str) else None
     if state and state["total"]:
         st.progress(min(state["done"] / state["total"], 1.0),
                     text=f"step {state['done']} / {state['total']} · "

@@ -252,6 +252,14 @@ def pending_jobs(store: RunStore, kind: str) -> pd.DataFrame:
     return jobs.assign(payload=[json.loads(p) for p in jobs["payload"]])
 
 
+def run_state(store: RunStore, run_id: str) -> tuple[str, bool]:
+    """The run's status and whether a full importance pass of it is queued or running: what
+    the Pruning page draws its controls from, so a change of either redraws the page."""
+    scoring = any(payload["run"] == run_id
+                  for payload in pending_jobs(store, "importance")["payload"])
+    return store.get_run(run_id)["status"], scoring
+
+
 # ----------------------------------------------------------------------- embeddings
 def embeddable_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Completed runs: the only ones with an adapter to embed with."""

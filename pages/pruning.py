@@ -4,8 +4,10 @@ accuracy without retraining, rewinds and their random-mask controls.
 Scores come from the stored full pass when there is one, else from the snapshot training
 writes every few steps, so a running run can be watched. The sliders and the preview
 live in a fragment, so moving a slider reruns only the preview (from the scores read
-once per refresh), never the whole page. Rewinds (and sweeps of them) are queued as jobs
-for the worker; their finished child runs fill the trade-off curve.
+once per refresh), never the whole page; the whole page reruns when the run's status
+changes (so Rewind is enabled once a watched run completes). Rewinds (and sweeps of
+them) are queued as jobs for the worker; their finished child runs fill the trade-off
+curve.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from app.pruning_state import (
     prompt_runs,
     ratio_options,
     rewind_results,
+    run_state,
     start_curve,
 )
 from app.state import get_store, start_worker
@@ -101,8 +104,12 @@ class Scoring:
         return found
 
 
-def score_view(store: RunStore, scoring: Scoring) -> None:
-    """Heatmaps of the scores (a fragment: refreshed every few seconds while live)."""
+def score_view(store: RunStore, scoring: Scoring, drawn: tuple[str, bool]) -> None:
+    """Heatmaps of the scores (a fragment: refreshed every few seconds while live). Once
+    the run or its full pass has moved on from the `run_state` the page was `drawn` with
+    (say the run completed), the whole page reruns, to enable the rewind controls."""
+    if run_state(store, scoring.run_id) != drawn:
+        st.rerun()
     found = scoring.scores(store)
     if found is None:
         return
@@ -339,11 +346,11 @@ ids = list(runs["id"])
 followed = st.session_state.get("train_run")  # the run the Train page follows
 run_id = st.selectbox("Run", ids, index=ids.index(followed) if followed in ids else 0,
                       format_func=labels.get)
+# read before the run itself, so that any newer status the page draws is caught by score_view
+drawn = status, scoring_job = run_state(store, run_id)
 run = store.get_run(run_id)
 st.caption(accuracy_text(all_runs, run_id))
-scoring_job = any(payload["run"] == run_id
-                  for payload in pending_jobs(store, "importance")["payload"])
-live = run["status"] in ("queued", "running") or scoring_job
+live = status in ("queued", "running") or scoring_job
 
 token_scores = st.radio(
     "Token scores", TOKEN_SCORES, horizontal=True, format_func=TOKEN_SCORE_NAMES.get,
@@ -354,7 +361,7 @@ token_scores = st.radio(
 scoring = Scoring(run, token_scores)
 completed = run["status"] == "completed"
 refresh = 3 if live else None
-st.fragment(run_every=refresh)(score_view)(store, scoring)
+st.fragment(run_every=refresh)(score_view)(store, scoring, drawn)
 st.fragment(run_every=refresh)(mask_view)(store, scoring)
 if completed and (store.run_dir(run_id) / "adapter").is_dir():
     st.fragment(run_every=1)(accuracy_view)(store, scoring)

@@ -15,9 +15,9 @@ import torch
 from app_helpers import by_label, open_page, private_store
 from streamlit.testing.v1 import AppTest
 
-from app.pruning_state import ratio_options
+from app.pruning_state import ratio_options, run_state
 from e2vpt_core import PromptConfig, load_adapter
-from e2vpt_core.jobs import run_worker
+from e2vpt_core.jobs import run_worker, submit_importance
 from e2vpt_core.prune import rewind_run, select_masks
 from e2vpt_core.prune.importance import compute_run_importance, pick
 from e2vpt_core.prune.selection import default_min_segments
@@ -158,6 +158,18 @@ def test_a_running_run_is_watched_but_not_rewound(store, trained):
     assert by_label(app.button, "Rewind").disabled
     assert by_label(app.button, "Sweep 10–90 %").disabled
     assert by_label(app.button, "Compute full-pass importance").disabled
+
+
+def test_the_run_state_the_live_page_compares_follows_status_and_full_pass(store, trained):
+    """What the polling heatmap fragment compares with the state the page was drawn with,
+    rerunning the whole page when it differs (AppTest always reruns the whole script, so
+    that fragment-initiated rerun is checked by the browser demo test)."""
+    store.set_status(trained[1], "running")
+    assert run_state(store, trained[1]) == ("running", False)
+    store.set_status(trained[1], "completed")
+    assert run_state(store, trained[1]) == ("completed", False)
+    submit_importance(store, trained[1])
+    assert run_state(store, trained[1]) == ("completed", True)
 
 
 def test_a_run_with_masks_per_block_previews_masks_per_layer(tiny_backbone, tmp_path,
