@@ -15,6 +15,7 @@ from streamlit.proto.Metric_pb2 import Metric
 
 from e2vpt_core import PromptConfig
 from e2vpt_core.demo import submit_demo
+from e2vpt_core.jobs import submit_importance
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 
@@ -70,6 +71,18 @@ def test_the_sidebar_shows_the_running_job_with_its_progress(store):
     app = open_page()
     assert "**Running**  \ntrain vpt-deep P10 · orientation" in _sidebar_text(app)
     assert app.sidebar.get("progress")[0].proto.text.startswith("step 1 / 2")
+    assert app.sidebar.button(key=f"cancel-job-{job_id}") is not None
+
+
+def test_a_running_job_without_a_run_of_its_own_is_listed_without_error(store):
+    parent = _run(store, PromptConfig("e2vpt"), status="completed")
+    job_id = submit_importance(store, parent)
+    with sqlite3.connect(store.db_path) as connection:  # its run_id column stays NULL
+        connection.execute("UPDATE jobs SET status='running', started_at=1 WHERE id=?",
+                           (job_id,))
+    app = open_page()
+    assert not app.exception, app.exception
+    assert "**Running**" in _sidebar_text(app)
     assert app.sidebar.button(key=f"cancel-job-{job_id}") is not None
 
 
