@@ -105,7 +105,10 @@ def build_model(
 
 def to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
     """uint8 (B, H, W, 3) → normalised float (B, 3, H, W) with BUILTIN_MEAN/STD."""
-    return pretrain_tasks.to_input(images, device, BUILTIN_MEAN, BUILTIN_STD)
+    x = torch.from_numpy(np.array(images)).to(device).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(BUILTIN_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(BUILTIN_STD, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 def _write_json(data: dict) -> Callable[[str], None]:
@@ -168,33 +171,22 @@ def _autocast(device: torch.device, precision: str) -> torch.autocast:
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _load_parent(
-    model: VisionTransformer, heads: torch.nn.ModuleDict, cfg: PretrainConfig
-) -> dict | None:
-    """Load weights (not optimizer state) from ``cfg.resume_from``; return its recipe.
+def _load_parent(model: VisionTransformer, heads: torch.nn.ModuleDict, src: Path,
+                 parent: dict, cfg: PretrainConfig) -> None:
+    """Load weights (not optimizer state) from ``src``, whose recipe is ``parent``.
 
     The heads are restored too when the parent pretrained on the same data and
     classes; otherwise they start fresh.
     """
-    if cfg.resume_from is None:
-        return None
-    src = Path(cfg.resume_from)
     missing, unexpected = model.load_state_dict(load_file(str(src / MODEL_FILE)), strict=False)
     if unexpected or set(missing) - set(HEAD_KEYS):
         raise ValueError(f"{src / MODEL_FILE} does not match: {missing=} {unexpected=}")
-    parent = _read_recipe(cfg.resume_from) or {}
     pargs = parent.get("args", {})
     same = all(pargs.get(k) == getattr(cfg, k) for k in ("num_classes", "seed"))
     if same and pargs.get("data", "fractal") == cfg.data and (src / HEAD_FILE).exists():
         saved = load_file(str(src / HEAD_FILE))
         model.load_state_dict({k: saved[k] for k in HEAD_KEYS}, strict=False)
         heads.load_state_dict({k: v for k, v in saved.items() if k not in HEAD_KEYS})
-    return parent
-
-
-def _read_recipe(directory: str | None) -> dict | None:
-    path = None if directory is None else Path(directory) / RECIPE_FILE
-    return None if path is None else json.loads(path.read_text()) if path.exists() else {}
 
 
 class _Stop:
@@ -227,15 +219,19 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
         with open(log_path, "a") as f:
             f.write(msg + "\n")
 
-    parent_recipe = _read_recipe(cfg.resume_from)
-    parent_steps = parent_recipe.get("total_steps", 0) if parent_recipe else 0
+    parent = None
+    if cfg.resume_from is not None:
+        recipe_path = Path(cfg.resume_from) / RECIPE_FILE
+        parent = json.loads(recipe_path.read_text()) if recipe_path.exists() else {}
+    parent_steps = parent.get("total_steps", 0) if parent else 0
     task = pretrain_tasks.build_task(
         cfg.data, num_classes=cfg.num_classes, seed=cfg.seed, parent_steps=parent_steps,
         heldout_size=cfg.heldout_size, batch_size=cfg.batch_size,
         label_smoothing=cfg.label_smoothing)
     model = build_model(task.num_classes, cfg.depth)
     heads = task.extra_heads(model.embed_dim)
-    parent = _load_parent(model, heads, cfg)
+    if parent is not None:
+        _load_parent(model, heads, Path(cfg.resume_from), parent, cfg)
     model.to(device).train()
     heads.to(device).train()
     both = torch.nn.ModuleDict({"model": model, "heads": heads})

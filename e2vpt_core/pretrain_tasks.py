@@ -26,15 +26,6 @@ from .scenes import MAX_OBJECTS, SceneBatch, glyph_bank, render_scenes
 TASKS = ("fractal", "scenes")
 
 
-def to_input(images: np.ndarray, device: torch.device, mean: tuple, std: tuple) -> torch.Tensor:
-    """uint8 (B, H, W, 3) → normalised float (B, 3, H, W)."""
-    x = torch.from_numpy(np.array(images, copy=True)).to(device).permute(0, 3, 1, 2)
-    x = x.float().div_(255)
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1)
-    return (x - m) / s
-
-
 @dataclass
 class Step:
     loss: torch.Tensor

@@ -111,7 +111,7 @@ class SceneBatch:
 
 def render_scenes(rng: np.random.Generator, n: int) -> SceneBatch:
     """``n`` glyph scenes drawn from ``rng`` (deterministic given its state)."""
-    chars, bank = glyph_bank()
+    _, bank = glyph_bank()
     classes, fonts = bank.shape[:2]
     count = rng.integers(1, MAX_OBJECTS + 1, n)
     shape = (n, MAX_OBJECTS)
