@@ -5,28 +5,23 @@ from __future__ import annotations
 
 import io
 import shlex
-import sys
 import zipfile
-from pathlib import Path
 
 import pytest
 import torch
 from app_helpers import by_label, open_page
 
-from e2vpt_core import PromptConfig, load_adapter
-from e2vpt_core.cli import _train_config, build_parser
-from e2vpt_core.store import RunStore
-from e2vpt_core.train import TrainConfig, train_run
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from app.state import (  # noqa: E402
+from app.state import (
     adapter_zip,
     final_figures,
     format_seconds,
     progress,
     reproduce_command,
 )
+from e2vpt_core import PromptConfig, load_adapter
+from e2vpt_core.cli import _train_config, build_parser
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig, train_run
 
 
 @pytest.fixture

@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from app_helpers import by_label, open_page, private_store
 
+from app.pruning_state import default_pair
 from e2vpt_core import PromptConfig
 from e2vpt_core.hyperbolic import HeadConfig, ProjectionConfig, compare_runs
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from app.pruning_state import default_pair  # noqa: E402
 
 POINTS = 60
 

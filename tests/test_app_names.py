@@ -3,23 +3,12 @@ functions of the store's frames (no Streamlit session needed)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 from data_fixtures import make_folder_tree
 
-from e2vpt_core import PromptConfig
-from e2vpt_core.demo import submit_demo
-from e2vpt_core.jobs import submit_embed, submit_importance, submit_rewind, submit_train
-from e2vpt_core.store import RunStore
-from e2vpt_core.train import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from app.context import accuracy_text, class_names, references  # noqa: E402
-from app.jobs_view import queue_rows  # noqa: E402
-from app.names import (  # noqa: E402
+from app.context import accuracy_text, class_names, references
+from app.jobs_view import queue_rows
+from app.names import (
     config_name,
     parse_tags,
     rename,
@@ -27,6 +16,11 @@ from app.names import (  # noqa: E402
     run_tags,
     task_name,
 )
+from e2vpt_core import PromptConfig
+from e2vpt_core.demo import submit_demo
+from e2vpt_core.jobs import submit_embed, submit_importance, submit_rewind, submit_train
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig
 
 
 @pytest.fixture

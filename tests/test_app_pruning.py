@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -25,9 +24,6 @@ from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
 from e2vpt_core.train.data import eval_loader
 from e2vpt_core.train.evaluate import evaluate
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 @pytest.fixture(scope="module")

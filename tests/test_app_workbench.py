@@ -6,22 +6,17 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import sys
-from pathlib import Path
 
 import pytest
 from app_helpers import by_label, open_page
 from streamlit.proto.Metric_pb2 import Metric
 
+from app.pruning_state import prompt_runs
 from e2vpt_core import PromptConfig
 from e2vpt_core.demo import submit_demo
 from e2vpt_core.jobs import submit_importance
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from app.pruning_state import prompt_runs  # noqa: E402
 
 TASK = "builtin:orientation"
 

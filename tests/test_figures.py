@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from app import figures  # noqa: E402
+from app import figures
 
 
 def _metrics(steps: int = 4, epochs: int = 2) -> pd.DataFrame:

@@ -4,13 +4,8 @@ reverse and the random draws, summarised as areas against random."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import prune_signal  # noqa: E402
+from benchmarks import prune_signal
 
 
 def test_the_benchmark_runs_on_a_tiny_case(tiny_backbone, tmp_path):

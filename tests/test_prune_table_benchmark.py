@@ -4,13 +4,8 @@ rewinds of the same counts (the lottery-ticket control)."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from benchmarks import prune_table  # noqa: E402
+from benchmarks import prune_table
 
 
 def test_every_rewound_ratio_has_random_mask_controls(tiny_backbone, tmp_path, capsys):
