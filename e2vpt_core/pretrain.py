@@ -17,23 +17,18 @@ schedule), e.g. later on a GPU with ``--device cuda``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
-import platform
 import signal
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import timm
 import torch
 from safetensors.torch import load_file, save_file
 from timm.models.vision_transformer import VisionTransformer
@@ -42,6 +37,7 @@ from timm.scheduler import CosineLRScheduler
 
 from e2vpt_core import pretrain_tasks
 from e2vpt_core.fileio import atomic_write
+from e2vpt_core.pretrain_files import hardware, sha256, write_hub_config, write_json
 
 BUILTIN_VIT_TINY_KWARGS: dict = {
     "img_size": 32,
@@ -109,36 +105,6 @@ def to_input(images: np.ndarray, device: torch.device) -> torch.Tensor:
     mean = torch.tensor(BUILTIN_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(BUILTIN_STD, device=device).view(1, 3, 1, 1)
     return (x - mean) / std
-
-
-def _write_json(data: dict) -> Callable[[str], None]:
-    def write(p: str) -> None:
-        with open(p, "w") as f:
-            json.dump(data, f, indent=1)
-            f.write("\n")
-
-    return write
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _hardware(device: torch.device, threads: int) -> dict:
-    info = {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "timm": timm.__version__,
-        "numpy": np.__version__,
-        "device": str(device),
-        "torch_threads": threads,
-    }
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-    return info
 
 
 @torch.no_grad()
@@ -285,7 +251,7 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
                 "kwargs": {**BUILTIN_VIT_TINY_KWARGS, "depth": cfg.depth},
                 "pretrain_num_classes": task.num_classes,
                 "file": MODEL_FILE,
-                "sha256": _sha256(out / MODEL_FILE),
+                "sha256": sha256(out / MODEL_FILE),
                 "dtype": "float16",
                 "head_removed": list(HEAD_KEYS),
                 "head_file": HEAD_FILE,
@@ -303,7 +269,7 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
             "wall_time_s": round(time.monotonic() - t0, 1),
             "started_utc": started.isoformat(),
             "saved_utc": datetime.now(timezone.utc).isoformat(),
-            "hardware": _hardware(device, cfg.threads),
+            "hardware": hardware(device, cfg.threads),
             "metrics": {
                 "train_loss_last100": loss,
                 "train_acc_last100": acc,
@@ -319,7 +285,9 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
                 "note": "weights only; fresh AdamW state and a new warm-up + cosine schedule",
             },
         }
-        atomic_write(out / RECIPE_FILE, _write_json(recipe))
+        atomic_write(out / RECIPE_FILE, write_json(recipe))
+        write_hub_config(out, {**BUILTIN_VIT_TINY_KWARGS, "depth": cfg.depth},
+                         BUILTIN_MEAN, BUILTIN_STD, task.hub_tag)
         return recipe
 
     try:

@@ -36,6 +36,7 @@ class FractalTask:
     """One IFS class per image; the CLS head classifies it."""
 
     name = "fractal"
+    hub_tag = "e2vpt_fractal"
 
     def __init__(self, num_classes: int, seed: int, stream_seed: list, held_seed: list,
                  heldout_size: int, batch_size: int, label_smoothing: float) -> None:
@@ -71,6 +72,7 @@ class SceneTask:
     """Glyph scenes: which glyph classes are present (CLS) and which covers each patch."""
 
     name = "scenes"
+    hub_tag = "e2vpt_glyph_scenes"
 
     def __init__(self, stream_seed: list, held_seed: list, heldout_size: int,
                  batch_size: int, label_smoothing: float) -> None:

@@ -11,14 +11,19 @@ from timm.models.vision_transformer import VisionTransformer
 
 from e2vpt_core import METHODS, PromptConfig, create_model
 from e2vpt_core.models.factory import BUILTIN_BACKBONES
-from e2vpt_core.pretrain import BUILTIN_VIT_TINY_KWARGS
+from e2vpt_core.pretrain import BUILTIN_MEAN, BUILTIN_STD, BUILTIN_VIT_TINY_KWARGS
+from e2vpt_core.pretrain_files import hub_config
 
 DIRECTORY = BUILTIN_BACKBONES["builtin-vit-tiny"]
 
 
-def test_config_matches_the_pretraining_architecture():
-    config = json.loads((DIRECTORY / "config.json").read_text())
+@pytest.mark.parametrize("name", sorted(BUILTIN_BACKBONES))
+def test_config_is_what_pretraining_writes(name):
+    directory = BUILTIN_BACKBONES[name]
+    config = json.loads((directory / "config.json").read_text())
     assert config["model_args"] == BUILTIN_VIT_TINY_KWARGS
+    tag = config["pretrained_cfg"]["tag"]
+    assert config == hub_config(BUILTIN_VIT_TINY_KWARGS, BUILTIN_MEAN, BUILTIN_STD, tag)
 
 
 def test_bundled_weights_load_offline_and_differ_from_random():

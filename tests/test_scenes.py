@@ -7,9 +7,10 @@ import unicodedata
 
 import numpy as np
 import pytest
+import torch
 from safetensors.torch import load_file
 
-from e2vpt_core import scenes
+from e2vpt_core import PromptConfig, create_model, scenes
 from e2vpt_core.data.synth import SIZE
 
 try:
@@ -75,6 +76,14 @@ def test_scenes_pretraining_saves_and_resumes_its_patch_head(tmp_path):
     assert recipe["model"]["pretrain_num_classes"] == len(CHARS)
     saved = json.loads((out / "recipe.json").read_text())
     assert 0 <= saved["metrics"]["heldout_acc"] <= 1 and saved["args"]["data"] == "scenes"
+    # The output directory is a backbone as it stands: create_model reads its config.json.
+    hub = json.loads((out / "config.json").read_text())
+    assert hub["pretrained_cfg"]["tag"] == "e2vpt_glyph_scenes"
+    model = create_model(str(out), 3, PromptConfig("linear"), pretrained=True)
+    assert len(model.backbone.blocks) == 1
+    torch.testing.assert_close(model.backbone.blocks[0].attn.qkv.weight,
+                               load_file(str(out / "model.safetensors"))[
+                                   "blocks.0.attn.qkv.weight"].float())
 
     child = tmp_path / "child"
     continued = pretrain(PretrainConfig(out=str(child), steps=1, resume_from=str(out),
