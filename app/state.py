@@ -100,7 +100,9 @@ _TRAIN_FLAGS = {"backbone": "--backbone", "checkpoint": "--checkpoint",
                 "preset": "--preset"}
 _PROMPT_FLAGS = {"method": "--method", "visual_prompt_len": "-P", "kv_prompt_len": "-T",
                  "kv_sharing": "--kv-sharing", "num_segments": "--num-segments",
-                 "segment_layout": "--segment-layout", "prompt_dropout": "--prompt-dropout"}
+                 "segment_layout": "--segment-layout", "prompt_dropout": "--prompt-dropout",
+                 "adapter_bottleneck": "--adapter-bottleneck", "lora_rank": "--lora-rank",
+                 "lora_alpha": "--lora-alpha", "lora_targets": "--lora-targets"}
 
 
 def reproduce_command(config: dict[str, Any], store: str | None = None) -> tuple[str, list[str]]:

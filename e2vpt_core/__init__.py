@@ -2,7 +2,7 @@
 
 from .artifacts import load_adapter, save_adapter
 from .config import METHODS, PromptConfig
-from .models import PromptedSwin, PromptedViT, create_model
+from .models import PromptedSwin, PromptedViT, create_model, merge_lora
 
 __version__ = "0.1.0"
 
@@ -13,5 +13,6 @@ __all__ = [
     "PromptedViT",
     "create_model",
     "load_adapter",
+    "merge_lora",
     "save_adapter",
 ]

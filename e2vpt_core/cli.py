@@ -16,7 +16,7 @@ import warnings
 from typing import Any
 
 from .cli_store import resolve_store
-from .config import METHODS, PromptConfig
+from .config import LORA_TARGETS, METHODS, PromptConfig
 from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
 
 
@@ -34,6 +34,13 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str)
     parser.add_argument("--prompt-dropout", type=float, default=0.1)
     parser.add_argument("--masks-per-block", action="store_true",
                         help="one token / segment mask per prompt layer instead of shared")
+    parser.add_argument("--adapter-bottleneck", type=int, default=PromptConfig.adapter_bottleneck,
+                        help="bottleneck width of adapter and adapter-plus")
+    parser.add_argument("--lora-rank", type=int, default=PromptConfig.lora_rank)
+    parser.add_argument("--lora-alpha", type=float, default=PromptConfig.lora_alpha,
+                        help="LoRA updates are scaled by alpha / rank")
+    parser.add_argument("--lora-targets", default=PromptConfig.lora_targets,
+                        help=f"comma-separated subset of {','.join(LORA_TARGETS)}")
 
 
 def _prompt_config(args: argparse.Namespace) -> PromptConfig:
@@ -42,6 +49,8 @@ def _prompt_config(args: argparse.Namespace) -> PromptConfig:
         kv_prompt_len=args.kv_prompt_len, kv_sharing=args.kv_sharing,
         num_segments=args.num_segments, segment_layout=args.segment_layout,
         prompt_dropout=args.prompt_dropout, masks_per_block=args.masks_per_block,
+        adapter_bottleneck=args.adapter_bottleneck, lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +13,9 @@ METHODS = (
     "mlp-3",
     "bias",
     "adapter",
+    "adapter-plus",
+    "lora",
+    "ssf",
     "vpt-shallow",
     "vpt-deep",
     "e2vpt",
@@ -19,6 +23,11 @@ METHODS = (
 )
 VISUAL_PROMPT_METHODS = ("vpt-shallow", "vpt-deep", "e2vpt")
 KV_PROMPT_METHODS = ("e2vpt",)
+# Methods that re-sequence a ViT block's linear layers and norms (models/peft_layers.py);
+# Swin backbones refuse them.
+VIT_ONLY_METHODS = ("lora", "ssf")
+# The linear layers of a ViT block LoRA may adapt (`PromptConfig.lora_targets`).
+LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
 
 _CHOICES = {
     "method": METHODS,
@@ -53,6 +62,11 @@ class PromptConfig:
 
     `trainable_masks=True` trains the masks with the prompts (SGD and weight decay move
     them), as the official code does in its first run (`OFFICIAL_PROMPT`).
+
+    `lora_rank` (r), `lora_alpha` (α, update scale α/r) and `lora_targets` (comma-separated
+    subset of `LORA_TARGETS`, canonical order) configure `lora`; `adapter_bottleneck` is the
+    width of `adapter` and `adapter-plus` (8: Adapter+'s default on ViT-B). Like
+    `adapter_bottleneck`, they are ignored by other methods.
     """
 
     method: str = "e2vpt"
@@ -70,6 +84,9 @@ class PromptConfig:
     trainable_masks: bool = False
     adapter_bottleneck: int = 8
     mlp_hidden_dim: int | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_targets: str = "qkv"
 
     def __post_init__(self) -> None:
         for field, allowed in _CHOICES.items():
@@ -102,6 +119,12 @@ class PromptConfig:
         _require_positive_int("adapter_bottleneck", self.adapter_bottleneck)
         if self.mlp_hidden_dim is not None:
             _require_positive_int("mlp_hidden_dim", self.mlp_hidden_dim)
+        _require_positive_int("lora_rank", self.lora_rank)
+        alpha = self.lora_alpha
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
+                math.isfinite(alpha) and alpha > 0):
+            raise ValueError(f"PromptConfig.lora_alpha={alpha!r} must be a number > 0")
+        self.lora_targets = _canonical_targets(self.lora_targets)
 
     def _resolve_length(
         self, field: str, value: int | None, methods: tuple[str, ...], default: int
@@ -126,6 +149,10 @@ class PromptConfig:
     @property
     def has_kv_prompts(self) -> bool:
         return self.kv_prompt_len > 0
+
+    @property
+    def lora_target_names(self) -> tuple[str, ...]:
+        return tuple(self.lora_targets.split(","))
 
     @property
     def deep_prompts(self) -> bool:
@@ -169,3 +196,13 @@ class PromptConfig:
 def _require_positive_int(field: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"PromptConfig.{field}={value!r} must be an integer >= 1")
+
+
+def _canonical_targets(value: Any) -> str:
+    """`lora_targets` as a comma-separated subset of LORA_TARGETS in their order, so that
+    equal settings compare and serialise equal ("fc1, qkv" → "qkv,fc1")."""
+    names = {name.strip() for name in value.split(",")} if isinstance(value, str) else set()
+    if not names or not names <= set(LORA_TARGETS):
+        raise ValueError(f"PromptConfig.lora_targets={value!r} must name one or more of "
+                         f"{list(LORA_TARGETS)}, comma-separated")
+    return ",".join(name for name in LORA_TARGETS if name in names)

@@ -13,7 +13,13 @@ from app.context import accuracy_text, references
 from app.figures import training_curves
 from app.names import config_name, run_names
 from app.state import format_seconds, get_store, progress, start_worker
-from e2vpt_core.config import KV_PROMPT_METHODS, METHODS, VISUAL_PROMPT_METHODS, PromptConfig
+from e2vpt_core.config import (
+    KV_PROMPT_METHODS,
+    LORA_TARGETS,
+    METHODS,
+    VISUAL_PROMPT_METHODS,
+    PromptConfig,
+)
 from e2vpt_core.data import BUILTIN_TASKS
 from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
@@ -24,6 +30,8 @@ from e2vpt_core.train.config import DEFAULT_BACKBONE
 
 BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Directory")
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
+# PromptConfig fields of LoRA and the adapters, set on the form only for their methods.
+PEFT_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "adapter_bottleneck")
 # The run this tab's live view shows; `train_run` is the one it started (Pruning opens it).
 FOLLOWED = "followed_run"
 
@@ -86,7 +94,24 @@ def method_inputs() -> dict:
                 masks_per_block=per_block and method in VISUAL_PROMPT_METHODS,
                 preset="official" if official and method in VISUAL_PROMPT_METHODS else None,
                 epochs=int(epochs), batch_size=int(batch_size), base_lr=float(base_lr),
-                weight_decay=float(weight_decay), seed=int(seed))
+                weight_decay=float(weight_decay), seed=int(seed), **peft_inputs(method))
+
+
+def peft_inputs(method: str) -> dict:
+    """LoRA's rank, alpha and target layers, or the adapters' bottleneck width."""
+    default = PromptConfig(method)
+    if method == "lora":
+        left, right = st.columns(2)
+        return dict(
+            lora_rank=int(left.number_input("LoRA rank r", 1, 1024, default.lora_rank)),
+            lora_alpha=float(right.number_input("LoRA alpha (updates × alpha / r)", 0.01,
+                                                1e4, default.lora_alpha)),
+            lora_targets=",".join(st.multiselect("LoRA on", LORA_TARGETS,
+                                                 default.lora_target_names)))
+    if method in ("adapter", "adapter-plus"):
+        return dict(adapter_bottleneck=int(st.number_input(
+            "Adapter bottleneck", 1, 4096, default.adapter_bottleneck)))
+    return {}
 
 
 def build_config(backbone: str, dataset: str, values: dict,
@@ -95,7 +120,8 @@ def build_config(backbone: str, dataset: str, values: dict,
     if not backbone:
         raise ValueError("name a backbone")
     prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"],
-                                     masks_per_block=values.get("masks_per_block", False))
+                                     masks_per_block=values.get("masks_per_block", False),
+                                     **{k: values[k] for k in PEFT_FIELDS if k in values})
     config = TrainConfig(backbone=backbone, checkpoint=checkpoint, dataset=dataset,
                          prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],

@@ -18,7 +18,7 @@ from app.state import (
     progress,
     reproduce_command,
 )
-from e2vpt_core import PromptConfig, load_adapter
+from e2vpt_core import METHODS, PromptConfig, load_adapter
 from e2vpt_core.cli import _train_config, build_parser
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
@@ -153,9 +153,12 @@ def test_runs_page_deletes_only_after_confirmation(store):
 def test_budget_page_lists_every_method_with_its_budget(store):
     app = open_page("budget.py")
     table = app.dataframe[0].value.set_index("method")
-    assert len(table) == 9
+    assert list(table.index) == list(METHODS)
     assert table.loc["e2vpt", "trainable params"] == 12 * 15 * 768 + 768 * 100 + 100
     assert table.loc["linear", "trainable params"] == 768 * 100 + 100
+    assert table.loc["lora", "trainable params"] == 12 * 8 * 4 * 768 + 768 * 100 + 100
+    assert table.loc["ssf", "trainable params"] == 2 * 134 * 768 + 768 * 100 + 100
+    assert table.loc["adapter-plus", "trainable params"] == 12 * 13_832 + 768 * 100 + 100
     app.slider[0].set_value(50).run()
     table = app.dataframe[0].value.set_index("method")
     assert table.loc["vpt-deep", "trainable params"] == 460_800 + 768 * 100 + 100
@@ -169,6 +172,8 @@ def test_budget_page_lists_every_method_with_its_budget(store):
                             kv_sharing="separate")},
     {"prompt": PromptConfig("bias"), "batch_size": 16, "grad_clip": 1.0, "amp": False},
     {"prompt": PromptConfig("vpt-deep", masks_per_block=True)},
+    {"prompt": PromptConfig("lora", lora_rank=4, lora_alpha=2.5, lora_targets="qkv,fc2")},
+    {"prompt": PromptConfig("adapter-plus", adapter_bottleneck=16)},
 ])
 def test_the_reproduce_command_rebuilds_the_config(changes):
     config = TrainConfig(**changes)

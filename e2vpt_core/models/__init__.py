@@ -1,6 +1,7 @@
 """Prompted backbones."""
 
 from .factory import BUILTIN_BACKBONES, build_backbone, create_model, load_backbone_checkpoint
+from .peft_layers import merge_lora
 from .ssl import create_mae_backbone, load_moco_v3_checkpoint
 from .swin import PromptedSwin
 from .vit import PromptedViT
@@ -14,4 +15,5 @@ __all__ = [
     "create_model",
     "load_backbone_checkpoint",
     "load_moco_v3_checkpoint",
+    "merge_lora",
 ]

@@ -1,18 +1,22 @@
 """Building blocks of prompted ViTs that call into a timm block's own submodules.
 
 The backbone's modules are used as they are (same weights, same state-dict keys); only the
-order of calls is written out here, so that key-value prompts and adapters can be inserted
-without touching timm's classes.
+order of calls is written out here, so that key-value prompts, adapters and the per-op
+tuners of `peft_layers` (LoRA, SSF) can be inserted without touching timm's classes.
+
+A `run(name, module, x)` callable applies one named op of a block (`norm1`, `qkv`, `proj`,
+`norm2`, `fc1`, `fc2`): `call_op` calls the module as it is, `BlockTuner.run` adds its tuner.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Attention
+from timm.layers import Attention, Mlp
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -40,6 +44,14 @@ def segment_of_dim(width: int, num_segments: int, layout: str) -> torch.Tensor:
     return dims % num_segments
 
 
+OpRunner = Callable[[str, nn.Module, torch.Tensor], torch.Tensor]
+
+
+def call_op(name: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The `OpRunner` of an untuned block: the module as it is."""
+    return module(x)
+
+
 class ColumnProbe(NamedTuple):
     """Per-column probes of one attention, (N,) each, for importance scores that act after
     the pre-norm LayerNorm: `scale` multiplies each column's key and value, `bias` is added
@@ -56,18 +68,20 @@ def kv_prompted_attention(
     value_prompt: torch.Tensor | None,
     position: str = "before",
     probe: ColumnProbe | None = None,
+    run: OpRunner = call_op,
 ) -> torch.Tensor:
     """timm `Attention.forward` with prompts joined to the keys and values.
 
     x: (B, N, C); key_prompt / value_prompt: (H, T, d_h) or None, already in key/value
     space (after the qkv projection and the head split, no norm applied). Queries are
-    untouched, so the output keeps length N. `probe` acts on x's own N columns.
+    untouched, so the output keeps length N. `probe` acts on x's own N columns; `run`
+    applies the `qkv` and `proj` linears.
     """
     batch, length, _ = x.shape
     heads, head_dim = attn.num_heads, attn.head_dim
     gate = getattr(attn, "gate", None)
     gate = gate(x).sigmoid() if gate is not None else None
-    qkv = attn.qkv(x).reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+    qkv = run("qkv", attn.qkv, x).reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each (B, H, N, d_h)
     q, k = attn.q_norm(q), attn.k_norm(k)
     bias = None
@@ -94,7 +108,13 @@ def kv_prompted_attention(
     x = attn.norm(x)
     if gate is not None:
         x = x * gate
-    return attn.proj_drop(attn.proj(x))
+    return attn.proj_drop(run("proj", attn.proj, x))
+
+
+def mlp_forward(mlp: Mlp, x: torch.Tensor, run: OpRunner) -> torch.Tensor:
+    """timm `Mlp.forward` with `fc1` and `fc2` applied through `run`."""
+    h = mlp.norm(mlp.drop1(mlp.act(run("fc1", mlp.fc1, x))))
+    return mlp.drop2(run("fc2", mlp.fc2, h))
 
 
 def prompted_block_forward(
@@ -104,17 +124,20 @@ def prompted_block_forward(
     adapter: nn.Module | None,
     kv_position: str,
     probe: ColumnProbe | None = None,
+    run: OpRunner | None = None,
 ) -> torch.Tensor:
-    """timm `Block.forward` (pre-norm, layer scale, drop path) with KV prompts, an adapter
-    and column probes."""
-    h = block.norm1(x)
-    if kv_prompt is None and probe is None:
+    """timm `Block.forward` (pre-norm, layer scale, drop path) with KV prompts, an adapter,
+    column probes and per-op tuners (`run`, which needs timm's `Mlp`)."""
+    op = call_op if run is None else run
+    h = op("norm1", block.norm1, x)
+    if kv_prompt is None and probe is None and run is None:
         h = block.attn(h)
     else:
         keys, values = kv_prompt if kv_prompt is not None else (None, None)
-        h = kv_prompted_attention(block.attn, h, keys, values, kv_position, probe)
+        h = kv_prompted_attention(block.attn, h, keys, values, kv_position, probe, op)
     x = x + block.drop_path1(block.ls1(h))
-    h = block.mlp(block.norm2(x))
+    h = op("norm2", block.norm2, x)
+    h = block.mlp(h) if run is None else mlp_forward(block.mlp, h, op)
     if adapter is not None:
         h = adapter(h)
     return x + block.drop_path2(block.ls2(h))

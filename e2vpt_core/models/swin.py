@@ -22,6 +22,8 @@ Same public surface as `PromptedViT`, adapted to a hierarchy of stages (REFERENC
   length cannot describe P' first-stage and P later-stage prompts.
 - The head sits on the global average over the patch tokens after the final norm (timm's
   own pooling); prompts never reach it.
+- `adapter-plus` puts one `AdapterPlus` on every block's output (`post_adapters[s][b]`);
+  `lora` and `ssf` are ViT-only (`VIT_ONLY_METHODS`) and refused here.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
-from ..config import PromptConfig
+from ..config import VIT_ONLY_METHODS, PromptConfig
 from .common import PromptedModelMixin
 from .layers import (
     Adapter,
@@ -40,6 +42,7 @@ from .layers import (
     init_visual_prompts,
     make_head,
 )
+from .peft_layers import AdapterPlus
 from .swin_layers import check_patch_merging, check_swin_block, merge_prompts, prompted_swin_block
 
 
@@ -62,6 +65,12 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
             raise ValueError(
                 f"unsupported backbone {type(backbone).__name__}: PromptedSwin needs a timm "
                 "SwinTransformer"
+            )
+        if config.method in VIT_ONLY_METHODS:
+            raise ValueError(
+                f"method {config.method!r} is implemented for ViT backbones (timm "
+                "VisionTransformer) only, not for Swin; on Swin use adapter-plus, adapter, "
+                "bias or a prompt method"
             )
         first_layers = len(backbone.layers[0].blocks) if config.deep_prompts else 1
         self._init_shared(backbone, num_classes, config, backbone_name, first_layers)
@@ -92,6 +101,13 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         if config.method == "adapter":
             self.adapters = nn.ModuleList(
                 nn.ModuleList(Adapter(width, config.adapter_bottleneck) for _ in range(depth))
+                for depth, width in zip(self.stage_depths, self.stage_widths, strict=True)
+            )
+        self.post_adapters: nn.ModuleList | None = None
+        if config.method == "adapter-plus":
+            self.post_adapters = nn.ModuleList(
+                nn.ModuleList(AdapterPlus(width, config.adapter_bottleneck)
+                              for _ in range(depth))
                 for depth, width in zip(self.stage_depths, self.stage_widths, strict=True)
             )
         self._select_trainable()
@@ -184,6 +200,8 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                     x, prompts = prompted_swin_block(
                         block, x, prompts, kv_prompt, adapter, self.config.kv_position
                     )
+                if self.post_adapters is not None:
+                    x = self.post_adapters[s][b](x)
         x = backbone.norm(x)
         return backbone.forward_head(x, pre_logits=True)
 

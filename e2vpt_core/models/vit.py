@@ -27,6 +27,7 @@ from .layers import (
     make_head,
     prompted_block_forward,
 )
+from .peft_layers import SSF, AdapterPlus, block_tuners
 
 
 class PromptedViT(PromptedModelMixin, nn.Module):
@@ -34,7 +35,9 @@ class PromptedViT(PromptedModelMixin, nn.Module):
 
     The backbone is frozen except where the method says otherwise (`partial-1`, `bias`,
     `full`) and always stays in eval mode, so backbone dropout and drop-path are off;
-    only the prompt dropout is active in training.
+    only the prompt dropout is active in training. `lora` and `ssf` keep their modules in
+    `tuners` (one `BlockTuner` per block), `ssf` also `ssf_patch_embed` and `ssf_norm`;
+    `adapter-plus` keeps one `AdapterPlus` per block in `post_adapters`.
     """
 
     def __init__(
@@ -91,6 +94,15 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         if config.method == "adapter":
             self.adapters = nn.ModuleList(
                 Adapter(width, config.adapter_bottleneck) for _ in range(depth)
+            )
+        self.tuners = block_tuners(backbone.blocks, config)
+        ssf = config.method == "ssf"
+        self.ssf_patch_embed = SSF(width) if ssf else None
+        self.ssf_norm = SSF(backbone.num_features) if ssf else None
+        self.post_adapters: nn.ModuleList | None = None
+        if config.method == "adapter-plus":
+            self.post_adapters = nn.ModuleList(
+                AdapterPlus(width, config.adapter_bottleneck) for _ in range(depth)
             )
         # (depth, P) key/value scales and logit biases while `column_probes()` is open.
         self._column_probes: ColumnProbe | None = None
@@ -155,9 +167,14 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         return torch.cat([x[:, :prefix], prompts, x[:, prefix + replacing:]], dim=1)
 
     def forward_embedding(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled, normalised backbone output (B, d): the head's input."""
+        """Pooled, normalised backbone output (B, d): the head's input.
+
+        SSF's final scale and shift acts on this pooled output: for token or average
+        pooling that equals acting after the final norm (it is per channel and affine)."""
         backbone = self.backbone
         x = backbone.patch_embed(images)
+        if self.ssf_patch_embed is not None:
+            x = self.ssf_patch_embed(x)
         x = backbone._pos_embed(x)
         x = backbone.patch_drop(x)
         x = backbone.norm_pre(x)
@@ -173,17 +190,20 @@ class PromptedViT(PromptedModelMixin, nn.Module):
             kv_prompt = self._kv_prompt(index)
             adapter = None if self.adapters is None else self.adapters[index]
             probe = self._block_probe(index, x.shape[1], num_prompts, kept)
-            if kv_prompt is None and adapter is None and probe is None:
+            run = None if self.tuners is None else self.tuners[index].run
+            if kv_prompt is None and adapter is None and probe is None and run is None:
                 x = block(x)
             else:
                 x = prompted_block_forward(
-                    block, x, kv_prompt, adapter, self.config.kv_position, probe
+                    block, x, kv_prompt, adapter, self.config.kv_position, probe, run
                 )
+            if self.post_adapters is not None:
+                x = self.post_adapters[index](x)
         if num_prompts:
             prefix = self.num_prefix_tokens
             x = torch.cat([x[:, :prefix], x[:, prefix + num_prompts:]], dim=1)
-        x = backbone.norm(x)
-        return backbone.forward_head(x, pre_logits=True)
+        x = backbone.forward_head(backbone.norm(x), pre_logits=True)
+        return x if self.ssf_norm is None else self.ssf_norm(x)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_embedding(images))
