@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .prune.sweep import DEFAULT_RATIOS
 from .train.config import PAPER_LR_GRID, PAPER_WD_GRID
@@ -11,13 +12,17 @@ from .train.config import PAPER_LR_GRID, PAPER_WD_GRID
 
 def _protocol(args: argparse.Namespace) -> int:
     from .cli import _ProgressBar, _train_config
-    from .protocol import results_markdown, run_protocol, run_suite
+    from .protocol import results_markdown, run_protocol
     from .store import RunStore
+    from .suite import run_suite
 
     config = _train_config(args)
     store = RunStore(args.store)
     grids = (args.lrs, args.wds, args.token_ratios, args.segment_ratios, args.seeds)
-    bar = _ProgressBar(not args.quiet)
+    bar = _ProgressBar(not args.quiet and args.ray is None)
+    if args.ray is not None and not args.quiet:
+        print(f"training on the Ray cluster {args.ray!r}; follow the runs with `e2vpt runs` "
+              "or the app", file=sys.stderr)
     try:
         if args.suite:
             result = run_suite(store, args.suite, config, *grids, progress=bar,
@@ -57,5 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         default=list(DEFAULT_SEGMENT_RATIOS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--ray", metavar="ADDRESS", default=None,
-                        help="run the rewinds as Ray tasks on this cluster ('local' starts one)")
+                        help="spread the trainings (grid, importance and rewinds, seeds; all "
+                             "tasks of a suite at once) over a Ray cluster: 'local' starts "
+                             "one here, 'auto' joins this node's, ray://HOST:PORT connects as "
+                             "a client; the store and data must be on a disk every node "
+                             "sees under the same path (pip install e2vpt-core[ray])")
     parser.set_defaults(handler=_protocol)

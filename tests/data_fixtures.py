@@ -76,3 +76,12 @@ def make_folder_tree(root: Path, counts: dict[str, int], suffix: str = ".png") -
             path.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(path)
     return root
+
+
+def make_vtab_suite(root: Path) -> Path:
+    """A VTAB-1k root of two generated tasks (one Structured, one Natural) for suite runs."""
+    from e2vpt_core.data import export_builtin
+
+    for builtin, folder in (("position", "dsprites_loc"), ("texture", "dtd")):
+        export_builtin(builtin, root).rename(root / folder)
+    return root

@@ -8,14 +8,15 @@ import statistics
 import pandas as pd
 import pytest
 from cli_helpers import last_json
+from data_fixtures import make_vtab_suite
 
 from e2vpt_core.cli import main
 from e2vpt_core.config import PromptConfig
-from e2vpt_core.data import export_builtin
 from e2vpt_core.data.vtab import VTAB_TASKS
-from e2vpt_core.protocol import PAPER_E2VPT, run_protocol, suite_report
+from e2vpt_core.protocol import run_protocol
 from e2vpt_core.prune.sweep import pick_best
 from e2vpt_core.store import RunStore
+from e2vpt_core.suite import PAPER_E2VPT, suite_report
 from e2vpt_core.train import TrainConfig
 
 GRIDS = dict(lrs=(2.0, 0.5), wds=(0.0,), token_ratios=(0.0, 0.5), segment_ratios=(0.0,),
@@ -75,22 +76,48 @@ def test_ties_go_to_more_pruning():
     assert pick_best(table, "val_top1") == 1
 
 
-def test_paper_group_means_match_the_published_ones():
-    _, scores = suite_report("vtab", {t: {"status": "completed", "test_top1_mean": 0.0,
-                                          "test_top1_std": 0.0} for t in VTAB_TASKS},
+def _completed(scores: dict[str, float]) -> dict[str, dict]:
+    return {t: {"status": "completed", "test_top1_mean": v, "test_top1_std": 0.0}
+            for t, v in scores.items()}
+
+
+def test_paper_means_match_the_published_ones():
+    _, scores = suite_report("vtab", _completed({t: 0.0 for t in VTAB_TASKS}),
                              {t: info.group for t, info in VTAB_TASKS.items()}, [])
     paper = {g: v["paper"] for g, v in scores["groups"].items()}
     published = {"Natural": 80.01, "Specialized": 84.43, "Structured": 57.39}
     assert paper == pytest.approx(published, abs=0.006)  # the paper rounds to 2 places
+    assert scores["overall"]["paper"] == pytest.approx(73.94, abs=0.006)  # the paper's score
+    # by hand: (560.1 + 337.7 + 459.1) / 19, the sums of the per-task figures of each group
+    assert scores["flat"]["paper"] == pytest.approx(1356.9 / 19)
+    assert round(scores["flat"]["paper"], 2) == 71.42
     fgvc = [PAPER_E2VPT[t] for t in ("cub", "nabirds", "flowers", "dogs", "cars")]
     assert statistics.fmean(fgvc) == pytest.approx(89.22, abs=0.006)
 
 
+def test_group_mean_and_flat_mean_by_hand():
+    ours = {"cifar": 70.0, "dtd": 60.0, "svhn": 80.0,  # Natural: 70
+            "eurosat": 90.0,  # Specialized: 90
+            "clevr_count": 50.0, "kitti": 40.0}  # Structured: 45
+    groups = {t: VTAB_TASKS[t].group for t in ours}
+    text, scores = suite_report("vtab", _completed(ours), groups, [])
+    assert scores["overall"]["ours"] == pytest.approx((70 + 90 + 45) / 3)  # 68.33
+    assert scores["flat"]["ours"] == pytest.approx(390 / 6)  # 65.00
+    paper_groups = ((78.6 + 67.8 + 85.3) / 3, 96.8, (71.7 + 75.8) / 2)
+    assert scores["overall"]["paper"] == pytest.approx(sum(paper_groups) / 3)
+    assert scores["flat"]["paper"] == pytest.approx(
+        (78.6 + 67.8 + 85.3 + 96.8 + 71.7 + 75.8) / 6)
+    lines = text.splitlines()
+    grouped = next(line for line in lines if line.startswith("VTAB mean of group means"))
+    assert "(3/3 groups)" in grouped
+    assert grouped.split()[-2:] == ["68.33", f"{sum(paper_groups) / 3:.2f}"]
+    flat = next(line for line in lines if line.startswith("VTAB flat mean"))
+    assert "(6/19 tasks)" in flat and flat.split()[-2:] == ["65.00", "79.33"]
+
+
 def test_suite_prints_group_means_beside_the_paper(tmp_path, tiny_backbone, capsys):
-    root = tmp_path / "vtab-1k"
-    for builtin, folder in (("position", "dsprites_loc"), ("texture", "dtd")):
-        export_builtin(builtin, root).rename(root / folder)
-        assert 8 <= VTAB_TASKS[folder].num_classes
+    root = make_vtab_suite(tmp_path / "vtab-1k")
+    assert all(8 <= VTAB_TASKS[task].num_classes for task in ("dsprites_loc", "dtd"))
     store = tmp_path / "store"
     code = main(["protocol", "--suite", f"vtab:{root}", "--backbone", tiny_backbone,
                  "--store", str(store), "--create-store", *ARGS])
@@ -106,9 +133,11 @@ def test_suite_prints_group_means_beside_the_paper(tmp_path, tiny_backbone, caps
     assert natural.split()[-1] == "67.80"
     assert next(line for line in lines if line.startswith("Specialized mean")).split()[-2:] \
         == ["—", "—"]
-    overall = next(line for line in lines if line.startswith("overall"))
+    # one task per scored group: both means are the mean of the two tasks
     ours = statistics.fmean(t["test_top1_mean"] for t in result["tasks"].values())
-    assert overall.split()[-2:] == [f"{ours:.2f}", f"{(80.8 + 67.8) / 2:.2f}"]
+    for label in ("VTAB mean of group means (2/3 groups)", "VTAB flat mean (2/19 tasks)"):
+        line = next(line for line in lines if line.startswith(label))
+        assert line.split()[-2:] == [f"{ours:.2f}", f"{(80.8 + 67.8) / 2:.2f}"]
     assert "skipped cifar: no folder" in out
     suite = RunStore(store).get_run(result["run_id"])
     assert suite["kind"] == "suite"

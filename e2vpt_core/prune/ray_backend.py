@@ -1,46 +1,34 @@
-"""Rewinds of a prune sweep as Ray tasks, for sweeps larger than one machine.
-
-Ray is optional (`pip install e2vpt-core[ray]`) and imported only when a sweep asks for
-it. Each task opens the run store itself, as a process-pool worker does, so the store
-directory must be reachable under the same path from every Ray node (a shared disk).
-"""
+"""The Ray tasks of a prune sweep (importance pass, rewinds), for sweeps larger than one
+machine; see `e2vpt_core.ray_cluster` for the connection and the shared-disk rule."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
+from ..ray_cluster import ray_connection
+from ..store import RunStore
+from .importance import run_importance
 from .rewind import rewind_in_store
 
 
-def import_ray() -> ModuleType:
-    """The `ray` module, or an error saying how to install it."""
-    try:
-        import ray
-    except ImportError as error:
-        raise RuntimeError("the Ray backend needs ray: pip install e2vpt-core[ray] "
-                           "(or pip install ray)") from error
-    return ray
+def importance_in_store(root: str, run_id: str, signed: bool, token_scores: str) -> None:
+    """Compute and store a run's importance in another process (a Ray task)."""
+    run_importance(RunStore(root), run_id, signed=signed, token_scores=token_scores)
 
 
-def ray_rewinds(
-    address: str, root: str, run_id: str, options: Sequence[dict[str, Any]],
-    num_gpus: float = 0.0,
+def ray_sweep(
+    address: str, root: str, run_id: str, signed: bool, token_scores: str,
+    options: Sequence[dict[str, Any]], num_gpus: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Run one `rewind_run(**option)` per option as a Ray task; results in option order.
+    """The sweep's importance pass (one task, stored before any rewind reads it), then one
+    `rewind_run(**option)` task per option; results in option order.
 
-    Connects with `ray.init(address=address)` ("local" starts a private local instance)
-    unless Ray is already initialised; a connection made here is closed again. Each task
-    asks for `num_gpus` GPUs so that Ray makes them visible to it.
+    Each task asks for `num_gpus` GPUs so that Ray makes them visible to it; the driver
+    needs no free device for this part.
     """
-    ray = import_ray()
-    connected_here = not ray.is_initialized()
-    if connected_here:
-        ray.init(address=address)
-    try:
-        task = ray.remote(num_cpus=1, num_gpus=num_gpus)(rewind_in_store)
-        return ray.get([task.remote(root, run_id, dict(o)) for o in options])
-    finally:
-        if connected_here:
-            ray.shutdown()
+    with ray_connection(address) as ray:
+        importance = ray.remote(num_cpus=1, num_gpus=num_gpus)(importance_in_store)
+        ray.get(importance.remote(root, run_id, signed, token_scores))
+        rewind = ray.remote(num_cpus=1, num_gpus=num_gpus)(rewind_in_store)
+        return ray.get([rewind.remote(root, run_id, dict(o)) for o in options])

@@ -10,6 +10,7 @@ import math
 import multiprocessing
 import os
 import statistics
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -33,6 +34,9 @@ from .rewind import (
 from .selection import check_ratio
 
 DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+# Sweeps of a suite on Ray run in driver threads, one per task: their timings take turns,
+# so that no model is timed while another sweep's model runs beside it.
+_DRIVER_WORK = threading.Lock()
 
 
 def inference_ms(model: torch.nn.Module, images: torch.Tensor, repeats: int = 5) -> float:
@@ -82,6 +86,21 @@ def _clean(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+def _local_rewinds(
+    store: RunStore, run_id: str, signed: bool, token_scores: str,
+    options: list[dict[str, Any]], workers: int, progress: ProgressFn | None,
+) -> list[dict[str, Any]]:
+    # Computed once here, before any worker looks for it.
+    run_importance(store, run_id, signed=signed, token_scores=token_scores)
+    if workers == 1:
+        return [rewind_run(store, run_id, progress=progress, **o).to_dict() for o in options]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_limit_threads, initargs=(threads,)) as pool:
+        futures = [pool.submit(rewind_in_store, str(store.root), run_id, o) for o in options]
+        return [future.result() for future in futures]
+
+
 def pick_best(table: pd.DataFrame, metric: str) -> int | None:
     """Index of the completed row with the highest `metric`; ties go to more pruning."""
     done = table[(table["status"] == "completed") & table[metric].notna()]
@@ -109,7 +128,8 @@ def sweep_prune(
     paper's search); ties go to more pruning (token ratio, then segment ratio). `workers`
     > 1 trains rewinds in a local process pool (without `progress`); timing always runs
     here, one model at a time, on the parent's device. `ray_address` (a cluster address,
-    or "local") runs each rewind as a Ray task instead (`workers` is then ignored).
+    or "local") runs the importance pass and each rewind as Ray tasks instead (`workers`
+    is then ignored).
     `order='random'` (draw `seed`) rewinds random masks of the same counts: the control.
     """
     check_rewind_options(init, mode, epochs)
@@ -124,7 +144,8 @@ def sweep_prune(
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     if ray_address is not None:
-        from .ray_backend import import_ray, ray_rewinds
+        from ..ray_cluster import import_ray
+        from .ray_backend import ray_sweep
 
         import_ray()  # a missing ray fails here, before the importance pass
     config = prunable_config(store, run_id)
@@ -132,24 +153,17 @@ def sweep_prune(
         raise ValueError(f"run {run_id} has no eval split to compare prune ratios on")
     metric = f"{config.eval_splits[0]}_top1"
     device = resolve_device(config.device)
-    # Computed once here, before any worker looks for it.
-    run_importance(store, run_id, signed=signed, token_scores=token_scores)
 
     options = [dict(token_ratio=t, segment_ratio=s, init=init, mode=mode, epochs=epochs,
                     signed=signed, token_scores=token_scores, min_segments=min_segments,
                     order=order, seed=seed)
                for t, s in grid]
     if ray_address is not None:
-        results = ray_rewinds(ray_address, str(store.root), run_id, options,
-                              num_gpus=1.0 if device.type == "cuda" else 0.0)
-    elif workers == 1:
-        results = [rewind_run(store, run_id, progress=progress, **o).to_dict() for o in options]
+        results = ray_sweep(ray_address, str(store.root), run_id, signed, token_scores,
+                            options, num_gpus=1.0 if device.type == "cuda" else 0.0)
     else:
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_limit_threads, initargs=(threads,)) as pool:
-            futures = [pool.submit(rewind_in_store, str(store.root), run_id, o) for o in options]
-            results = [future.result() for future in futures]
+        results = _local_rewinds(store, run_id, signed, token_scores, options, workers,
+                                 progress)
 
     rows, images = [], None
     for result in results:
@@ -159,9 +173,10 @@ def sweep_prune(
         row[metric] = result.get(metric)
         row["num_kept_tokens"] = result.get("num_kept_tokens")
         if result["status"] == "completed":
-            model = load_adapter(store.run_dir(result["run_id"]) / "adapter").to(device)
-            images = timing_batch(model).to(device) if images is None else images
-            row.update(time_modes(model, images, timing_repeats))
+            with _DRIVER_WORK:
+                model = load_adapter(store.run_dir(result["run_id"]) / "adapter").to(device)
+                images = timing_batch(model).to(device) if images is None else images
+                row.update(time_modes(model, images, timing_repeats))
         rows.append(row)
     table = pd.DataFrame(rows)
     best = pick_best(table, metric)

@@ -3,14 +3,31 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pandas as pd
 
 from ..store import RunStore
 from .config import TrainConfig
-from .loop import ProgressFn, train_run
+from .loop import ProgressFn, RunResult, train_run
+
+# (store, configs, kind, parent_id, progress) -> one result per config, in order. The
+# default trains here, one run after another; the Ray backend trains them all at once.
+Trainer = Callable[[RunStore, Sequence[TrainConfig], str, str | None, ProgressFn | None],
+                   list[RunResult]]
+
+
+def train_in_turn(
+    store: RunStore, configs: Sequence[TrainConfig], kind: str, parent_id: str | None = None,
+    progress: ProgressFn | None = None,
+) -> list[RunResult]:
+    """Create and train each run before the next one exists, in this process."""
+    results = []
+    for config in configs:
+        run_id = store.create_run(config.to_dict(), kind=kind, parent_id=parent_id)
+        results.append(train_run(config, store, run_id, progress=progress))
+    return results
 
 
 def check_grid(base: TrainConfig, lrs: Sequence[float], wds: Sequence[float]) -> None:
@@ -23,19 +40,17 @@ def check_grid(base: TrainConfig, lrs: Sequence[float], wds: Sequence[float]) ->
 def grid_search(
     base: TrainConfig, store: RunStore, lrs: Sequence[float], wds: Sequence[float],
     parent_id: str | None = None, progress: ProgressFn | None = None,
+    trainer: Trainer = train_in_turn,
 ) -> pd.DataFrame:
     """One run per (base_lr, weight_decay) on train → val; failed runs stay in the table."""
-    rows = []
-    for lr in lrs:
-        for wd in wds:
-            config = base.replace(base_lr=lr, weight_decay=wd, train_split="train",
-                                  eval_splits=("val",))
-            run_id = store.create_run(config.to_dict(), kind="grid", parent_id=parent_id)
-            result = train_run(config, store, run_id, progress=progress)
-            rows.append({"base_lr": lr, "weight_decay": wd, "run_id": run_id,
-                         "status": result.status, "val_top1": result.metrics.get("val_top1"),
-                         "reason": result.reason})
-    return pd.DataFrame(rows)
+    pairs = [(lr, wd) for lr in lrs for wd in wds]
+    configs = [base.replace(base_lr=lr, weight_decay=wd, train_split="train",
+                            eval_splits=("val",)) for lr, wd in pairs]
+    results = trainer(store, configs, "grid", parent_id, progress)
+    return pd.DataFrame([{"base_lr": lr, "weight_decay": wd, "run_id": result.run_id,
+                          "status": result.status, "val_top1": result.metrics.get("val_top1"),
+                          "reason": result.reason}
+                         for (lr, wd), result in zip(pairs, results, strict=True)])
 
 
 def best_setting(grid: pd.DataFrame) -> tuple[float, float]:
@@ -51,16 +66,15 @@ def best_setting(grid: pd.DataFrame) -> tuple[float, float]:
 
 def final_runs(
     base: TrainConfig, store: RunStore, seeds: Sequence[int], parent_id: str | None = None,
-    progress: ProgressFn | None = None,
+    progress: ProgressFn | None = None, trainer: Trainer = train_in_turn,
 ) -> pd.DataFrame:
-    rows = []
-    for seed in seeds:
-        config = base.replace(seed=seed, train_split="trainval", eval_splits=("test",))
-        run_id = store.create_run(config.to_dict(), kind="final", parent_id=parent_id)
-        result = train_run(config, store, run_id, progress=progress)
-        rows.append({"seed": seed, "run_id": run_id, "status": result.status,
-                     "test_top1": result.metrics.get("test_top1"), "reason": result.reason})
-    return pd.DataFrame(rows)
+    """One run per seed on trainval → test (the reported numbers)."""
+    configs = [base.replace(seed=seed, train_split="trainval", eval_splits=("test",))
+               for seed in seeds]
+    results = trainer(store, configs, "final", parent_id, progress)
+    return pd.DataFrame([{"seed": seed, "run_id": result.run_id, "status": result.status,
+                          "test_top1": result.metrics.get("test_top1"), "reason": result.reason}
+                         for seed, result in zip(seeds, results, strict=True)])
 
 
 def sweep(
