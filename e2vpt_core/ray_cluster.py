@@ -39,7 +39,11 @@ def ray_connection(address: str) -> Iterator[ModuleType]:
     ray = import_ray()
     connected_here = not ray.is_initialized()
     if connected_here:
-        ray.init(address=address)
+        try:
+            ray.init(address=address)
+        except ConnectionError as error:  # `auto` with no cluster on this node, say
+            raise RuntimeError(f"cannot connect to the Ray cluster {address!r}: {error}") \
+                from error
     try:
         yield ray
     finally:

@@ -68,6 +68,17 @@ def test_missing_ray_names_the_extra_before_any_work(parent, tmp_path, tiny_back
     assert suite_store.runs().empty
 
 
+def test_no_cluster_at_the_address_is_one_line_and_no_run(tmp_path, tiny_backbone, capsys):
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()  # runs before the module's instance starts
+    store = tmp_path / "store"
+    code = main(["protocol", "--dataset", "builtin:position", "--backbone", tiny_backbone,
+                 "--store", str(store), "--create-store", "--ray", "auto", *ARGS])
+    assert code == 2
+    assert "cannot connect to the Ray cluster 'auto'" in capsys.readouterr().err
+    assert RunStore(store).runs().empty
+
+
 def test_two_rewinds_run_as_ray_tasks(parent, local_ray):
     store, run_id = parent
     table = sweep_prune(store, run_id, (0.0, 0.5), ray_address="local", timing_repeats=1)
