@@ -19,7 +19,7 @@ from .train import TrainConfig
 from .train.config import DEFAULT_BACKBONE
 
 DEMO_TASK = "orientation"
-DEMO_EPOCHS = 3
+DEMO_EPOCHS = 5
 DEMO_TOKEN_RATIO = 0.5
 DEMO_SEGMENT_RATIO = 0.25
 DEMO_EMBED_POINTS = 500

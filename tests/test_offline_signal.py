@@ -15,6 +15,7 @@ from e2vpt_core import PromptConfig, create_model
 from e2vpt_core.data import builtin_classes, generate_builtin
 from e2vpt_core.pretrain import to_input
 from e2vpt_core.train import TrainConfig
+from e2vpt_core.train.config import DEFAULT_BACKBONE
 from e2vpt_core.train.optim import build_optimizer
 
 
@@ -24,7 +25,7 @@ def test_default_recipe_fits_a_small_builtin_subset(task):
     images, labels = generate_builtin(task, "train")
     x, y = to_input(images[:32], torch.device("cpu")), torch.from_numpy(labels[:32].copy())
     num_classes = len(builtin_classes(task))
-    model = create_model("builtin-vit-tiny", num_classes, PromptConfig("e2vpt"), pretrained=True)
+    model = create_model(DEFAULT_BACKBONE, num_classes, PromptConfig("e2vpt"), pretrained=True)
     frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     optimizer = build_optimizer(model, TrainConfig())
     model.train()

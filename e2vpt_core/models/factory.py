@@ -22,12 +22,13 @@ from .vit import PromptedViT
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # Names that are not timm's, each a directory in timm's hub layout (config.json with the
 # architecture, model args and pretrained config, plus model.safetensors).
-# builtin-vit-tiny-scenes continues builtin-vit-tiny's pretraining on glyph scenes (a
-# candidate for the default while its pretraining goes on; see docs/BENCHMARKS.md).
+# builtin-vit-tiny-scenes, the default, continues builtin-vit-tiny's fractal pretraining on
+# glyph scenes; the fractal-only one stays for comparison (see docs/BENCHMARKS.md).
 BUILTIN_DESCRIPTIONS: dict[str, str] = {
-    "builtin-vit-tiny": "a small ViT pretrained offline on fractal images (the default)",
-    "builtin-vit-tiny-scenes": "the same ViT pretrained further on glyph scenes "
-    "(letters and symbols, no digits); reads the built-in tasks far better, still training",
+    "builtin-vit-tiny-scenes": "a small ViT pretrained offline on fractals, then glyph scenes "
+    "(letters and symbols, no digits) (the default)",
+    "builtin-vit-tiny": "the same ViT after its fractal pretraining only (the first default; "
+    "reads the built-in tasks far worse)",
 }
 BUILTIN_BACKBONES: dict[str, Path] = {name: ASSETS / name for name in BUILTIN_DESCRIPTIONS}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
