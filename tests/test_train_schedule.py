@@ -51,6 +51,19 @@ def test_weight_decay_skips_only_the_head_bias():
     assert optimizer.param_groups[0]["momentum"] == 0.9
 
 
+@pytest.mark.parametrize("method", ["ssf", "adapter-plus"])
+def test_channel_scales_are_not_decayed_toward_zero(method):
+    model = create_model(tiny_vit(), 3, PromptConfig(method))
+    optimizer = build_optimizer(model, TrainConfig(weight_decay=0.01))
+    names = {id(p): n for n, p in model.named_parameters()}
+    undecayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"] == 0
+                 for p in g["params"]}
+    scales = {n for n, p in model.named_parameters() if p.requires_grad and n.endswith(".scale")}
+    assert scales and undecayed == scales | {"head.bias"}
+    shifts = {n for n in names.values() if n.endswith(".shift") or n.endswith("up.weight")}
+    assert shifts and not shifts & undecayed
+
+
 def test_batches_are_seeded_per_epoch_and_split_across_ranks():
     single = EpochBatchSampler(100, 16, seed=3)
     single.set_epoch(2)

@@ -9,11 +9,18 @@ from ..models.vit import PromptedViT
 from .config import TrainConfig
 
 
+def decays(name: str) -> bool:
+    """Weight decay pulls a tensor to 0: right for prompts and weights, wrong for the head's
+    biases (the reference code skips them) and for the channel scales of SSF and Adapter+,
+    which start at 1 and would be shrunk toward switching their branch off."""
+    return not ((name.startswith("head.") and name.endswith("bias")) or name.endswith(".scale"))
+
+
 def build_optimizer(model: PromptedViT, config: TrainConfig) -> torch.optim.SGD:
-    """Weight decay on every trainable tensor except the head's biases (reference code)."""
+    """SGD with momentum; weight decay where `decays` says."""
     decay, no_decay = [], []
     for name, param in model.trainable_parameters():
-        (no_decay if name.startswith("head.") and name.endswith("bias") else decay).append(param)
+        (decay if decays(name) else no_decay).append(param)
     groups = [{"params": decay, "weight_decay": config.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD([g for g in groups if g["params"]], lr=config.lr(),
