@@ -2,19 +2,19 @@
 
 For every built-in task (train800 → test1000, top-1 %), one probe per representation:
 ``pixels`` (the raw image), ``cls`` (the final normed CLS token, what the head reads),
-``patches`` (the mean of the final patch tokens) and ``blocks`` (the CLS token after every
-block, concatenated: what deep prompts could reach). A quick check of a pretraining
-checkpoint before any prompt is tuned on it.
+``patches`` (the mean of the final patch tokens), ``blocks`` (the CLS token after every
+block, concatenated: what deep prompts could reach) and ``grid`` (every final patch token,
+concatenated in place: whether *where* something is survives in the patch tokens, which
+prompts read through attention). A quick check of a pretraining checkpoint before any
+prompt is tuned on it.
 
-    python benchmarks/feature_probe.py                          # the bundled backbone
-    python benchmarks/feature_probe.py --backbone-dir /tmp/ckpt --tasks digits texture
+    python benchmarks/feature_probe.py                          # the default backbone
+    python benchmarks/feature_probe.py --backbone /tmp/ckpt --tasks digits texture
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,8 +23,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from e2vpt_core.data import BUILTIN_TASKS, generate_builtin
-from e2vpt_core.models.factory import BUILTIN_BACKBONES, build_backbone
+from e2vpt_core.models.factory import build_backbone
 from e2vpt_core.pretrain import to_input
+from e2vpt_core.train.config import DEFAULT_BACKBONE
+
+REPRESENTATIONS = ("pixels", "cls", "patches", "blocks", "grid")
 
 
 @torch.no_grad()
@@ -36,9 +39,10 @@ def representations(backbone: torch.nn.Module, images: np.ndarray) -> dict[str, 
         x = block(x)
         per_block.append(x[:, 0])
     x = backbone.norm(x)
+    patches = x[:, backbone.num_prefix_tokens:]  # (B, N, D)
     return {"pixels": images.reshape(len(images), -1) / 255.0, "cls": x[:, 0].numpy(),
-            "patches": x[:, backbone.num_prefix_tokens:].mean(1).numpy(),
-            "blocks": torch.cat(per_block, 1).numpy()}
+            "patches": patches.mean(1).numpy(), "blocks": torch.cat(per_block, 1).numpy(),
+            "grid": patches.flatten(1).numpy()}
 
 
 def probe(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.ndarray) -> float:
@@ -48,19 +52,19 @@ def probe(train: np.ndarray, train_y: np.ndarray, test: np.ndarray, test_y: np.n
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone-dir", default=None)
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                        help="a built-in name or a pretraining output directory")
     parser.add_argument("--tasks", nargs="+", default=sorted(BUILTIN_TASKS))
+    parser.add_argument("--representations", nargs="+", default=list(REPRESENTATIONS),
+                        choices=REPRESENTATIONS)
     args = parser.parse_args()
-    name = args.backbone_dir or "builtin-vit-tiny"
-    if args.backbone_dir and not (Path(args.backbone_dir) / "config.json").exists():
-        shutil.copy(BUILTIN_BACKBONES["builtin-vit-tiny"] / "config.json",
-                    Path(args.backbone_dir) / "config.json")
-    backbone = build_backbone(name, pretrained=True).eval()
-    print(f"backbone {name}\n\n| task | pixels | cls | patches | blocks |\n| --- |" + " --- |" * 4)
+    backbone = build_backbone(args.backbone, pretrained=True).eval()
+    print(f"backbone {args.backbone}\n\n| task | " + " | ".join(args.representations)
+          + " |\n| --- |" + " --- |" * len(args.representations))
     for task in args.tasks:
         (x, y), (tx, ty) = generate_builtin(task, "train"), generate_builtin(task, "test")
         train, test = representations(backbone, x), representations(backbone, tx)
-        scores = [probe(train[k], y, test[k], ty) for k in ("pixels", "cls", "patches", "blocks")]
+        scores = [probe(train[k], y, test[k], ty) for k in args.representations]
         print(f"| {task} | " + " | ".join(f"{s:.1f}" for s in scores) + " |", flush=True)
 
 
