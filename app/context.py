@@ -13,8 +13,6 @@ from typing import Any
 
 import pandas as pd
 
-from e2vpt_core.data import builtin_classes, load_dataset
-
 ACCURACIES = ("test_top1", "val_top1")  # the figure shown: test where there is one
 
 
@@ -30,9 +28,13 @@ def accuracy(row: pd.Series | dict[str, Any]) -> tuple[str, float] | None:
 @functools.lru_cache(maxsize=32)
 def class_names(dataset: str | None) -> tuple[str, ...] | None:
     """The task's class names by label, None when its files cannot be read: built-in tasks
-    know theirs; other datasets are listed once per spec (cached for the process)."""
+    know theirs; other datasets are listed once per spec (cached for the process).
+    The data package is imported here, not with the module: it imports torch, which the
+    Runs page and the sidebar need for nothing else."""
     if not dataset:
         return None
+    from e2vpt_core.data import builtin_classes, load_dataset
+
     try:
         if dataset.startswith("builtin:"):
             return tuple(builtin_classes(dataset.partition(":")[2]))

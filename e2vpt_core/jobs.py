@@ -26,10 +26,13 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .store import RunOwned, RunStore
-from .train import RunResult, TrainConfig, train_run
+from .train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from .train.loop import RunResult
 
 JOB_KINDS = ("train", "rewind", "importance", "embed")
 LOCK_FILE = "worker.lock"
@@ -112,6 +115,8 @@ def _progress(store: RunStore, run_id: str) -> Callable[[dict[str, Any]], None]:
 
 
 def _train_stored_run(store: RunStore, job: dict[str, Any], run_id: str) -> RunResult:
+    from .train.loop import RunResult, train_run  # torch: only the worker needs it
+
     run = store.get_run(run_id)
     if run["status"] in _JOB_STATUS:  # finished before its worker could record the job
         return RunResult(run_id, run["status"], run["reason"])

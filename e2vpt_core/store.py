@@ -18,12 +18,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+
+if TYPE_CHECKING:  # torch is imported where tensors are read or written, not with the store
+    import torch
 
 try:
     import fcntl
@@ -95,6 +96,14 @@ class StoreError(RuntimeError):
 
 class DamagedFileError(ValueError):
     """A stored tensor file that cannot be read (truncated, overwritten); names the file."""
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+              metadata: dict[str, str] | None = None) -> None:
+    """safetensors' torch writer, imported on the first write (it imports torch)."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, path, metadata=metadata)
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -1,6 +1,6 @@
 """How the app starts: localhost only and no usage statistics from any working directory
-(issue 14), and no heavy import (umap, numba, scikit-learn, geoopt) on pages that do not
-draw with them (issue 15)."""
+(issue 14), and no heavy import (umap, numba, scikit-learn, geoopt; torch and timm too on
+the sidebar and the Runs page) on pages that do not draw with them (issue 15)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,52 @@ def test_no_page_imports_umap_numba_or_scikit_learn_on_its_first_render(tmp_path
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "heavy: []", result.stdout
+
+
+_RUNS_PAGE = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig
+store = RunStore(sys.argv[1])
+run = store.create_run(TrainConfig(dataset="builtin:orientation").to_dict())
+store.update_summary(run, num_classes=4, val_top1=61.5)
+app = AppTest.from_file({str(APP)!r}, default_timeout=120)
+app.switch_page("../pages/runs.py").run()
+assert not app.exception, app.exception
+assert [title.value for title in app.title] == ["Runs"], app.title
+assert any("61.5" in str(frame.value) for frame in app.dataframe), app.dataframe
+print("heavy:", [name for name in ("torch", "timm", *{HEAVY!r}) if name in sys.modules])
+"""
+
+
+def test_the_sidebar_and_the_runs_page_render_without_torch_or_timm(tmp_path):
+    """Opened first (a bookmark, a reload), the Runs page and the job queue beside it cost
+    no torch import: the store, configs and run names are plain data."""
+    env = {**os.environ, "E2VPT_STORE": str(tmp_path), "E2VPT_AUTOSTART_WORKER": "0"}
+    result = subprocess.run([sys.executable, "-c", _RUNS_PAGE, str(tmp_path)], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []", result.stdout
+
+
+def test_the_package_names_load_on_first_use():
+    code = ("import sys, e2vpt_core, e2vpt_core.train\n"
+            "assert 'torch' not in sys.modules\n"
+            "from e2vpt_core import METHODS, PromptConfig, create_model, load_adapter\n"
+            "from e2vpt_core.models import create_model as factory\n"
+            "from e2vpt_core.train import train_run\n"
+            "assert create_model is factory and 'torch' in sys.modules\n"
+            "assert set(e2vpt_core.__all__) <= set(dir(e2vpt_core))\n"
+            "print(sorted(e2vpt_core.__all__))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "'PromptedViT'" in result.stdout and "'save_adapter'" in result.stdout
+    import e2vpt_core
+
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        e2vpt_core.nothing  # noqa: B018
 
 
 def test_the_settings_next_to_the_script_keep_the_app_local():
