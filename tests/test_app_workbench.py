@@ -17,6 +17,7 @@ from e2vpt_core.demo import submit_demo
 from e2vpt_core.jobs import submit_importance
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
+from e2vpt_core.train.config import DEFAULT_BACKBONE
 
 TASK = "builtin:orientation"
 
@@ -170,9 +171,9 @@ def test_runs_are_renamed_tagged_and_grouped_by_task(store):
 
 def test_the_budget_offers_the_bundled_backbone_with_separated_counts(store):
     app = open_page("budget.py")
-    by_label(app.selectbox, "Backbone").set_value("builtin-vit-tiny").run()
+    by_label(app.selectbox, "Backbone").set_value(DEFAULT_BACKBONE).run()
     table = app.dataframe[0].value.set_index("method")
-    # the bundled ViT: 6 blocks of width 192; E²VPT P10 T5 shares K and V prompts
+    # the bundled ViT (the default one): 6 blocks of width 192; E²VPT P10 T5 shares K and V prompts
     assert table.loc["e2vpt", "trainable params"] == 6 * 15 * 192 + 192 * 100 + 100
     columns = json.loads(app.dataframe[0].proto.columns)  # thousands separators
     assert columns["trainable params"]["type_config"]["format"] == "localized"
