@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -29,6 +30,7 @@ from e2vpt_core.store import RunStore
 
 LIVE = "importance_live"
 SWEEP_RATIOS = tuple(round(0.1 * step, 1) for step in range(1, 10))
+SETTLE = 1.0  # seconds a mask stays under the sliders before its pass over val starts
 _ADAPTER_LOCK = threading.Lock()  # one cached model is shared by every session
 _EVAL_LOCK = threading.Lock()  # guards _EVALUATIONS, shared by every session
 _EVALUATIONS: dict[tuple, Future] = {}  # (store, run, masks, mode) → top-1, oldest first
@@ -72,19 +74,41 @@ def importance_scores(store: RunStore, run_id: str, masks_per_block: bool = Fals
 
     The full pass (`importance`) wins over the training-time snapshot (`importance_live`),
     which is only an average of the mask gradients seen while the prompts still moved.
+    Read once per version of the files (kept per process): a slider move costs no read.
     """
-    if store.has_tensors(run_id, IMPORTANCE):
+    stamps = tuple(_stamp(store.run_dir(run_id) / f"{name}.safetensors")
+                   for name in (IMPORTANCE, LIVE, LOO))
+    return _read_scores(str(store.root), run_id, masks_per_block, token_scores, signed,
+                        stamps)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten (write-then-rename: a new inode), or None."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size, stat.st_ino
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _read_scores(store_root: str, run_id: str, masks_per_block: bool, token_scores: str,
+                 signed: bool, stamps: tuple) -> StoredScores | None:
+    """`importance_scores` for one version (`stamps`) of the run's score files; the
+    tensors are shared by every session, so nobody writes to them."""
+    store = RunStore(store_root)
+    if stamps[0] is not None:
         scores = store.load_tensors(run_id, IMPORTANCE)
         batches = int(scores.get("batches", torch.tensor(0)))
         source = f"full pass over the training split ({batches} batches)"
-    elif store.has_tensors(run_id, LIVE):
+    elif stamps[1] is not None:
         scores = store.load_tensors(run_id, LIVE)
         batches = int(scores["steps"])
         step = tensor_metadata(store, run_id, LIVE).get("step", "?")
         source = f"live snapshot from training, step {step}"
     else:
         return None
-    if store.has_tensors(run_id, LOO):
+    if stamps[2] is not None:
         scores.update(store.load_tensors(run_id, LOO))
     per_layer = scores["segment_layer"].sum(-1).numpy() if "segment_layer" in scores else None
     shared = pick(scores, signed, batches=batches, token_scores=token_scores)
@@ -131,11 +155,18 @@ def _eval_data(store_root: str, run_id: str) -> tuple[PromptedViT, Batches, str]
     return run_batches(RunStore(store_root), run_id)
 
 
+def _leave_a_core() -> None:
+    """Background passes over val use all cores but one (the thread count is kept per
+    thread), so the script thread that redraws the sliders never waits for a core."""
+    torch.set_num_threads(max(1, torch.get_num_threads() - 1))
+
+
 @st.cache_resource
 def _evaluator() -> ThreadPoolExecutor:
     """One evaluation at a time per app process, off the script thread, so a slider never
     waits for a pass over val."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-eval")
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="mask-eval",
+                              initializer=_leave_a_core)
 
 
 def _evaluate(store_root: str, run_id: str, token_mask: tuple, segment_mask: tuple,
@@ -147,14 +178,16 @@ def _evaluate(store_root: str, run_id: str, token_mask: tuple, segment_mask: tup
 
 
 def masked_accuracy(store_root: str, run_id: str, token_mask: tuple, segment_mask: tuple,
-                    mode: str) -> tuple[str, float] | None:
+                    mode: str, start: bool = True) -> tuple[str, float] | None:
     """The eval split and the parent's top-1 there with these masks (`frozen` tensors),
-    no retraining; None while that is computed in the background. Kept per mask, so
-    moving back to a mask is free; evaluations of other masks not yet started are
-    dropped, as only the newest mask is on screen."""
+    no retraining; None while that is computed in the background (or, with `start` off,
+    not yet asked for). Kept per mask, so moving back to a mask is free; evaluations of
+    other masks not yet started are dropped, as only the newest mask is on screen."""
     key = (store_root, run_id, token_mask, segment_mask, mode)
     with _EVAL_LOCK:
         future = _EVALUATIONS.get(key)
+        if future is None and not start:
+            return None
         if future is None:
             for other, pending in list(_EVALUATIONS.items()):
                 if pending.cancel():
@@ -176,7 +209,8 @@ class CurveTask(NamedTuple):
 def _curve_executor() -> ThreadPoolExecutor:
     """Curves take (orders × ratios) passes over val: minutes on a CPU, so they run in
     their own thread, beside the mask evaluations, never in a script run."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="no-retrain-curve")
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="no-retrain-curve",
+                              initializer=_leave_a_core)
 
 
 def start_curve(store_root: str, run_id: str, **options: Any) -> None:

@@ -3,14 +3,16 @@ accuracy without retraining, rewinds and their random-mask controls.
 
 Scores come from the stored full pass when there is one, else from the snapshot training
 writes every few steps, so a running run can be watched. The sliders and the preview
-live in a fragment, so moving a slider reruns only the preview (from the scores read
-once per refresh), never the whole page; the whole page reruns when the run's status
+live in a fragment, so moving a slider reruns only the preview (from scores kept until
+their files change), never the whole page; the whole page reruns when the run's status
 changes (so Rewind is enabled once a watched run completes). Rewinds (and sweeps of
 them) are queued as jobs for the worker; their finished child runs fill the trade-off
 curve.
 """
 
 from __future__ import annotations
+
+import time
 
 import pandas as pd
 import streamlit as st
@@ -28,6 +30,7 @@ from app.figures import (
 )
 from app.names import run_names
 from app.pruning_state import (
+    SETTLE,
     SWEEP_RATIOS,
     StoredScores,
     curve_progress,
@@ -166,24 +169,28 @@ def mask_view(store: RunStore, scoring: Scoring) -> None:
                  delta=f"{counts['effective_params'] - counts['trainable_params']:,}",
                  delta_color="inverse")  # fewer parameters is the gain
     right.caption(f"of {counts['trainable_params']:,} trainable")
-    st.session_state[scoring.mask_key] = (token, segment)
+    if st.session_state.get(scoring.mask_key, (None, None))[:2] != (token, segment):
+        st.session_state[scoring.mask_key] = (token, segment, time.monotonic())
 
 
 def accuracy_view(store: RunStore, scoring: Scoring) -> None:
     """The previewed mask's top-1 without retraining (a fragment polling every second:
-    the pass over val runs in the background, so the sliders never wait for it)."""
+    the pass over val runs in the background, so the sliders never wait for it). A mask
+    is evaluated once it stayed `SETTLE` seconds, so passing over masks on the way to
+    another costs no CPU that the next slider move needs."""
     masks = st.session_state.get(scoring.mask_key)
     if masks is None:
         return
+    settled = time.monotonic() - masks[2] >= SETTLE
     left, right = st.columns([3, 2])
     mode = left.radio("Evaluate with", MODES, horizontal=True, key=scoring.mode_key,
                       help="zero: pruned entries are zeroed (the token still takes "
                            "attention); remove: pruned tokens leave the sequence")
-    root, (token, segment) = str(store.root), masks
+    root, (token, segment, _) = str(store.root), masks
     ones = (frozen(torch.ones(torch.tensor(token).shape)),
             frozen(torch.ones(torch.tensor(segment).shape)))
     try:
-        found = masked_accuracy(root, scoring.run_id, token, segment, mode)
+        found = masked_accuracy(root, scoring.run_id, token, segment, mode, start=settled)
         parent = masked_accuracy(root, scoring.run_id, *ones, scoring.prune_mode)
     except (ValueError, RuntimeError, FileNotFoundError) as error:
         right.warning(f"Cannot evaluate the mask: {error}")

@@ -14,11 +14,18 @@ import torch
 from app_helpers import by_label, open_page, private_store
 from streamlit.testing.v1 import AppTest
 
-from app.pruning_state import ratio_options, run_state
+from app.pruning_state import (
+    SETTLE,
+    importance_scores,
+    masked_accuracy,
+    ratio_options,
+    run_state,
+)
 from e2vpt_core import PromptConfig, load_adapter
 from e2vpt_core.jobs import run_worker, submit_importance
 from e2vpt_core.prune import rewind_run, select_masks
 from e2vpt_core.prune.importance import compute_run_importance, pick
+from e2vpt_core.prune.rewind import MODES
 from e2vpt_core.prune.selection import default_min_segments
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
@@ -242,6 +249,36 @@ def test_the_preview_shows_the_masks_accuracy_without_retraining(store, trained)
     assert shown == f"{masked:.1f} %"
     delta = next(m.delta for m in app.metric if m.label == "Top-1 without retraining")
     assert delta.startswith(f"{masked - parent:+.1f} points")
+
+
+def test_scores_are_read_once_per_version_of_their_files(store, trained):
+    first = importance_scores(store, trained[1])
+    assert importance_scores(store, trained[1]) is first  # a slider move reads no file
+    live = store.load_tensors(trained[1], "importance_live")
+    store.save_tensors(trained[1], "importance_live", {**live, "token": live["token"] + 1},
+                       metadata={"step": "99"})
+    again = importance_scores(store, trained[1])
+    assert again is not first and again.source == "live snapshot from training, step 99"
+    torch.testing.assert_close(again.scores.token, live["token"] + 1)
+
+
+def test_a_mask_is_evaluated_once_it_stayed_under_the_sliders(store, trained):
+    app = open_page("pruning.py")
+    by_label(app.select_slider, "Token prune ratio").set_value(0.75).run()
+    token, segment, _ = app.session_state[f"mask:{trained[1]}"]
+
+    def asked() -> tuple[str, float] | None:  # the result, if the pass was ever started
+        return masked_accuracy(str(store.root), trained[1], token, segment, MODES[0],
+                               start=False)
+
+    assert asked() is None  # only passed over so far: no pass over val started
+    time.sleep(SETTLE)
+    app.run()
+    for _ in range(600):
+        if asked() is not None:
+            break
+        time.sleep(0.05)
+    assert asked() is not None
 
 
 def test_random_mask_controls_queue_three_seeded_rewinds(store, trained):
