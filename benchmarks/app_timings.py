@@ -2,10 +2,14 @@
 update interval while a run trains. Headless Debian chromium through Playwright.
 
     python benchmarks/app_timings.py            # needs `make setup` and chromium
+    python benchmarks/app_timings.py --store /tmp/s --app-root /tmp/before --watch 0
 
 It trains one short E²VPT run on the bundled backbone first (so the Pruning page has
 scores), then starts the app with `make run` on a private store and a free port, and
 queues a second run to watch live. Times are wall-clock, on whatever else the machine runs.
+To compare two versions of the app under the same load, give both the same `--store` (its
+trained run is reused, the store's runs are left in place) and each its checkout with
+`--app-root`, and alternate the two; `--watch 0` skips the live view.
 """
 
 from __future__ import annotations
@@ -67,14 +71,16 @@ def first_render(page, url: str, started: float) -> float:
     return time.perf_counter() - started
 
 
-def page_switches(page, rounds: int) -> list[float]:
-    times = []
+def page_switches(page, rounds: int) -> dict[str, list[float]]:
+    """Seconds from a click in the sidebar to the page's heading, per page (the first
+    round is each page's first visit)."""
+    times: dict[str, list[float]] = {link: [] for link in PAGES}
     for _ in range(rounds):
         for link, heading in PAGES.items():
             start = time.perf_counter()
             page.get_by_role("link", name=link, exact=True).click()
             page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
-            times.append(time.perf_counter() - start)
+            times[link].append(time.perf_counter() - start)
     return times
 
 
@@ -111,23 +117,37 @@ def live_intervals(page, store: RunStore, config: TrainConfig, watch: float) -> 
     return changes
 
 
+def trained_store(directory: Path, config: TrainConfig) -> RunStore:
+    """The store at `directory`, with a completed run of `config` (trained when missing)."""
+    store = RunStore(directory)
+    runs = store.runs()
+    if runs.empty or not (runs["status"] == "completed").any():
+        print("training a 1-epoch E²VPT run for the Pruning page…", flush=True)
+        train_run(config, store)
+    return store
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="page-switch rounds")
     parser.add_argument("--moves", type=int, default=10, help="slider moves")
-    parser.add_argument("--watch", type=float, default=60.0, help="seconds of live view")
+    parser.add_argument("--watch", type=float, default=60.0,
+                        help="seconds of live view (0: skip it)")
+    parser.add_argument("--store", type=Path, help="a store to keep and reuse (default: a "
+                        "temporary one)")
+    parser.add_argument("--app-root", type=Path, default=ROOT,
+                        help="the checkout whose `make run` is timed (default: this one)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        store = RunStore(Path(tmp) / "runs")
         config = TrainConfig(dataset="builtin:orientation", prompt=PromptConfig("e2vpt"),
                              epochs=1)
-        print("training a 1-epoch E²VPT run for the Pruning page…", flush=True)
-        train_run(config, store)
+        store = trained_store(args.store or Path(tmp) / "runs", config)
         port = free_port()
         env = {**os.environ, "E2VPT_STORE": str(store.root),
                "STREAMLIT_SERVER_PORT": str(port), "STREAMLIT_SERVER_HEADLESS": "true"}
         started = time.perf_counter()
-        server = subprocess.Popen(["make", "run"], cwd=ROOT, env=env, start_new_session=True,
+        server = subprocess.Popen(["make", "run"], cwd=args.app_root, env=env,
+                                  start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             with sync_playwright() as playwright:
@@ -136,11 +156,16 @@ def main() -> None:
                 page = browser.new_page(viewport={"width": 1400, "height": 1400})
                 render = first_render(page, f"http://127.0.0.1:{port}", started)
                 print(f"make run → first render: {render:.1f} s", flush=True)
-                print(f"page switch: {summary(page_switches(page, args.rounds))}", flush=True)
+                switches = page_switches(page, args.rounds)
+                print(f"page switch: {summary(sum(switches.values(), []))}", flush=True)
+                print("  round 1 (first visits but Train): " + ", ".join(
+                    f"{link} {times[0] * 1000:.0f} ms" for link, times in switches.items()))
                 print(f"slider → preview: {summary(slider_to_preview(page, args.moves))}",
                       flush=True)
-                intervals = live_intervals(page, store, config.replace(epochs=3), args.watch)
-                print(f"live view update interval while training: {summary(intervals)}")
+                if args.watch > 0:
+                    intervals = live_intervals(page, store, config.replace(epochs=3),
+                                               args.watch)
+                    print(f"live view update interval while training: {summary(intervals)}")
                 browser.close()
         finally:
             os.killpg(server.pid, 15)
