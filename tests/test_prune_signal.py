@@ -257,3 +257,22 @@ def test_a_large_eval_split_is_streamed_not_held(monkeypatch, tiny_backbone, tmp
     assert isinstance(held, list) and isinstance(streamed, DataLoader)
     ones = torch.ones(2), torch.ones(2, 4)
     assert masked_metrics(model, held, *ones) == masked_metrics(model, streamed, *ones)
+
+
+def test_stored_leave_one_out_is_scored_on_the_training_split(tiny_backbone, tmp_path):
+    """Scored on val, the split the no-retrain curves are measured on, leave-one-out would
+    choose in-sample; it reads the training split (eval transform), as the gradient scores."""
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=100, eval_splits=("val",), device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=3, kv_prompt_len=1,
+                                             num_segments=4))
+    store = RunStore(tmp_path)
+    run_id = train_run(config, store).run_id
+    stored = noretrain.run_leave_one_out(store, run_id)
+    model, train_batches, split = noretrain.run_batches(store, run_id, "train")
+    _, val_batches, _ = noretrain.run_batches(store, run_id)
+    assert split == "train"
+    with torch.no_grad():
+        torch.testing.assert_close(stored["loo"], leave_one_out(model, train_batches)["loo"])
+        assert not torch.allclose(stored["loo"], leave_one_out(model, val_batches)["loo"])
+    assert store.has_tensors(run_id, noretrain.LOO)

@@ -25,7 +25,9 @@ from .selection import ORDERS, Selection, order_scores, select_masks
 # Batches of (images, labels), iterated once per mask: a list, or a loader for a split too
 # large to hold in memory (`run_batches`).
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-LOO = "importance_loo"
+# Scored on the training split, like the gradient scores: scored on val, the split every
+# curve is measured on, leave-one-out would pick its tokens in-sample.
+LOO = "importance_loo_train"
 MAX_IN_MEMORY = 4096  # samples of an eval split held decoded in memory
 
 
@@ -143,17 +145,19 @@ def leave_one_out(model: PromptedViT, batches: Batches) -> dict[str, torch.Tenso
     return scores
 
 
-def run_batches(store: RunStore, run_id: str) -> tuple[PromptedViT, Batches, str]:
-    """A stored run's adapter on its device and its first eval split: in memory, or its
-    loader when it has more than `MAX_IN_MEMORY` samples."""
+def run_batches(store: RunStore, run_id: str, split: str | None = None,
+                ) -> tuple[PromptedViT, Batches, str]:
+    """A stored run's adapter on its device and a split (default its first eval split) with
+    the eval transform: in memory, or its loader when it has more than `MAX_IN_MEMORY`
+    samples."""
     config = TrainConfig.from_dict(store.get_run(run_id)["config"])
-    if not config.eval_splits:
+    if split is None and not config.eval_splits:
         raise ValueError(f"run {run_id} has no eval split to evaluate masks on")
     adapter = store.run_dir(run_id) / "adapter"
     if not adapter.is_dir():
         raise ValueError(f"run {run_id} has no adapter artifact (not completed?)")
     model = load_adapter(adapter).to(resolve_device(config.device))
-    split = config.eval_splits[0]
+    split = split or config.eval_splits[0]
     loader = eval_loader(config, model.backbone, split, batch_size=config.batch_size)
     batches = loader if len(loader.dataset) > MAX_IN_MEMORY else in_memory(loader)
     return model, batches, split
@@ -172,10 +176,12 @@ def evaluate_selection(store: RunStore, run_id: str, selection: Selection,
 
 def run_leave_one_out(store: RunStore, run_id: str, recompute: bool = False,
                       ) -> dict[str, torch.Tensor]:
-    """A run's leave-one-out scores on its first eval split, computed once and stored."""
+    """A run's leave-one-out scores on its training split (eval transform), computed once
+    and stored."""
     if store.has_tensors(run_id, LOO) and not recompute:
         return store.load_tensors(run_id, LOO)
-    model, batches, _ = run_batches(store, run_id)
+    config = TrainConfig.from_dict(store.get_run(run_id)["config"])
+    model, batches, _ = run_batches(store, run_id, config.train_split)
     scores = leave_one_out(model, batches)
     store.save_tensors(run_id, LOO, scores)
     return scores
