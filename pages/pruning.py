@@ -60,7 +60,7 @@ TOKEN_SCORE_NAMES = {"mask": "token-mask gradient (paper)",
                      "kv": "key/value mask after the LayerNorm",
                      "logit": "log-mask bias on its attention logits",
                      "taylor": "Σ |gradient × prompt|",
-                     "loo": "leave-one-out on val (exact)"}
+                     "loo": "leave-one-out on the training split (exact)"}
 RANDOM_SEEDS = (0, 1, 2)  # random-mask rewinds beside each rewound ratio
 CURVE_DRAWS = 5  # random masks per ratio on the no-retrain curve
 
@@ -206,13 +206,13 @@ def accuracy_view(store: RunStore, scoring: Scoring) -> None:
 
 
 def leave_one_out_button(store: RunStore, run_id: str, completed: bool) -> None:
-    """Exact leave-one-out scores: P + 1 passes over val, computed here (a few seconds on
-    the built-in tasks) and stored with the run."""
+    """Exact leave-one-out scores: P + 1 passes over the training split, computed here (a
+    few seconds on the built-in tasks) and stored with the run."""
     label = ("Recompute leave-one-out scores" if store.has_tensors(run_id, LOO)
              else "Compute leave-one-out scores")
     if st.button(label, disabled=not completed,
                  help="Remove each prompt token in turn and measure the val loss"):
-        with st.spinner("Leave-one-out on val…"):
+        with st.spinner("Leave-one-out on the training split…"):
             run_leave_one_out(store, run_id, recompute=True)
         st.rerun()
 

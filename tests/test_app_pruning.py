@@ -25,6 +25,7 @@ from e2vpt_core import PromptConfig, load_adapter
 from e2vpt_core.jobs import run_worker, submit_importance
 from e2vpt_core.prune import rewind_run, select_masks
 from e2vpt_core.prune.importance import compute_run_importance, pick
+from e2vpt_core.prune.noretrain import LOO
 from e2vpt_core.prune.rewind import MODES
 from e2vpt_core.prune.selection import default_min_segments
 from e2vpt_core.store import RunStore
@@ -325,7 +326,7 @@ def test_new_token_scores_say_what_they_need_and_leave_one_out_is_computed_here(
     by_label(app.radio, "Token scores").set_value("loo").run()
     by_label(app.button, "Compute leave-one-out scores").click().run()
     assert not app.exception, app.exception
-    loo = store.load_tensors(trained[1], "importance_loo")["loo"]
+    loo = store.load_tensors(trained[1], LOO)["loo"]
     bar = next(json.loads(chart.proto.spec)["data"][0] for chart in app.get("plotly_chart")
                if json.loads(chart.proto.spec)["layout"]["title"]["text"] == "Token importance")
     np.testing.assert_allclose(_trace_values(bar["y"]), loo.numpy(), rtol=1e-5)
