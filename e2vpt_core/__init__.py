@@ -7,8 +7,9 @@ pages that draw no model render without them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .lazy import lazy_names
 
 if TYPE_CHECKING:
     from .artifacts import load_adapter, save_adapter
@@ -25,13 +26,4 @@ __all__ = ["METHODS", "PromptConfig", "PromptedSwin", "PromptedViT", "create_mod
            "load_adapter", "merge_lora", "save_adapter"]
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _SOURCES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_SOURCES[name], __name__), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_SOURCES])
+__getattr__, __dir__ = lazy_names(__name__, globals(), _SOURCES)

@@ -244,13 +244,18 @@ def test_masks_per_block_rank_layer_token_pairs_by_the_new_scores(loader):
         assert selection.token_mask.flatten()[lowest] == 0
 
 
-def test_a_large_eval_split_is_streamed_not_held(monkeypatch, tiny_backbone, tmp_path):
-    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+def _trained_position_run(backbone: str, store_dir, prompts: int) -> tuple[RunStore, str]:
+    """A one-epoch E²VPT run on the built-in position task, evaluated on val."""
+    config = TrainConfig(backbone=backbone, dataset="builtin:position", epochs=1,
                          batch_size=100, eval_splits=("val",), device="cpu",
-                         prompt=PromptConfig("e2vpt", visual_prompt_len=2, kv_prompt_len=1,
-                                             num_segments=4))
-    store = RunStore(tmp_path)
-    run_id = train_run(config, store).run_id
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=prompts,
+                                             kv_prompt_len=1, num_segments=4))
+    store = RunStore(store_dir)
+    return store, train_run(config, store).run_id
+
+
+def test_a_large_eval_split_is_streamed_not_held(monkeypatch, tiny_backbone, tmp_path):
+    store, run_id = _trained_position_run(tiny_backbone, tmp_path, prompts=2)
     _, held, _ = noretrain.run_batches(store, run_id)
     monkeypatch.setattr(noretrain, "MAX_IN_MEMORY", 100)
     model, streamed, _ = noretrain.run_batches(store, run_id)
@@ -262,12 +267,7 @@ def test_a_large_eval_split_is_streamed_not_held(monkeypatch, tiny_backbone, tmp
 def test_stored_leave_one_out_is_scored_on_the_training_split(tiny_backbone, tmp_path):
     """Scored on val, the split the no-retrain curves are measured on, leave-one-out would
     choose in-sample; it reads the training split (eval transform), as the gradient scores."""
-    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
-                         batch_size=100, eval_splits=("val",), device="cpu",
-                         prompt=PromptConfig("e2vpt", visual_prompt_len=3, kv_prompt_len=1,
-                                             num_segments=4))
-    store = RunStore(tmp_path)
-    run_id = train_run(config, store).run_id
+    store, run_id = _trained_position_run(tiny_backbone, tmp_path, prompts=3)
     stored = noretrain.run_leave_one_out(store, run_id)
     model, train_batches, split = noretrain.run_batches(store, run_id, "train")
     _, val_batches, _ = noretrain.run_batches(store, run_id)
