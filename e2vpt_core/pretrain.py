@@ -89,6 +89,7 @@ class PretrainConfig:
     precision: str = _opt("auto", "autocast: auto (bf16 on cuda, fp32 on cpu), bf16 or fp32")
     resume_from: str | None = _opt(None, "start from this directory's model.safetensors")
     log_file: str | None = _opt(None, "log path (None: OUT/pretrain.log)")
+    layout_weight: float = _opt(0.0, "scenes: weight of the CLS foreground-layout loss (0: off)")
     depth: int = _opt(BUILTIN_VIT_TINY_KWARGS["depth"], "ViT depth: keep 6 (less only for tests)")
 
 
@@ -152,7 +153,10 @@ def _load_parent(model: VisionTransformer, heads: torch.nn.ModuleDict, src: Path
     if same and pargs.get("data", "fractal") == cfg.data and (src / HEAD_FILE).exists():
         saved = load_file(str(src / HEAD_FILE))
         model.load_state_dict({k: saved[k] for k in HEAD_KEYS}, strict=False)
-        heads.load_state_dict({k: v for k, v in saved.items() if k not in HEAD_KEYS})
+        missing, unexpected = heads.load_state_dict(
+            {k: v for k, v in saved.items() if k not in HEAD_KEYS}, strict=False)
+        if unexpected or any(not k.startswith("layout.") for k in missing):
+            raise ValueError(f"{src / HEAD_FILE} does not match: {missing=} {unexpected=}")
 
 
 class _Stop:
@@ -173,7 +177,6 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
     the end, each atomically; ``command`` (the CLI argv) goes into the recipe.
     """
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     log_path = Path(cfg.log_file) if cfg.log_file else out / "pretrain.log"
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -193,11 +196,12 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
     task = pretrain_tasks.build_task(
         cfg.data, num_classes=cfg.num_classes, seed=cfg.seed, parent_steps=parent_steps,
         heldout_size=cfg.heldout_size, batch_size=cfg.batch_size,
-        label_smoothing=cfg.label_smoothing)
+        label_smoothing=cfg.label_smoothing, layout_weight=cfg.layout_weight)
     model = build_model(task.num_classes, cfg.depth)
     heads = task.extra_heads(model.embed_dim)
     if parent is not None:
         _load_parent(model, heads, Path(cfg.resume_from), parent, cfg)
+    out.mkdir(parents=True, exist_ok=True)  # only once the configuration is known good
     model.to(device).train()
     heads.to(device).train()
     both = torch.nn.ModuleDict({"model": model, "heads": heads})

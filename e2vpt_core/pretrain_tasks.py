@@ -6,7 +6,10 @@ Two tasks share one loop (``e2vpt_core.pretrain``):
 - ``scenes``: glyph scenes (``e2vpt_core.scenes``): the CLS head predicts the set of glyph
   classes present (soft-target cross-entropy) and a linear head on every patch token its
   glyph class or background (a synthetic segmentation map), so that patch tokens, which
-  prompts read through attention, learn what is where.
+  prompts read through attention, learn what is where. With ``layout_weight`` > 0 a linear
+  head on the CLS token also reconstructs the scene's foreground coverage (16 x 16 cells,
+  binary cross-entropy): a self-supervised target, the image's own ink, that makes the
+  pooled token keep where things are instead of only which glyphs.
 
 Neither task's labels are a downstream label: no count, position, orientation, distance
 or digit identity is ever a target.
@@ -21,7 +24,8 @@ import torch
 from torch import nn
 
 from .fractal import FractalStream, fixed_set, sample_ifs_classes
-from .scenes import MAX_OBJECTS, SceneBatch, glyph_bank, render_scenes
+from .data.synth import SIZE
+from .scenes import LAYOUT_CELL, MAX_OBJECTS, SceneBatch, glyph_bank, render_scenes
 
 TASKS = ("fractal", "scenes")
 
@@ -75,9 +79,12 @@ class SceneTask:
     hub_tag = "e2vpt_glyph_scenes"
 
     def __init__(self, stream_seed: list, held_seed: list, heldout_size: int,
-                 batch_size: int, label_smoothing: float) -> None:
+                 batch_size: int, label_smoothing: float, layout_weight: float = 0.0) -> None:
+        if layout_weight < 0:
+            raise ValueError(f"layout_weight must be >= 0, not {layout_weight}")
         chars, _ = glyph_bank()
         self.num_classes = len(chars)
+        self.layout_weight = layout_weight
         self.batch_size = batch_size
         self.rng = np.random.default_rng(np.random.SeedSequence(stream_seed))
         held_rng = np.random.default_rng(np.random.SeedSequence(held_seed))
@@ -88,15 +95,22 @@ class SceneTask:
             "num_classes": self.num_classes,
             "glyphs": "".join(chars),
             "max_objects": MAX_OBJECTS,
-            "targets": "glyph classes present (CLS) + glyph class per 4x4 patch",
+            "targets": "glyph classes present (CLS) + glyph class per 4x4 patch"
+            + (f" + {layout_weight:g} x foreground coverage per 2x2 cell (CLS)"
+               if layout_weight else ""),
         }
 
     def extra_heads(self, width: int) -> nn.ModuleDict:
-        return nn.ModuleDict({"dense": nn.Linear(width, self.num_classes + 1)})
+        heads = {"dense": nn.Linear(width, self.num_classes + 1)}
+        if self.layout_weight:
+            heads["layout"] = nn.Linear(width, (SIZE // LAYOUT_CELL) ** 2)
+        return nn.ModuleDict(heads)
 
-    @staticmethod
-    def _targets(batch: SceneBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        return batch.images, {"present": batch.present, "patch_labels": batch.patch_labels}
+    def _targets(self, batch: SceneBatch) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        targets = {"present": batch.present, "patch_labels": batch.patch_labels}
+        if self.layout_weight:
+            targets["layout"] = batch.layout
+        return batch.images, targets
 
     def next_batch(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return self._targets(render_scenes(self.rng, self.batch_size))
@@ -115,20 +129,27 @@ class SceneTask:
         loss = nn.functional.cross_entropy(logits, soft) + nn.functional.cross_entropy(
             dense.flatten(0, 1), targets["patch_labels"].flatten(),
             label_smoothing=self.label_smoothing)
+        if self.layout_weight:
+            layout = heads["layout"](tokens[:, 0]).float()  # (B, cells)
+            loss = loss + self.layout_weight * nn.functional.binary_cross_entropy_with_logits(
+                layout, targets["layout"])
         top = logits.argmax(1, keepdim=True)
         return Step(loss, present.gather(1, top).mean().item())
 
 
 def build_task(name: str, *, num_classes: int, seed: int, parent_steps: int,
-               heldout_size: int, batch_size: int, label_smoothing: float):
+               heldout_size: int, batch_size: int, label_smoothing: float,
+               layout_weight: float = 0.0):
     """The task called ``name``; a continuation draws new samples, not its parent's."""
     stream_seed, held_seed = [seed, 1, parent_steps], [seed, 2]
     common = {"heldout_size": heldout_size, "batch_size": batch_size,
               "label_smoothing": label_smoothing}
     if name == "fractal":
+        if layout_weight:
+            raise ValueError("layout_weight applies to --data scenes only")
         task = FractalTask(num_classes, seed, stream_seed, held_seed, **common)
     elif name == "scenes":
-        task = SceneTask(stream_seed, held_seed, **common)
+        task = SceneTask(stream_seed, held_seed, layout_weight=layout_weight, **common)
     else:
         raise ValueError(f"unknown pretraining data {name!r}; allowed: {', '.join(TASKS)}")
     task.data.update(train_stream_seed=stream_seed, heldout_seed=held_seed,

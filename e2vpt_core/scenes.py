@@ -6,6 +6,8 @@ colour on a noisy background, smaller glyphs drawn over larger ones. Two labels 
 with it, both about *which glyphs* are present, never about how many, where, how turned
 or how far: the set of glyph classes in the image (multi-label), and per 4x4 patch the
 class of the glyph covering it (background otherwise), a synthetic segmentation map.
+A third map comes with it, the image's own foreground coverage at 2x2-pixel cells: a
+self-supervised target (the scene's ink, as MAE reconstructs pixels), not a label.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ _CODE_RANGES = ((0x21, 0x7F), (0x391, 0x3CA), (0x410, 0x450), (0xA7, 0xA8), (0xB
                 (0x2190, 0x2195), (0x2605, 0x2606), (0x2660, 0x2668))
 _RENDER = 40  # glyphs are rendered at this size, then fitted into SIZE x SIZE
 _PATCH = 4
+LAYOUT_CELL = 2  # px per cell of the foreground-coverage map
 MAX_OBJECTS = 5
 
 
@@ -107,6 +110,7 @@ class SceneBatch:
     images: np.ndarray  # uint8 (n, SIZE, SIZE, 3)
     present: np.ndarray  # float32 (n, classes): 1 for each glyph class in the image
     patch_labels: np.ndarray  # int64 (n, (SIZE / 4)^2): glyph class per patch, `classes` = none
+    layout: np.ndarray  # float32 (n, (SIZE / 2)^2): share of each 2x2 cell covered by ink
 
 
 def render_scenes(rng: np.random.Generator, n: int) -> SceneBatch:
@@ -142,7 +146,11 @@ def render_scenes(rng: np.random.Generator, n: int) -> SceneBatch:
     owner = cover.argmax(axis=1)  # (n, g, g)
     labels = np.take_along_axis(cls, owner.reshape(n, -1), axis=1)
     labels[cover.max(axis=1).reshape(n, -1) < 0.25] = classes
-    return SceneBatch(finish(rng, img), present, labels.astype(np.int64))
+    c = SIZE // LAYOUT_CELL
+    ink = visible.sum(axis=1).clip(0, 1)  # (n, SIZE, SIZE)
+    layout = ink.reshape(n, c, LAYOUT_CELL, c, LAYOUT_CELL).mean(axis=(2, 4)).reshape(n, -1)
+    return SceneBatch(finish(rng, img), present, labels.astype(np.int64),
+                      layout.astype(np.float32))
 
 
 def _warp(masks: np.ndarray, size: np.ndarray, angle: np.ndarray, stretch: np.ndarray,

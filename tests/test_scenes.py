@@ -45,6 +45,22 @@ def test_scenes_are_deterministic_and_labelled_consistently():
     assert 0 < (a.patch_labels == background).mean() < 1
 
 
+def test_layout_is_the_ink_coverage_that_the_patch_labels_summarise():
+    batch = scenes.render_scenes(np.random.default_rng(3), 32)
+    cells = SIZE // scenes.LAYOUT_CELL
+    assert batch.layout.shape == (32, cells**2) and batch.layout.dtype == np.float32
+    assert batch.layout.min() >= 0 and batch.layout.max() <= 1
+    # Average 2x2 cells into 4x4 patches: a patch labelled with a glyph has at least a
+    # quarter of its pixels covered by that glyph, so its ink coverage is at least 0.25.
+    per_patch = batch.layout.reshape(32, cells // 2, 2, cells // 2, 2).mean(axis=(2, 4))
+    labelled = batch.patch_labels.reshape(32, cells // 2, cells // 2) != len(CHARS)
+    assert labelled.any() and (per_patch[labelled] >= 0.25 - 1e-6).all()
+    assert (per_patch[~labelled] < per_patch[labelled].mean()).mean() > 0.9
+    # The layout draws nothing from the stream: the images stay those of the same seed.
+    again = scenes.render_scenes(np.random.default_rng(3), 32)
+    assert np.array_equal(batch.images, again.images)
+
+
 def test_warp_places_turns_and_scales_like_a_direct_computation():
     mask = np.zeros((1, SIZE, SIZE), np.float32)
     mask[0, 4:10, 6:26] = 1.0  # a horizontal bar, off centre
@@ -90,6 +106,31 @@ def test_scenes_pretraining_saves_and_resumes_its_patch_head(tmp_path):
                                         **{**common, "eval_every": 1}))
     assert continued["total_steps"] == 3
     assert continued["data"]["train_stream_seed"] == [0, 1, 2]
+
+
+def test_layout_head_trains_from_a_parent_without_one_and_is_saved(tmp_path):
+    from e2vpt_core.pretrain import PretrainConfig, pretrain
+
+    common = dict(data="scenes", batch_size=8, depth=1, warmup_steps=1, heldout_size=8,
+                  eval_every=1, log_every=1, precision="fp32")
+    parent = tmp_path / "parent"
+    pretrain(PretrainConfig(out=str(parent), steps=1, **common))
+    child = tmp_path / "child"
+    recipe = pretrain(PretrainConfig(out=str(child), steps=1, resume_from=str(parent),
+                                     layout_weight=2.0, **common))
+    head = load_file(str(child / "pretrain_head.safetensors"))
+    assert head["layout.weight"].shape == ((SIZE // scenes.LAYOUT_CELL) ** 2, 192)
+    # The glyph heads came from the parent (then took one step), not a fresh init.
+    before = load_file(str(parent / "pretrain_head.safetensors"))["dense.weight"].float()
+    assert (head["dense.weight"].float() - before).abs().max() < 0.05
+    assert recipe["args"]["layout_weight"] == 2.0 and "foreground" in recipe["data"]["targets"]
+    with pytest.raises(ValueError, match="scenes only"):
+        pretrain(PretrainConfig(out=str(tmp_path / "f"), data="fractal", steps=1,
+                                layout_weight=1.0))
+    with pytest.raises(ValueError, match="layout_weight must be >= 0"):
+        pretrain(PretrainConfig(out=str(tmp_path / "n"), data="scenes", steps=1,
+                                layout_weight=-1.0))
+    assert not (tmp_path / "f").exists() and not (tmp_path / "n").exists()
 
 
 def test_unknown_pretraining_data_is_refused(tmp_path):
