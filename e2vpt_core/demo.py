@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .catalog import BUILTIN_TASKS
 from .config import PromptConfig
-from .data import BUILTIN_TASKS
 from .jobs import submit_embed, submit_importance, submit_rewind, submit_train
 from .store import RunStore
 from .train import TrainConfig

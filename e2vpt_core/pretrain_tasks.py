@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .fractal import FractalStream, fixed_set, sample_ifs_classes
 from .data.synth import SIZE
+from .fractal import FractalStream, fixed_set, sample_ifs_classes
 from .scenes import LAYOUT_CELL, MAX_OBJECTS, SceneBatch, glyph_bank, render_scenes
 
 TASKS = ("fractal", "scenes")

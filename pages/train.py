@@ -13,6 +13,7 @@ from app.context import accuracy_text, references
 from app.figures import training_curves
 from app.names import config_name, run_names
 from app.state import format_seconds, get_store, progress, start_worker
+from e2vpt_core.catalog import BUILTIN_DESCRIPTIONS, BUILTIN_TASKS
 from e2vpt_core.config import (
     KV_PROMPT_METHODS,
     LORA_TARGETS,
@@ -20,10 +21,8 @@ from e2vpt_core.config import (
     VISUAL_PROMPT_METHODS,
     PromptConfig,
 )
-from e2vpt_core.data import BUILTIN_TASKS
 from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
-from e2vpt_core.models.factory import BUILTIN_DESCRIPTIONS
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import DEFAULT_BACKBONE

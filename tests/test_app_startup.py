@@ -1,6 +1,6 @@
 """How the app starts: localhost only and no usage statistics from any working directory
 (issue 14), and no heavy import (umap, numba, scikit-learn, geoopt; torch and timm too on
-the sidebar and the Runs page) on pages that do not draw with them (issue 15)."""
+the sidebar, the Train page and the Runs page) on pages that do not draw with them (issue 15)."""
 
 from __future__ import annotations
 
@@ -54,11 +54,26 @@ print("heavy:", [name for name in ("torch", "timm", *{HEAVY!r}) if name in sys.m
 """
 
 
-def test_the_sidebar_and_the_runs_page_render_without_torch_or_timm(tmp_path):
-    """Opened first (a bookmark, a reload), the Runs page and the job queue beside it cost
-    no torch import: the store, configs and run names are plain data."""
+_TRAIN_PAGE = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+app = AppTest.from_file({str(APP)!r}, default_timeout=120).run()
+assert not app.exception, app.exception
+assert [title.value for title in app.title] == ["Train"], app.title
+assert "builtin:orientation" in app.selectbox[0].options or any(
+    "orientation" in str(box.options) for box in app.selectbox), app.selectbox
+print("heavy:", [name for name in ("torch", "timm", *{HEAVY!r}) if name in sys.modules])
+"""
+
+
+@pytest.mark.parametrize("script", [_RUNS_PAGE, _TRAIN_PAGE], ids=["runs", "train"])
+def test_the_sidebar_and_the_runs_and_train_pages_render_without_torch_or_timm(
+        tmp_path, script):
+    """Opened first (make run opens the Train page; a bookmark or reload the Runs page),
+    these pages and the job queue beside them cost no torch import: the store, configs,
+    run names, task and backbone names are plain data."""
     env = {**os.environ, "E2VPT_STORE": str(tmp_path), "E2VPT_AUTOSTART_WORKER": "0"}
-    result = subprocess.run([sys.executable, "-c", _RUNS_PAGE, str(tmp_path)], env=env,
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env,
                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "heavy: []", result.stdout

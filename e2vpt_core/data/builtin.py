@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from ..catalog import BUILTIN_TASKS
 from . import synth
 from .common import VTAB_SPLIT_NAMES, ArrayDataset, DatasetError, normalize_split
 
@@ -49,44 +50,42 @@ _TASKS: dict[str, BuiltinTask] = {
     for task in (
         BuiltinTask(
             "digits",
-            "handwritten digit 0-9 (scikit-learn 8x8 digits, placed, scaled, rotated)",
+            BUILTIN_TASKS["digits"],
             tuple(str(i) for i in range(10)),
             _digits,
         ),
         BuiltinTask(
             "counting",
-            "number of small shapes, 1-8 (like CLEVR-count)",
+            BUILTIN_TASKS["counting"],
             tuple(str(i) for i in range(1, 9)),
             _ignore_role(synth.gen_counting),
         ),
         BuiltinTask(
             "distance",
-            "depth bucket of the nearest object on a ground plane, 6 (like CLEVR-dist)",
+            BUILTIN_TASKS["distance"],
             ("farthest", "far", "mid-far", "mid-near", "near", "nearest"),
             _ignore_role(synth.gen_distance),
         ),
         BuiltinTask(
             "position",
-            "x-position bucket of one shape, 8 (like dSprites-loc)",
+            BUILTIN_TASKS["position"],
             tuple(f"x{i}" for i in range(8)),
             _ignore_role(synth.gen_position),
         ),
         BuiltinTask(
             "orientation",
-            "angle bucket of an elongated shape, 8 x 22.5 deg (like dSprites-ori)",
+            BUILTIN_TASKS["orientation"],
             tuple(f"{i * 22.5:g}-{(i + 1) * 22.5:g}deg" for i in range(8)),
             _ignore_role(synth.gen_orientation),
         ),
         BuiltinTask(
             "texture",
-            "procedural texture family, 8 (like DTD)",
+            BUILTIN_TASKS["texture"],
             synth.TEXTURE_CLASSES,
             _ignore_role(synth.gen_texture),
         ),
     )
 }
-
-BUILTIN_TASKS: dict[str, str] = {name: task.description for name, task in _TASKS.items()}
 
 
 def _task(name: str) -> BuiltinTask:

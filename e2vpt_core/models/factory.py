@@ -14,23 +14,12 @@ from timm.models.swin_transformer import checkpoint_filter_fn as swin_checkpoint
 from timm.models.vision_transformer import VisionTransformer
 from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter
 
+from ..catalog import BUILTIN_BACKBONES
 from ..config import PromptConfig
 from .ssl import is_moco_v3_state, moco_v3_encoder_state
 from .swin import PromptedSwin
 from .vit import PromptedViT
 
-ASSETS = Path(__file__).resolve().parents[2] / "assets"
-# Names that are not timm's, each a directory in timm's hub layout (config.json with the
-# architecture, model args and pretrained config, plus model.safetensors).
-# builtin-vit-tiny-scenes, the default, continues builtin-vit-tiny's fractal pretraining on
-# glyph scenes; the fractal-only one stays for comparison (see docs/BENCHMARKS.md).
-BUILTIN_DESCRIPTIONS: dict[str, str] = {
-    "builtin-vit-tiny-scenes": "a small ViT pretrained offline on fractals, then glyph scenes "
-    "(letters and symbols, no digits) (the default)",
-    "builtin-vit-tiny": "the same ViT after its fractal pretraining only (the first default; "
-    "reads the built-in tasks far worse)",
-}
-BUILTIN_BACKBONES: dict[str, Path] = {name: ASSETS / name for name in BUILTIN_DESCRIPTIONS}
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 _WEIGHTLESS_PREFIXES = ("head.",)
