@@ -102,44 +102,6 @@ def token_importance_bar(token_scores: np.ndarray | Sequence[float]) -> go.Figur
     return figure
 
 
-def mask_preview(token_mask: np.ndarray | Sequence[float],
-                 segment_mask: np.ndarray | Sequence[Sequence[float]]) -> go.Figure:
-    """Kept (1) / pruned (0) grid of tokens × segments: a pruned token prunes its row."""
-    tokens = np.asarray(token_mask, dtype=float).ravel()
-    segments = np.asarray(segment_mask, dtype=float)
-    if tokens.size == 0 or segments.size == 0:
-        return _empty("Mask preview", "no prompts to prune")
-    kept = tokens[:, None] * segments
-    labels = np.where(kept > 0, "kept", "pruned")
-    figure = go.Figure(go.Heatmap(
-        z=kept, x=list(range(kept.shape[1])), y=list(range(kept.shape[0])), zmin=0, zmax=1,
-        colorscale=[[0.0, "#d9d9d9"], [0.5, "#d9d9d9"], [0.5, "#2ca02c"], [1.0, "#2ca02c"]],
-        showscale=False, text=labels, xgap=1, ygap=1,
-        hovertemplate="token %{y}, segment %{x}: %{text}<extra></extra>"))
-    figure.update_layout(
-        title=f"Mask preview: {int(kept.sum())} of {kept.size} segments kept",
-        xaxis_title="segment", yaxis_title="prompt token", yaxis={"autorange": "reversed"})
-    return figure
-
-
-def layer_mask_preview(segment_mask: np.ndarray | Sequence) -> go.Figure:
-    """Masks per block: kept segments of every (layer, token), 0 where the token is pruned."""
-    segments = np.asarray(segment_mask, dtype=float)
-    if segments.size == 0:
-        return _empty("Mask preview", "no prompts to prune")
-    kept = segments.sum(axis=-1)
-    figure = go.Figure(go.Heatmap(
-        z=kept, x=list(range(kept.shape[1])), y=list(range(kept.shape[0])), zmin=0,
-        zmax=segments.shape[-1], colorscale=[[0.0, "#d9d9d9"], [1.0, "#2ca02c"]],
-        colorbar={"title": "kept segments"}, xgap=1, ygap=1,
-        hovertemplate="layer %{y}, token %{x}: %{z:.0f} segments kept<extra></extra>"))
-    figure.update_layout(
-        title=f"Mask preview per layer: {int(np.count_nonzero(kept))} of {kept.size} "
-              f"tokens, {int(segments.sum())} of {segments.size} segments kept",
-        xaxis_title="prompt token", yaxis_title="layer", yaxis={"autorange": "reversed"})
-    return figure
-
-
 def prune_curve(results: pd.DataFrame,
                 parent: Mapping[str, float] | None = None) -> go.Figure:
     """Rewound runs: top-1 (upper panel) and effective parameters (lower panel, so neither

@@ -2,9 +2,10 @@
 accuracy without retraining, rewinds and their random-mask controls.
 
 Scores come from the stored full pass when there is one, else from the snapshot training
-writes every few steps, so a running run can be watched. The sliders and the preview
-live in a fragment, so moving a slider reruns only the preview (from scores kept until
-their files change), never the whole page; the whole page reruns when the run's status
+writes every few steps, so a running run can be watched. The sliders and the mask
+preview are drawn in the browser from every mask they can reach (`app.mask_slider`), so
+moving a slider costs no round trip; releasing it reruns only their fragment (from scores
+kept until their files change), never the whole page; the whole page reruns when the run's status
 changes (so Rewind is enabled once a watched run completes). Rewinds (and sweeps of
 them) are queued as jobs for the worker; their finished child runs fill the trade-off
 curve.
@@ -22,12 +23,11 @@ from app.context import accuracy_text
 from app.figures import (
     importance_heatmap,
     layer_importance_heatmap,
-    layer_mask_preview,
-    mask_preview,
     no_retrain_curve,
     prune_curve,
     token_importance_bar,
 )
+from app.mask_slider import mask_sliders, slider_masks
 from app.names import run_names
 from app.pruning_state import (
     SETTLE,
@@ -69,6 +69,10 @@ def _percent(ratio: float) -> str:
     return f"{100 * ratio:.3g} %"
 
 
+def _nearest(options: list[float], ratio: float) -> int:
+    return min(range(len(options)), key=lambda index: abs(options[index] - ratio))
+
+
 class Scoring:
     """How the selected run's masks are chosen: its scores' sign and count rounding (the
     official preset: signed, rounded down), and the slider state keys of the run."""
@@ -84,6 +88,7 @@ class Scoring:
         self.token_key, self.segment_key = (f"token_ratio:{self.run_id}",
                                             f"segment_ratio:{self.run_id}")
         self.mode_key, self.mask_key = f"eval_mode:{self.run_id}", f"mask:{self.run_id}"
+        self.pick_key = f"pick:{self.run_id}"
 
     def ratios(self) -> tuple[float, float]:
         """The sliders' current ratios (read by the controls outside their fragment)."""
@@ -125,35 +130,39 @@ def score_view(store: RunStore, scoring: Scoring, drawn: tuple[str, bool]) -> No
 
 
 def mask_view(store: RunStore, scoring: Scoring) -> None:
-    """Sliders, the mask they keep and its effective parameters (a fragment: a slider
-    reruns only this); the mask is left in the session for `accuracy_view`."""
+    """Sliders and the mask they keep, drawn in the browser (`app.mask_slider`); released,
+    a slider reruns only this fragment, for the kept count and effective parameters; the
+    mask is left in the session for `accuracy_view`."""
     found = scoring.scores(store, report=False)  # score_view says why there are none
     if found is None:
         return
     token_scores, segment_scores = found.selection.token, found.selection.segment
     layers = token_scores.shape[0] if scoring.masks_per_block else 1
     segments = segment_scores.shape[-1]
-    left, right = st.columns(2)
-    token_ratio = left.select_slider(
-        "Token prune ratio", ratio_options(token_scores.numel(), layers),
-        key=scoring.token_key, format_func=_percent,
-        help="One step per token (per (layer, token) pair with masks per block)")
-    segment_ratio = right.select_slider(
-        "Segment prune ratio", ratio_options(segments, default_min_segments(segments)),
-        key=scoring.segment_key, format_func=_percent,
-        help=f"One step per segment of {segments}; at least "
-             f"{default_min_segments(segments)} kept per token")
+    token_options = ratio_options(token_scores.numel(), layers)
+    segment_options = ratio_options(segments, default_min_segments(segments))
+    masks = slider_masks(token_scores, segment_scores, token_options, segment_options,
+                         scoring.rounding)
+    token_ratio, segment_ratio = scoring.ratios()
+    start = (_nearest(token_options, token_ratio), _nearest(segment_options, segment_ratio))
+    pick = mask_sliders(f"mask-slider:{scoring.run_id}", masks, start)
+    if pick is not None and pick != st.session_state.get(scoring.pick_key):
+        st.session_state[scoring.pick_key] = pick  # a release in the browser: it wins
+        start = pick
+    token_ratio, segment_ratio = token_options[start[0]], segment_options[start[1]]
+    st.session_state[scoring.token_key] = token_ratio
+    st.session_state[scoring.segment_key] = segment_ratio
+    st.caption(f"One step per {'(layer, token) pair' if layers > 1 else 'prompt token'} "
+               f"and per segment of {segments}; at least "
+               f"{default_min_segments(segments)} segments kept per token.")
     selection = select_masks(token_scores, segment_scores, token_ratio, segment_ratio,
                              rounding=scoring.rounding)
     kept = int(selection.segment_mask.sum())
     pairs = "(layer, token) pairs" if scoring.masks_per_block else "tokens"
-    st.metric("Kept token × segment entries", f"{kept} / {selection.segment_mask.numel()}",
+    left, right = st.columns(2)
+    left.metric("Kept token × segment entries", f"{kept} / {selection.segment_mask.numel()}",
               help=f"{pairs} kept: {selection.num_kept_tokens} of "
                    f"{selection.token_mask.numel()}")
-    left, right = st.columns([3, 2])
-    preview = (layer_mask_preview(selection.segment_mask.numpy()) if scoring.masks_per_block
-               else mask_preview(selection.token_mask.numpy(), selection.segment_mask.numpy()))
-    left.plotly_chart(preview, key="mask-preview")
     if not (store.run_dir(scoring.run_id) / "adapter").is_dir():
         right.caption("Effective parameters and accuracy: available once the run has its "
                       "adapter.")

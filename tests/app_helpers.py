@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -32,3 +33,22 @@ def open_page(page: str | None = None) -> AppTest:
 
 def by_label(widgets, label: str):
     return next(w for w in widgets if w.label == label)
+
+
+def set_prune_ratios(app: AppTest, token: float | None = None,
+                     segment: float | None = None) -> AppTest:
+    """Move the Pruning page's sliders (drawn in the browser, so set where the page keeps
+    their values) for the selected run, and rerun."""
+    run_id = by_label(app.selectbox, "Run").value
+    if token is not None:
+        app.session_state[f"token_ratio:{run_id}"] = token
+    if segment is not None:
+        app.session_state[f"segment_ratio:{run_id}"] = segment
+    return app.run()
+
+
+def mask_slider_data(app: AppTest) -> dict:
+    """The data the Pruning page sent to its browser-side sliders."""
+    element = next(e for e in app.main if getattr(e, "type", None) == "bidi_component"
+                   and e.proto.component_name == "e2vpt.mask_slider")
+    return json.loads(element.proto.json)

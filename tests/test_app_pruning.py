@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from app_helpers import by_label, open_page, private_store
+from app_helpers import (
+    by_label,
+    mask_slider_data,
+    open_page,
+    private_store,
+    set_prune_ratios,
+)
 from streamlit.testing.v1 import AppTest
 
 from app.pruning_state import (
@@ -69,7 +75,7 @@ def test_the_page_shows_the_live_snapshot_heatmaps(store, trained):
     assert any("live snapshot from training, step" in c.value for c in app.caption)
     titles = _chart_titles(app)
     assert "Segment importance" in titles and "Token importance" in titles
-    assert "Mask preview: 16 of 16 segments kept" in titles
+    assert mask_slider_data(app)["start"] == [0, 0]  # the preview: nothing pruned yet
     live = store.load_tensors(trained[1], "importance_live")
     per_layer = next(json.loads(chart.proto.spec)["data"][0] for chart in app.get("plotly_chart")
                      if "per layer" in json.dumps(chart.proto.spec))
@@ -98,10 +104,12 @@ def test_the_token_slider_updates_the_preview_and_the_parameter_count(store, tra
     app = open_page("pruning.py")
     assert _metric(app, "Kept token × segment entries") == "16 / 16"
     full = int(_metric(app, "Effective parameters").replace(",", ""))
-    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    set_prune_ratios(app, token=0.5)
     assert not app.exception, app.exception
     assert _metric(app, "Kept token × segment entries") == "8 / 16"
-    assert "Mask preview: 8 of 16 segments kept" in _chart_titles(app)
+    data = mask_slider_data(app)  # the browser's preview starts where the page's state is
+    assert data["token_ratios"][data["start"][0]] == 0.5 and not data["per_block"]
+    assert data["token_masks"][data["start"][0]][0].count(1) == 2
     layers, _, width = load_adapter(store.run_dir(trained[1]) / "adapter").visual_prompts.shape
     pruned = full - int(_metric(app, "Effective parameters").replace(",", ""))
     assert pruned == 2 * width * layers  # two of four tokens, in every prompted layer
@@ -109,8 +117,8 @@ def test_the_token_slider_updates_the_preview_and_the_parameter_count(store, tra
 
 def test_rewind_queues_a_job_with_the_chosen_ratios(store, trained):
     app = open_page("pruning.py")
-    by_label(app.select_slider, "Token prune ratio").set_value(0.25).run()
-    by_label(app.select_slider, "Segment prune ratio").set_value(0.5).run()
+    set_prune_ratios(app, token=0.25)
+    set_prune_ratios(app, segment=0.5)
     by_label(app.selectbox, "Mode").set_value("remove").run()
     by_label(app.number_input, "Rewind epochs").set_value(2).run()
     by_label(app.radio, "Token scores").set_value("segments").run()
@@ -189,10 +197,11 @@ def test_a_run_with_masks_per_block_previews_masks_per_layer(tiny_backbone, tmp_
     app = open_page("pruning.py")
     assert _metric(app, "Kept token × segment entries") == "32 / 32"  # 2 layers × 4 × 4
     full = int(_metric(app, "Effective parameters").replace(",", ""))
-    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    set_prune_ratios(app, token=0.5)
     assert not app.exception, app.exception
     assert _metric(app, "Kept token × segment entries") == "16 / 32"
-    assert "Mask preview per layer: 4 of 8 tokens, 16 of 32 segments kept" in _chart_titles(app)
+    data = mask_slider_data(app)
+    assert data["per_block"] and sum(map(sum, data["token_masks"][data["start"][0]])) == 4
     width = load_adapter(store.run_dir(result.run_id) / "adapter").visual_prompts.shape[-1]
     pruned = full - int(_metric(app, "Effective parameters").replace(",", ""))
     assert pruned == 4 * width  # four (layer, token) pairs, each in its own layer
@@ -219,8 +228,8 @@ def test_token_scores_can_be_the_summed_segment_scores(store, trained):
 
 def test_sliders_step_one_token_and_one_segment(store, trained):
     app = open_page("pruning.py")
-    for label in ("Token prune ratio", "Segment prune ratio"):  # P = R = 4, floor 1 of 4
-        assert by_label(app.select_slider, label).options == ["0 %", "25 %", "50 %", "75 %"]
+    data = mask_slider_data(app)  # P = R = 4, floor 1 of 4
+    assert data["token_ratios"] == data["segment_ratios"] == [0.0, 0.25, 0.5, 0.75]
     assert 0.25 in ratio_options(8, default_min_segments(8))  # the demo's R = 8
     assert ratio_options(16, default_min_segments(16)) == [k / 16 for k in range(13)]
     assert ratio_options(10, 1) == [k / 10 for k in range(10)]
@@ -228,7 +237,7 @@ def test_sliders_step_one_token_and_one_segment(store, trained):
 
 def test_the_preview_shows_the_masks_accuracy_without_retraining(store, trained):
     app = open_page("pruning.py")
-    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    set_prune_ratios(app, token=0.5)
     by_label(app.radio, "Evaluate with").set_value("remove").run()
     assert not app.exception, app.exception
     shown = _metric(app, "Top-1 without retraining")
@@ -265,7 +274,7 @@ def test_scores_are_read_once_per_version_of_their_files(store, trained):
 
 def test_a_mask_is_evaluated_once_it_stayed_under_the_sliders(store, trained):
     app = open_page("pruning.py")
-    by_label(app.select_slider, "Token prune ratio").set_value(0.75).run()
+    set_prune_ratios(app, token=0.75)
     token, segment, _ = app.session_state[f"mask:{trained[1]}"]
 
     def asked() -> tuple[str, float] | None:  # the result, if the pass was ever started
@@ -284,7 +293,7 @@ def test_a_mask_is_evaluated_once_it_stayed_under_the_sliders(store, trained):
 
 def test_random_mask_controls_queue_three_seeded_rewinds(store, trained):
     app = open_page("pruning.py")
-    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    set_prune_ratios(app, token=0.5)
     by_label(app.button, "Random-mask controls").click().run()
     assert not app.exception and not app.error
     payloads = [json.loads(p) for p in store.jobs()["payload"]]

@@ -8,7 +8,7 @@ import json
 import sqlite3
 
 import pytest
-from app_helpers import by_label, open_page
+from app_helpers import by_label, open_page, set_prune_ratios
 from streamlit.proto.Metric_pb2 import Metric
 
 from app.pruning_state import prompt_runs
@@ -197,7 +197,7 @@ def test_pruning_names_the_run_recomputes_and_shows_fewer_parameters_as_a_gain(
     compute_run_importance(store, run_id, max_batches=1)
     app.run()
     assert by_label(app.button, "Recompute full-pass importance") is not None
-    by_label(app.select_slider, "Token prune ratio").set_value(0.5).run()
+    set_prune_ratios(app, token=0.5)
     metric = next(m for m in app.metric if m.label == "Effective parameters")
     assert metric.delta.startswith("-")
     assert Metric.MetricColor.Name(metric.proto.color) == "GREEN"  # fewer is the gain

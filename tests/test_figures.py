@@ -61,26 +61,6 @@ def test_importance_figures_pass_scores_through():
     assert _is_empty(figures.layer_importance_heatmap(np.zeros((0, 3))))
 
 
-def test_mask_preview_prunes_whole_rows_of_pruned_tokens():
-    figure = figures.mask_preview([1, 0, 1], [[1, 1, 0, 1], [1, 1, 1, 1], [0, 1, 1, 1]])
-    kept = np.asarray(figure.data[0].z)
-    assert kept.tolist() == [[1, 1, 0, 1], [0, 0, 0, 0], [0, 1, 1, 1]]
-    assert np.asarray(figure.data[0].text)[1].tolist() == ["pruned"] * 4
-    assert "6 of 12" in figure.layout.title.text
-    assert _is_empty(figures.mask_preview([], []))
-
-
-def test_layer_mask_preview_counts_kept_segments_per_layer_and_token():
-    segments = np.ones((2, 3, 4))
-    segments[0, 1] = 0.0  # token 1 pruned in layer 0
-    segments[1, 2, :2] = 0.0
-    figure = figures.layer_mask_preview(segments)
-    assert np.asarray(figure.data[0].z).tolist() == [[4, 0, 4], [4, 4, 2]]
-    assert figure.layout.title.text == ("Mask preview per layer: 5 of 6 tokens, "
-                                        "18 of 24 segments kept")
-    assert _is_empty(figures.layer_mask_preview(np.zeros((0, 3, 4))))
-
-
 def test_poincare_disk_draws_the_unit_circle_and_one_trace_per_class():
     disk = np.array([[0.1, 0.2], [-0.5, 0.3], [0.7, -0.1], [0.0, 0.9]])
     figure = figures.poincare_disk(disk, [0, 1, 0, 2], indices=[10, 11, 12, 13],
