@@ -36,6 +36,10 @@ def _add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str)
                         help="one token / segment mask per prompt layer instead of shared")
     parser.add_argument("--adapter-bottleneck", type=int, default=PromptConfig.adapter_bottleneck,
                         help="bottleneck width of adapter and adapter-plus")
+    parser.add_argument("--adapter-drop-path", type=float,
+                        default=PromptConfig.adapter_drop_path,
+                        help="adapter-plus: per-sample drop rate of the adapter branch in "
+                             "training")
     parser.add_argument("--lora-rank", type=int, default=PromptConfig.lora_rank)
     parser.add_argument("--lora-alpha", type=float, default=PromptConfig.lora_alpha,
                         help="LoRA updates are scaled by alpha / rank")
@@ -49,7 +53,8 @@ def _prompt_config(args: argparse.Namespace) -> PromptConfig:
         kv_prompt_len=args.kv_prompt_len, kv_sharing=args.kv_sharing,
         num_segments=args.num_segments, segment_layout=args.segment_layout,
         prompt_dropout=args.prompt_dropout, masks_per_block=args.masks_per_block,
-        adapter_bottleneck=args.adapter_bottleneck, lora_rank=args.lora_rank,
+        adapter_bottleneck=args.adapter_bottleneck,
+        adapter_drop_path=args.adapter_drop_path, lora_rank=args.lora_rank,
         lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
     )
 

@@ -65,8 +65,9 @@ class PromptConfig:
 
     `lora_rank` (r), `lora_alpha` (α, update scale α/r) and `lora_targets` (comma-separated
     subset of `LORA_TARGETS`, canonical order) configure `lora`; `adapter_bottleneck` is the
-    width of `adapter` and `adapter-plus` (8: Adapter+'s default on ViT-B). Like
-    `adapter_bottleneck`, they are ignored by other methods.
+    width of `adapter` and `adapter-plus` (8: Adapter+'s default on ViT-B), and
+    `adapter_drop_path` the rate at which training drops `adapter-plus`'s branch per sample
+    (0.1, Adapter+'s recipe). Like `adapter_bottleneck`, they are ignored by other methods.
     """
 
     method: str = "e2vpt"
@@ -83,6 +84,7 @@ class PromptConfig:
     masks_per_block: bool = False
     trainable_masks: bool = False
     adapter_bottleneck: int = 8
+    adapter_drop_path: float = 0.1
     mlp_hidden_dim: int | None = None
     lora_rank: int = 8
     lora_alpha: float = 8.0
@@ -102,10 +104,10 @@ class PromptConfig:
         self.kv_prompt_len = self._resolve_length(
             "kv_prompt_len", self.kv_prompt_len, KV_PROMPT_METHODS, DEFAULT_KV_PROMPT_LEN
         )
-        if not 0.0 <= self.prompt_dropout < 1.0:
-            raise ValueError(
-                f"PromptConfig.prompt_dropout={self.prompt_dropout!r} must be in [0, 1)"
-            )
+        for rate in ("prompt_dropout", "adapter_drop_path"):
+            if not 0.0 <= getattr(self, rate) < 1.0:
+                raise ValueError(
+                    f"PromptConfig.{rate}={getattr(self, rate)!r} must be in [0, 1)")
         for flag in ("masks_per_block", "trainable_masks"):
             if not isinstance(getattr(self, flag), bool):
                 raise ValueError(

@@ -30,7 +30,8 @@ from e2vpt_core.train.config import DEFAULT_BACKBONE
 BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Directory")
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
 # PromptConfig fields of LoRA and the adapters, set on the form only for their methods.
-PEFT_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "adapter_bottleneck")
+PEFT_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "adapter_bottleneck",
+               "adapter_drop_path")
 # The run this tab's live view shows; `train_run` is the one it started (Pruning opens it).
 FOLLOWED = "followed_run"
 
@@ -107,7 +108,14 @@ def peft_inputs(method: str) -> dict:
                                                 1e4, default.lora_alpha)),
             lora_targets=",".join(st.multiselect("LoRA on", LORA_TARGETS,
                                                  default.lora_target_names)))
-    if method in ("adapter", "adapter-plus"):
+    if method == "adapter-plus":
+        left, right = st.columns(2)
+        return dict(
+            adapter_bottleneck=int(left.number_input("Adapter bottleneck", 1, 4096,
+                                                     default.adapter_bottleneck)),
+            adapter_drop_path=float(right.number_input(
+                "Adapter drop-path rate", 0.0, 0.95, default.adapter_drop_path, 0.05)))
+    if method == "adapter":
         return dict(adapter_bottleneck=int(st.number_input(
             "Adapter bottleneck", 1, 4096, default.adapter_bottleneck)))
     return {}

@@ -69,7 +69,9 @@ def test_the_new_methods_are_offered_with_the_others(method):
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_each_method_trains_exactly_its_parameters(name, images):
-    model = create_model(tiny_vit(drop_rate=0.5, drop_path_rate=0.5), 5, _config(name))
+    # Adapter+'s own drop-path off: what is checked is that the backbone's never trains
+    fields = {"adapter_drop_path": 0.0} if name == "adapter-plus" else {}
+    model = create_model(tiny_vit(drop_rate=0.5, drop_path_rate=0.5), 5, _config(name, **fields))
     assert {n for n, p in model.named_parameters() if p.requires_grad} == EXPECTED[name]
     assert not any(p.requires_grad for p in model.backbone.parameters())
     model.train()
@@ -168,6 +170,28 @@ def test_adapter_plus_acts_on_each_blocks_output_and_starts_near_identity(images
                                    rtol=0, atol=1e-12)
 
 
+def test_adapter_plus_drops_its_branch_per_sample_in_training_only():
+    from e2vpt_core.models.peft_layers import AdapterPlus
+
+    torch.manual_seed(0)
+    adapter = AdapterPlus(16, 4, drop_path=0.5).double()
+    torch.nn.init.normal_(adapter.up.weight)
+    x = torch.randn(400, 3, 16, dtype=torch.double)
+    branch = adapter.up(adapter.act(adapter.down(x))) * adapter.scale  # (B, N, d)
+    adapter.eval()
+    torch.testing.assert_close(adapter(x), x + branch, rtol=0, atol=0)
+    adapter.train()
+    delta = adapter(x) - x
+    dropped = delta.flatten(1).abs().amax(1) == 0  # per sample: all of it or none
+    kept = ~dropped
+    torch.testing.assert_close(delta[kept], branch[kept] / 0.5)  # kept: scaled by 1/(1 - p)
+    assert 0.4 < dropped.double().mean() < 0.6
+    model = create_model(tiny_vit(), 5, PromptConfig("adapter-plus", adapter_drop_path=0.2))
+    assert model.post_adapters[0].drop_path.drop_prob == 0.2
+    none = create_model(tiny_vit(), 5, PromptConfig("adapter-plus", adapter_drop_path=0.0))
+    assert isinstance(none.post_adapters[0].drop_path, torch.nn.Identity)
+
+
 @pytest.fixture(scope="module")
 def vit_b_meta() -> VisionTransformer:
     with torch.device("meta"):
@@ -262,6 +286,8 @@ def test_adapter_plus_on_swin_acts_on_every_block_output(tmp_path):
     ({"lora_targets": "qkv,q"}, "lora_targets"),
     ({"lora_targets": ["qkv"]}, "lora_targets"),
     ({"adapter_bottleneck": 0}, "adapter_bottleneck"),
+    ({"adapter_drop_path": 1.0}, "adapter_drop_path"),
+    ({"adapter_drop_path": -0.1}, "adapter_drop_path"),
 ])
 def test_bad_settings_are_refused_by_name(fields, message):
     with pytest.raises(ValueError, match=f"PromptConfig.{message}"):
@@ -287,7 +313,8 @@ def test_cli_flags_reach_the_model(tiny_backbone, capsys):
     # the stored backbone: 2 blocks of width 48, MLP 192
     assert summary["trainable_params"] == 2 * 4 * ((48 + 144) + (192 + 48)) + 48 * 10 + 10
     assert main(["params", "--backbone", tiny_backbone, "--method", "adapter-plus",
-                 "--adapter-bottleneck", "2", "--num-classes", "10", "--json"]) == 0
+                 "--adapter-bottleneck", "2", "--adapter-drop-path", "0.2",
+                 "--num-classes", "10", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["trainable_params"] == 2 * (2 * 48 * 2 + 2 + 2 * 48) + 48 * 10 + 10
 
@@ -298,6 +325,7 @@ def test_the_train_page_sets_lora_and_adapter_widths(tmp_path, monkeypatch):
     app = open_page()
     by_label(app.selectbox, "Method").set_value("adapter-plus").run()
     assert by_label(app.number_input, "Adapter bottleneck").value == 8
+    assert by_label(app.number_input, "Adapter drop-path rate").value == 0.1
     assert not any(w.label == "LoRA rank r" for w in app.number_input)
     by_label(app.selectbox, "Method").set_value("lora").run()
     by_label(app.number_input, "LoRA rank r").set_value(4).run()

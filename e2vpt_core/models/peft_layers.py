@@ -19,7 +19,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from timm.layers import Mlp
+from timm.layers import DropPath, Mlp
 from torch import nn
 
 from ..config import PromptConfig
@@ -73,10 +73,13 @@ class AdapterPlus(nn.Module):
 
     No layer norm inside; a learned per-channel scale s (init 1); Houlsby init (weights from
     a normal with std 0.01 truncated at ±2 std, biases 0), so a block starts near the
-    identity (its output moves by products of two such weights), not exactly at it."""
+    identity (its output moves by products of two such weights), not exactly at it. In
+    training the branch is dropped per sample at rate `drop_path` (stochastic depth on the
+    adapter, as Adapter+ trains; the kept ones are scaled by 1 / (1 - rate))."""
 
-    def __init__(self, width: int, bottleneck: int) -> None:
+    def __init__(self, width: int, bottleneck: int, drop_path: float = 0.0) -> None:
         super().__init__()
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.down = nn.Linear(width, bottleneck)
         self.act = nn.GELU()
         self.up = nn.Linear(bottleneck, width)
@@ -86,7 +89,7 @@ class AdapterPlus(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.up(self.act(self.down(x))) * self.scale
+        return x + self.drop_path(self.up(self.act(self.down(x))) * self.scale)
 
 
 class BlockTuner(nn.ModuleDict):

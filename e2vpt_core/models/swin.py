@@ -106,8 +106,8 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         self.post_adapters: nn.ModuleList | None = None
         if config.method == "adapter-plus":
             self.post_adapters = nn.ModuleList(
-                nn.ModuleList(AdapterPlus(width, config.adapter_bottleneck)
-                              for _ in range(depth))
+                nn.ModuleList(AdapterPlus(width, config.adapter_bottleneck,
+                                          config.adapter_drop_path) for _ in range(depth))
                 for depth, width in zip(self.stage_depths, self.stage_widths, strict=True)
             )
         self._select_trainable()

@@ -102,7 +102,8 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         self.post_adapters: nn.ModuleList | None = None
         if config.method == "adapter-plus":
             self.post_adapters = nn.ModuleList(
-                AdapterPlus(width, config.adapter_bottleneck) for _ in range(depth)
+                AdapterPlus(width, config.adapter_bottleneck, config.adapter_drop_path)
+                for _ in range(depth)
             )
         # (depth, P) key/value scales and logit biases while `column_probes()` is open.
         self._column_probes: ColumnProbe | None = None
