@@ -161,13 +161,21 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         page.screenshot(path=str(shots / "pruning-live.png"))
 
         kept = page.get_by_test_id("stMetricValue").first
-        before = kept.inner_text()
-        page.get_by_role("slider").first.focus()
+        preview = page.get_by_test_id("mask-kept")  # drawn in the browser, no round trip
+        before, previewed = kept.inner_text(), preview.inner_text()
+        page.get_by_role("slider", name="Token prune ratio").focus()
         for _ in range(5):
             page.keyboard.press("ArrowRight")
+        _wait_until(lambda: preview.inner_text() != previewed, 5,
+                    "the browser's mask preview to follow the token slider")
         _wait_until(lambda: kept.inner_text() != before, 30,
-                    "the mask preview to follow the token slider")
+                    "the kept-entries metric to follow the released slider")
         assert int(kept.inner_text().split("/")[0]) < int(before.split("/")[0])
+        page.get_by_role("slider", name="Segment prune ratio").focus()
+        for _ in range(2):  # the demo's R = 8: two steps are its own 25 %
+            page.keyboard.press("ArrowRight")
+        ratios = page.locator(".mask-slider .segment-value")
+        _wait_until(lambda: ratios.inner_text() == "25 %", 5, "segment ratio 25 % selected")
 
         _wait_until(lambda: store.get_run(e2vpt)["status"] == "completed", 300,
                     "the demo's E²VPT run to complete")
@@ -176,6 +184,9 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         _wait_until(rewind.is_enabled, 30, "the Rewind button to be enabled")
         rewind.click()
         page.get_by_text("Queued 1 rewind job(s)").wait_for(timeout=30_000)
+        legend = page.locator(".js-plotly-plot .legendtext")
+        _wait_until(lambda: "parent (unpruned)" in legend.all_text_contents(), 60,
+                    "the parent at ratio 0 on the trade-off chart")
         page.screenshot(path=str(shots / "pruning.png"))
         rewinds = store.jobs()
         assert (rewinds["kind"] == "rewind").sum() == 2  # the demo's and this one
