@@ -10,19 +10,17 @@ import timm
 import torch
 from timm.models import load_state_dict
 from timm.models.swin_transformer import SwinTransformer
-from timm.models.swin_transformer import checkpoint_filter_fn as swin_checkpoint_filter
 from timm.models.vision_transformer import VisionTransformer
-from timm.models.vision_transformer import checkpoint_filter_fn as vit_checkpoint_filter
 
 from ..catalog import BUILTIN_BACKBONES
 from ..config import PromptConfig
 from .ssl import is_moco_v3_state, moco_v3_encoder_state
 from .swin import PromptedSwin
 from .vit import PromptedViT
+from .weights import load_backbone_state
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
-_WEIGHTLESS_PREFIXES = ("head.",)
 
 
 def create_model(
@@ -169,37 +167,6 @@ def load_backbone_checkpoint(model: torch.nn.Module, checkpoint_path: str | os.P
     if is_moco_v3_state(state):
         state = moco_v3_encoder_state(state)
     load_backbone_state(model, state, path)
-
-
-def load_backbone_state(
-    model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | os.PathLike
-) -> None:
-    """Load a backbone state dict through timm's filters; only classifier keys may differ."""
-    if isinstance(model, VisionTransformer):
-        state = vit_checkpoint_filter(state, model)
-    elif isinstance(model, SwinTransformer):
-        state = swin_checkpoint_filter(state, model)
-    state = {k: v for k, v in state.items() if not k.startswith(_WEIGHTLESS_PREFIXES)}
-    expected = model.state_dict()
-    wrong_shapes = [
-        f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-        for key, value in state.items()
-        if key in expected and tuple(value.shape) != tuple(expected[key].shape)
-    ]
-    if wrong_shapes:
-        raise ValueError(
-            f"checkpoint {source} does not match the backbone's shapes: "
-            + "; ".join(wrong_shapes[:5])
-        )
-    result = model.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith(_WEIGHTLESS_PREFIXES)]
-    unexpected = list(result.unexpected_keys)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {source} does not fit the backbone: missing keys {missing[:8]}"
-            f"{' …' if len(missing) > 8 else ''}, unexpected keys {unexpected[:8]}"
-            f"{' …' if len(unexpected) > 8 else ''}"
-        )
 
 
 def _strip_wrappers(key: str) -> str:

@@ -25,6 +25,8 @@ import torch
 from timm.models import load_state_dict
 from timm.models.vision_transformer import VisionTransformer
 
+from .weights import load_backbone_state
+
 MOCO_ENCODER_PREFIX = "base_encoder."
 _DDP_PREFIX = "module."
 # MAE pretraining keys that the average-pooled encoder does not use.
@@ -68,8 +70,6 @@ def load_moco_v3_checkpoint(model: torch.nn.Module, path: str | os.PathLike) -> 
     tensors and plain containers); any key or shape mismatch outside the classifier is an
     error naming the keys, as in `load_backbone_checkpoint`.
     """
-    from .factory import load_backbone_state
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"MoCo v3 checkpoint not found: {path}")
@@ -99,8 +99,6 @@ def create_mae_backbone(
     from `checkpoint_path` (MAE's own `.pth` or a timm file) or, with `pretrained`, from
     timm's source for `name`.
     """
-    from .factory import load_backbone_state
-
     model_args = {"global_pool": "avg", "fc_norm": True, **model_args}
     model = timm.create_model(name, pretrained=False, num_classes=0, **model_args)
     if checkpoint_path is not None:

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .data import build_loaders, epoch_seed
 from .evaluate import evaluate
 from .optim import build_optimizer, build_scheduler
+from .tracker import ImportanceTracker
 
 ProgressFn = Callable[[dict[str, Any]], None]
 
@@ -208,8 +209,6 @@ def _build(config: TrainConfig, store: RunStore, run_id: str, rank: int) -> _Ses
         trained = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch.cuda.current_device()] if device.type == "cuda" else None)
     # Live importance: a running average of |dL/dmask| for the app's heatmaps.
-    from ..prune.importance import ImportanceTracker  # imported here: prune imports train
-
     tracker = ImportanceTracker(decay=0.9) if model.visual_prompts is not None else None
     return _Session(config, store, run_id, model, trained, optimizer, scheduler, train_loader,
                     sampler, eval_loaders, num_classes, device,
