@@ -22,10 +22,14 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # Names that are not timm's, each a directory in timm's hub layout (config.json with the
 # architecture, model args and pretrained config, plus model.safetensors).
 # builtin-vit-tiny-scenes, the default, continues builtin-vit-tiny's fractal pretraining on
-# glyph scenes; the fractal-only one stays for comparison (see docs/BENCHMARKS.md).
+# glyph scenes; -layout continues the default with the CLS layout target (--layout-weight);
+# the fractal-only one stays for comparison (see docs/BENCHMARKS.md).
 BUILTIN_DESCRIPTIONS: dict[str, str] = {
     "builtin-vit-tiny-scenes": "a small ViT pretrained offline on fractals, then glyph scenes "
     "(letters and symbols, no digits) (the default)",
+    "builtin-vit-tiny-layout": "the default continued on glyph scenes with its CLS token also "
+    "reconstructing where the ink is (experimental: reads position, counting, digits and "
+    "texture better; not yet measured with every method)",
     "builtin-vit-tiny": "the same ViT after its fractal pretraining only (the first default; "
     "reads the built-in tasks far worse)",
 }

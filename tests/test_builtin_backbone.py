@@ -62,3 +62,18 @@ def test_the_glyph_scene_backbone_continues_the_fractal_one_and_loads_offline():
     fractal = create_model("builtin-vit-tiny", 4, PromptConfig("e2vpt"), pretrained=True)
     assert not torch.equal(scenes.backbone.blocks[5].mlp.fc1.weight,
                            fractal.backbone.blocks[5].mlp.fc1.weight)
+
+
+def test_the_layout_backbone_continues_the_scenes_one_with_its_cls_layout_target():
+    directory = BUILTIN_BACKBONES["builtin-vit-tiny-layout"]
+    recipe = json.loads((directory / "recipe.json").read_text())
+    parent = json.loads((BUILTIN_BACKBONES["builtin-vit-tiny-scenes"] / "recipe.json")
+                        .read_text())
+    assert recipe["complete"] and recipe["args"]["layout_weight"] > 0
+    assert recipe["continuation_of"]["recipe"]["total_steps"] == parent["total_steps"]
+    assert "foreground" in recipe["data"]["targets"]
+    assert not set("0123456789") & set(recipe["data"]["glyphs"])
+    layout = create_model("builtin-vit-tiny-layout", 4, PromptConfig("e2vpt"), pretrained=True)
+    scenes = create_model("builtin-vit-tiny-scenes", 4, PromptConfig("e2vpt"), pretrained=True)
+    assert not torch.equal(layout.backbone.blocks[0].attn.qkv.weight,
+                           scenes.backbone.blocks[0].attn.qkv.weight)
