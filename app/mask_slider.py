@@ -10,13 +10,16 @@ kept-entries and parameter metrics, the accuracy without retraining and the rewi
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import streamlit as st
 import torch
 
+from app.pruning_state import ratio_options
 from e2vpt_core.prune import select_masks
+from e2vpt_core.prune.selection import default_min_segments
 
 _HTML = """
 <div class="mask-slider">
@@ -120,12 +123,6 @@ class SliderMasks:
                 "per_block": self.per_block, "segments": len(self.segment_masks[0][0][0]),
                 "start": list(start)}
 
-    def kept(self, token_index: int, segment_index: int) -> int:
-        """Kept token × segment entries at these slider positions (what the JS counts)."""
-        tokens = torch.tensor(self.token_masks[token_index])
-        segments = torch.tensor(self.segment_masks[segment_index])
-        return int((tokens[..., None] * segments).sum())
-
 
 def slider_masks(token_scores: torch.Tensor, segment_scores: torch.Tensor,
                  token_ratios: list[float], segment_ratios: list[float],
@@ -146,6 +143,20 @@ def slider_masks(token_scores: torch.Tensor, segment_scores: torch.Tensor,
         segment_masks.append(as_rows(selection.segment_mask, 3))
     return SliderMasks(list(token_ratios), list(segment_ratios), token_masks, segment_masks,
                        per_block)
+
+
+@functools.lru_cache(maxsize=32)
+def reachable_masks(token_scores: torch.Tensor, segment_scores: torch.Tensor,
+                    rounding: str = "nearest") -> SliderMasks:
+    """`slider_masks` at the ratios the sliders offer (one step per token, or (layer,
+    token) pair for scores (L, P), and per segment), kept per scores object: the page's
+    scores are cached per version of their files and never written, so the fragment's
+    reruns (every few seconds while a run trains) recompute nothing until they change."""
+    layers = token_scores.shape[0] if token_scores.ndim == 2 else 1
+    segments = segment_scores.shape[-1]
+    return slider_masks(token_scores, segment_scores,
+                        ratio_options(token_scores.numel(), layers),
+                        ratio_options(segments, default_min_segments(segments)), rounding)
 
 
 def mask_sliders(key: str, masks: SliderMasks, start: tuple[int, int]) -> tuple[int, int] | None:

@@ -5,8 +5,8 @@ Scores come from the stored full pass when there is one, else from the snapshot 
 writes every few steps, so a running run can be watched. The sliders and the mask
 preview are drawn in the browser from every mask they can reach (`app.mask_slider`), so
 moving a slider costs no round trip; releasing it reruns only their fragment (from scores
-kept until their files change), never the whole page; the whole page reruns when the run's status
-changes (so Rewind is enabled once a watched run completes). Rewinds (and sweeps of
+kept until their files change), never the whole page; the whole page reruns when the
+run's status changes (so Rewind is enabled once a watched run completes). Rewinds (and sweeps of
 them) are queued as jobs for the worker; their finished child runs fill the trade-off
 curve.
 """
@@ -27,7 +27,7 @@ from app.figures import (
     prune_curve,
     token_importance_bar,
 )
-from app.mask_slider import mask_sliders, slider_masks
+from app.mask_slider import mask_sliders, reachable_masks
 from app.names import run_names
 from app.pruning_state import (
     SETTLE,
@@ -139,10 +139,8 @@ def mask_view(store: RunStore, scoring: Scoring) -> None:
     token_scores, segment_scores = found.selection.token, found.selection.segment
     layers = token_scores.shape[0] if scoring.masks_per_block else 1
     segments = segment_scores.shape[-1]
-    token_options = ratio_options(token_scores.numel(), layers)
-    segment_options = ratio_options(segments, default_min_segments(segments))
-    masks = slider_masks(token_scores, segment_scores, token_options, segment_options,
-                         scoring.rounding)
+    masks = reachable_masks(token_scores, segment_scores, scoring.rounding)
+    token_options, segment_options = masks.token_ratios, masks.segment_ratios
     token_ratio, segment_ratio = scoring.ratios()
     start = (_nearest(token_options, token_ratio), _nearest(segment_options, segment_ratio))
     pick = mask_sliders(f"mask-slider:{scoring.run_id}", masks, start)

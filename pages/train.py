@@ -108,17 +108,15 @@ def peft_inputs(method: str) -> dict:
                                                 1e4, default.lora_alpha)),
             lora_targets=",".join(st.multiselect("LoRA on", LORA_TARGETS,
                                                  default.lora_target_names)))
+    if method not in ("adapter", "adapter-plus"):
+        return {}
+    left, right = st.columns(2)
+    values = dict(adapter_bottleneck=int(left.number_input(
+        "Adapter bottleneck", 1, 4096, default.adapter_bottleneck)))
     if method == "adapter-plus":
-        left, right = st.columns(2)
-        return dict(
-            adapter_bottleneck=int(left.number_input("Adapter bottleneck", 1, 4096,
-                                                     default.adapter_bottleneck)),
-            adapter_drop_path=float(right.number_input(
-                "Adapter drop-path rate", 0.0, 0.95, default.adapter_drop_path, 0.05)))
-    if method == "adapter":
-        return dict(adapter_bottleneck=int(st.number_input(
-            "Adapter bottleneck", 1, 4096, default.adapter_bottleneck)))
-    return {}
+        values["adapter_drop_path"] = float(right.number_input(
+            "Adapter drop-path rate", 0.0, 0.95, default.adapter_drop_path, 0.05))
+    return values
 
 
 def build_config(backbone: str, dataset: str, values: dict,

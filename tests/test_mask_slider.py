@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from app.mask_slider import slider_masks
+from app.mask_slider import reachable_masks, slider_masks
 from app.pruning_state import ratio_options
 from e2vpt_core.prune import select_masks
 from e2vpt_core.prune.selection import default_min_segments
@@ -38,7 +38,15 @@ def test_every_slider_position_shows_the_mask_select_masks_gives(shape, rounding
                                   rounding=rounding).segment_mask
             shown = _combined(masks, i, j)
             assert torch.equal(shown, direct if direct.ndim == 3 else direct[None]), (i, j)
-            assert masks.kept(i, j) == int(direct.sum())
+
+
+def test_the_page_reaches_every_ratio_the_sliders_offer_once_per_scores_object():
+    token_scores, segment_scores = torch.rand(3, 4), torch.rand(3, 4, 8)
+    masks = reachable_masks(token_scores, segment_scores, "floor")
+    assert masks.per_block and masks.token_ratios == ratio_options(12, 3)
+    assert masks.segment_ratios == ratio_options(8, default_min_segments(8))
+    assert reachable_masks(token_scores, segment_scores, "floor") is masks  # no recompute
+    assert reachable_masks(token_scores.clone(), segment_scores, "floor") is not masks
 
 
 def test_the_data_sent_to_the_browser_is_json_with_the_start_positions():

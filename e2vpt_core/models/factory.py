@@ -22,7 +22,6 @@ from .weights import load_backbone_state
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-
 def create_model(
     backbone: str | VisionTransformer | SwinTransformer,
     num_classes: int,
