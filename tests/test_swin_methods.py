@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from swin_helpers import tiny_swin
 from timm.models.swin_transformer import SwinTransformer
+from torch.func import functional_call
 
 from e2vpt_core import PromptConfig, create_model
+from e2vpt_core.prune.importance import importance_pass, pick
+from e2vpt_core.prune.noretrain import leave_one_out
 
 DEPTHS, WIDTHS, HEADS = (2, 2), (24, 48), (2, 4)
 LAST = "backbone.layers.1.blocks.1."
@@ -203,3 +208,35 @@ def test_refusals_name_the_problem():
     with pytest.raises(ValueError, match="PromptedSwin needs a timm SwinTransformer"):
         PromptedSwin(VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=1,
                                        num_heads=3), 5, _config("linear"))
+
+
+def test_taylor_and_leave_one_out_score_swin_prompts_and_column_scores_are_refused(images):
+    model = create_model(tiny_swin(), 5, _config("e2vpt", visual_prompt_len=3,
+                                                 kv_prompt_len=1)).double().eval()
+    labels = torch.tensor([0, 1, 2, 3])
+    batches = [(images[:2].double(), labels[:2]), (images[2:].double(), labels[2:])]
+    expected = []
+    for batch, targets in batches:
+        prompts = model.visual_prompts.detach().clone().requires_grad_(True)
+        logits = functional_call(model, {"visual_prompts": prompts}, (batch,))
+        grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, targets),
+                                    prompts)
+        expected.append((grad * prompts.detach()).abs().sum(-1))
+    expected = torch.stack(expected).mean(0).float()  # (first-stage blocks, P)
+    scores = importance_pass(model, batches)
+    torch.testing.assert_close(scores["taylor_layer"], expected)
+    assert "kv" not in scores and "logit" not in scores
+    torch.testing.assert_close(pick(scores, token_scores="taylor").token, expected.sum(0))
+    with pytest.raises(ValueError, match="standard blocks"):
+        pick(scores, token_scores="kv")
+
+    def mean_loss(net) -> float:
+        with torch.no_grad():
+            losses = [torch.nn.functional.cross_entropy(net(x), y) for x, y in batches]
+        return float(torch.stack(losses).mean())
+
+    removed = copy.deepcopy(model)
+    removed.config = removed.config.replace(prune_mode="remove")
+    removed.set_masks(torch.tensor([1.0, 0.0, 1.0]))
+    loo = leave_one_out(model, batches)["loo"]
+    assert loo[1].item() == pytest.approx(mean_loss(removed) - mean_loss(model), rel=1e-4)

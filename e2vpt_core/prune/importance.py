@@ -12,8 +12,9 @@ With masks per block the per-layer keys are the masks' own gradients, and `token
 The token-mask gradient is ~0 for deep prompts (REFERENCE §9), so the same pass also
 stores token scores that act after the pre-norm LayerNorm: `kv` (a mask on the prompt's
 keys and values) and `logit` (a log-mask bias on its attention logits), each as E|grad|,
-signed and per layer like the masks, and `taylor` = E Σ|∂L/∂p ⊙ p| (absolute value
-inside the sum; per layer `taylor_layer`). Exact leave-one-out (`loo`) lives in
+signed and per layer like the masks (ViTs of timm's standard blocks), and `taylor` =
+E Σ|∂L/∂p ⊙ p| (absolute value inside the sum; per layer `taylor_layer`; every prompted
+model, Swin too). Exact leave-one-out (`loo`) lives in
 `noretrain`, stored apart: it costs P + 1 evaluations of the validation split.
 """
 
@@ -96,6 +97,10 @@ def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool 
     keys = _LAYER_KEYS if per_layer else _KEYS
     key = token_key(token_scores, signed, per_layer)
     missing = [k for k in (*keys, key) if k is not None and k not in scores]
+    if token_scores in ("kv", "logit") and key in missing:
+        raise ValueError(f"token_scores={token_scores!r} needs a ViT of timm's standard "
+                         "blocks (it masks the prompts' attention columns); on other "
+                         "backbones use 'taylor', 'segments', 'loo' or 'mask'")
     if missing:
         raise ValueError(f"the importance scores lack {missing}")
     infix = "_layer" if per_layer else ""
@@ -119,28 +124,33 @@ def probes_columns(model: PromptedViT) -> bool:
     return True
 
 
-def signal_values(model: PromptedViT, probes: tuple[torch.Tensor, torch.Tensor],
+def column_values(model: PromptedViT, probes: tuple[torch.Tensor, torch.Tensor],
                   ) -> dict[str, torch.Tensor]:
-    """One backward's post-LayerNorm scores (module doc), from the column probes' and the
-    prompts' gradients; per prompt layer (L, P), and per token (P,) over all layers."""
+    """One backward's `kv` and `logit` scores from the column probes' gradients; per prompt
+    layer (L, P), and per token (P,) over all layers."""
     values = {}
     for name, probe in zip(("kv", "logit"), probes, strict=True):
         grad = probe.grad.detach().float()  # (depth, P): one row per block
         layer = grad if model.config.deep_prompts else grad.sum(0, keepdim=True)
         values.update({name: layer.sum(0).abs(), f"{name}_signed": layer.sum(0),
                        f"{name}_layer": layer.abs(), f"{name}_layer_signed": layer})
+    return values
+
+
+def taylor_values(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """One backward's Σ|∂L/∂p ⊙ p| of the prompts the masks act on: (L, P) and (P,).
+    Needs only the prompts' gradient, so it serves every prompted model (Swin too)."""
     prompts = model.visual_prompts
     contribution = (prompts.grad.detach() * prompts.detach()).abs().sum(-1).float()
-    values.update(taylor=contribution.sum(0), taylor_layer=contribution)
-    return values
+    return {"taylor": contribution.sum(0), "taylor_layer": contribution}
 
 
 def importance_pass(
     model: PromptedViT, loader: DataLoader, device: torch.device | str | None = None,
     max_batches: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """One pass over `loader`: the four mean mask-gradient tensors, the post-LayerNorm
-    scores (for a ViT of standard blocks) and `batches`.
+    """One pass over `loader`: the four mean mask-gradient tensors, `taylor`, the column
+    scores `kv` and `logit` (for a ViT of standard blocks) and `batches`.
 
     The model is scored in eval mode (no prompt dropout) and left as it was: its training
     flag and the gradients of its trainable parameters are restored afterwards.
@@ -164,9 +174,11 @@ def importance_pass(
                 loss = torch.nn.functional.cross_entropy(model(images), labels)
                 loss.backward()
             tracker.update(model)
+            values = taylor_values(model)
             if signal:
-                for key, value in signal_values(model, probes).items():
-                    sums[key] = sums.get(key, 0.0) + value
+                values.update(column_values(model, probes))
+            for key, value in values.items():
+                sums[key] = sums.get(key, 0.0) + value
             model.visual_prompts.grad = None
     finally:
         model.train(was_training)
