@@ -21,15 +21,15 @@ BUILTIN_TASKS: dict[str, str] = {
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 # Names that are not timm's, each a directory in timm's hub layout (config.json with the
 # architecture, model args and pretrained config, plus model.safetensors).
-# builtin-vit-tiny-scenes, the default, continues builtin-vit-tiny's fractal pretraining on
-# glyph scenes; -layout continues the default with the CLS layout target (--layout-weight);
-# the fractal-only one stays for comparison (see docs/BENCHMARKS.md).
+# The lineage: builtin-vit-tiny (fractals) → -scenes (glyph scenes) → -layout, the default
+# (glyph scenes with the CLS layout target, --layout-weight). The ancestors stay for
+# comparison (see docs/BENCHMARKS.md).
 BUILTIN_DESCRIPTIONS: dict[str, str] = {
-    "builtin-vit-tiny-scenes": "a small ViT pretrained offline on fractals, then glyph scenes "
-    "(letters and symbols, no digits) (the default)",
-    "builtin-vit-tiny-layout": "the default continued on glyph scenes with its CLS token also "
-    "reconstructing where the ink is (experimental: reads position, counting, digits and "
-    "texture better; not yet measured with every method)",
+    "builtin-vit-tiny-layout": "a small ViT pretrained offline on fractals, then glyph scenes "
+    "(letters and symbols, no digits) with its CLS token also reconstructing where the ink "
+    "is (the default)",
+    "builtin-vit-tiny-scenes": "the same ViT before the CLS layout target (the previous "
+    "default; reads position near chance)",
     "builtin-vit-tiny": "the same ViT after its fractal pretraining only (the first default; "
     "reads the built-in tasks far worse)",
 }

@@ -109,7 +109,7 @@ def check_hub(config: TrainConfig) -> None:
         raise ValueError(
             f"backbone {config.backbone!r} needs its pretrained weights from {where}, which "
             "cannot be reached, and they are not cached: download them elsewhere and pass "
-            "--checkpoint FILE, or use --random-init or the bundled builtin-vit-tiny-scenes")
+            "--checkpoint FILE, or use --random-init or the bundled builtin-vit-tiny-layout")
 
 
 def memory_total(device: torch.device) -> int:
