@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from torch.func import functional_call
+from score_helpers import direct_taylor
 from torch.utils.data import DataLoader, TensorDataset
 from vit_helpers import tiny_vit
 
@@ -141,14 +141,7 @@ def test_scores_follow_the_kept_columns_in_remove_mode(loader, monkeypatch):
 
 def test_taylor_score_sums_absolute_gradient_times_prompt(loader):
     model = _model()
-    expected = []
-    for images, labels in loader:
-        prompts = model.visual_prompts.detach().clone().requires_grad_(True)
-        logits = functional_call(model, {"visual_prompts": prompts}, (images,))
-        grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, labels),
-                                    prompts)
-        expected.append((grad * prompts.detach()).abs().sum(-1))
-    expected = torch.stack(expected).mean(0).float()
+    expected = direct_taylor(model, loader)
     scores = importance_pass(model, loader)
     torch.testing.assert_close(scores["taylor_layer"], expected)
     torch.testing.assert_close(scores["taylor"], expected.sum(0))

@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
+from score_helpers import direct_taylor
 from swin_helpers import tiny_swin
 from timm.models.swin_transformer import SwinTransformer
-from torch.func import functional_call
 
 from e2vpt_core import PromptConfig, create_model
 from e2vpt_core.prune.importance import importance_pass, pick
@@ -215,14 +215,7 @@ def test_taylor_and_leave_one_out_score_swin_prompts_and_column_scores_are_refus
                                                  kv_prompt_len=1)).double().eval()
     labels = torch.tensor([0, 1, 2, 3])
     batches = [(images[:2].double(), labels[:2]), (images[2:].double(), labels[2:])]
-    expected = []
-    for batch, targets in batches:
-        prompts = model.visual_prompts.detach().clone().requires_grad_(True)
-        logits = functional_call(model, {"visual_prompts": prompts}, (batch,))
-        grad, = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, targets),
-                                    prompts)
-        expected.append((grad * prompts.detach()).abs().sum(-1))
-    expected = torch.stack(expected).mean(0).float()  # (first-stage blocks, P)
+    expected = direct_taylor(model, batches)  # (first-stage blocks, P)
     scores = importance_pass(model, batches)
     torch.testing.assert_close(scores["taylor_layer"], expected)
     assert "kv" not in scores and "logit" not in scores
