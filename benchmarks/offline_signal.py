@@ -97,6 +97,15 @@ def engine_run(task: str, method: str, seed: int, store: RunStore, epochs: int |
     return train_run(config, store).metrics.get("test_top1")
 
 
+def record(row: dict, rows: list[dict], results: Path | None) -> None:
+    """Print a finished row, keep it, and append it to the JSON-lines file if there is one."""
+    print(json.dumps(row), flush=True)
+    rows.append(row)
+    if results:
+        with open(results, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
 def print_table(rows: list[dict], tasks: list[str], columns: list[str]) -> None:
     """Markdown: mean ± sd (n seeds) per task and column."""
     print("| task (chance) | " + " | ".join(columns) + " |")
@@ -152,11 +161,7 @@ def main() -> None:
                     row = {"task": task, "column": column, "seed": seed, "score": score,
                            "epochs": args.epochs, "lr": args.lr, "backbone": args.backbone,
                            "seconds": round(time.perf_counter() - start, 1)}
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
-                    if args.results:
-                        with open(args.results, "a") as f:
-                            f.write(json.dumps(row) + "\n")
+                    record(row, rows, args.results)
     columns = list(dict.fromkeys(r["column"] for r in rows))
     print()
     print_table(rows, args.tasks, columns)

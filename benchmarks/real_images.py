@@ -8,15 +8,14 @@ by 43 people, 8 × 8, 17 grey levels). ``--export-sklearn-digits DIR`` writes it
 tree (800 train / 200 val / 797 test, stratified, seeded), upsampled to 32 × 32 RGB PNGs;
 any other class-per-folder tree with ``train/`` and ``test/`` runs the same way.
 
-    python benchmarks/real_images.py --export-sklearn-digits /tmp/uci-digits
-    python benchmarks/real_images.py --folder /tmp/uci-digits --methods linear e2vpt \
+    python -m benchmarks.real_images --export-sklearn-digits /tmp/uci-digits
+    python -m benchmarks.real_images --folder /tmp/uci-digits --methods linear e2vpt \
         --seeds 0 1 2 --epochs 10 --results real.jsonl
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from benchmarks.offline_signal import record
 from e2vpt_core import PromptConfig
 from e2vpt_core.data.folder import load_folder
 from e2vpt_core.store import RunStore
@@ -135,11 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                 row = {"folder": str(args.folder), "column": column, "seed": seed,
                        "score": score, "epochs": args.epochs, "backbone": args.backbone,
                        "seconds": round(time.perf_counter() - start, 1)}
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                if args.results:
-                    with open(args.results, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+                record(row, rows, args.results)
     print("\n".join(["", *summary(rows)]))
 
 
