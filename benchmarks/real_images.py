@@ -3,10 +3,10 @@ logistic regression and 1-NN on the raw pixels of the same training images.
 
 The issue's real-image check (prompt tuning must clearly beat a pixel logistic regression)
 is run by the planners on sets kept aside. The one real image set on this offline machine
-is scikit-learn's bundled copy of the UCI handwritten digits (1,797 scans of digits written
-by 43 people, 8 × 8, 17 grey levels). ``--export-sklearn-digits DIR`` writes it as a split
-tree (800 train / 200 val / 797 test, stratified, seeded), upsampled to 32 × 32 RGB PNGs;
-any other class-per-folder tree with ``train/`` and ``test/`` runs the same way.
+is scikit-learn's bundled copy of UCI's optdigits (1,797 handwritten digits, 8 × 8, 17 grey
+levels). ``--export-sklearn-digits DIR`` writes it as a split tree (800 train / 200 val /
+797 test, stratified, seeded), upsampled to 32 × 32 RGB PNGs; any other class-per-folder
+tree with ``train/`` and ``test/`` runs the same way.
 
     python -m benchmarks.real_images --export-sklearn-digits /tmp/uci-digits
     python -m benchmarks.real_images --folder /tmp/uci-digits --methods linear e2vpt \
@@ -45,7 +45,6 @@ def export_sklearn_digits(root: Path, seed: int = 0, size: int = 32) -> dict[str
     """Write scikit-learn's digits as ``root/{train,val,test}/<digit>/<index>.png``.
 
     Stratified: each split takes its share of every class. Returns images per split."""
-
     digits = load_digits()
     everything = np.arange(len(digits.target))
     train, rest = train_test_split(everything, train_size=SPLIT_SIZES["train"],
