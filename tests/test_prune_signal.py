@@ -8,7 +8,7 @@ import math
 
 import pytest
 import torch
-from score_helpers import direct_taylor
+from score_helpers import check_mask_score, direct_taylor, per_prompt_layer
 from torch.utils.data import DataLoader, TensorDataset
 from vit_helpers import tiny_vit
 
@@ -102,27 +102,15 @@ def _logit_mask_gradients(model, loader, monkeypatch) -> torch.Tensor:
     return torch.stack(grads)
 
 
-def _per_prompt_layer(model, grads: torch.Tensor) -> torch.Tensor:
-    """Block rows → prompt-layer rows: shallow prompts have one layer in every block."""
-    return grads if model.config.deep_prompts else grads.sum(1, keepdim=True)
-
-
-def _check_mask_score(scores: dict, name: str, layer_grads: torch.Tensor) -> None:
-    torch.testing.assert_close(scores[f"{name}_layer_signed"], layer_grads.mean(0).float())
-    torch.testing.assert_close(scores[f"{name}_layer"], layer_grads.abs().mean(0).float())
-    torch.testing.assert_close(scores[f"{name}_signed"], layer_grads.sum(1).mean(0).float())
-    torch.testing.assert_close(scores[name], layer_grads.sum(1).abs().mean(0).float())
-
-
 @pytest.mark.parametrize("method", ["e2vpt", "vpt-deep", "vpt-shallow"])
 def test_key_value_and_logit_scores_equal_autograd_on_explicit_masks(method, loader,
                                                                      monkeypatch):
     model = _model(method)
     scores = importance_pass(model, loader)
-    kv = _per_prompt_layer(model, _kv_mask_gradients(model, loader))
-    logit = _per_prompt_layer(model, _logit_mask_gradients(model, loader, monkeypatch))
-    _check_mask_score(scores, "kv", kv)
-    _check_mask_score(scores, "logit", logit)
+    kv = per_prompt_layer(model, _kv_mask_gradients(model, loader))
+    logit = per_prompt_layer(model, _logit_mask_gradients(model, loader, monkeypatch))
+    check_mask_score(scores, "kv", kv)
+    check_mask_score(scores, "logit", logit)
     if model.config.deep_prompts:  # the LayerNorm cancels the token mask, not these
         assert scores["kv"].min() > 100 * scores["token"].max()
         assert scores["logit"].min() > 100 * scores["token"].max()
@@ -134,8 +122,8 @@ def test_scores_follow_the_kept_columns_in_remove_mode(loader, monkeypatch):
     token_mask[0, 1] = token_mask[2, 0] = token_mask[2, 3] = 0.0
     model.set_masks(token_mask, torch.ones(3, P, R))
     scores = importance_pass(model, loader)
-    _check_mask_score(scores, "kv", _kv_mask_gradients(model, loader))
-    _check_mask_score(scores, "logit", _logit_mask_gradients(model, loader, monkeypatch))
+    check_mask_score(scores, "kv", _kv_mask_gradients(model, loader))
+    check_mask_score(scores, "logit", _logit_mask_gradients(model, loader, monkeypatch))
     assert torch.all(scores["kv_layer"][token_mask == 0] == 0)
 
 
@@ -269,3 +257,18 @@ def test_stored_leave_one_out_is_scored_on_the_training_split(tiny_backbone, tmp
         torch.testing.assert_close(stored["loo"], leave_one_out(model, train_batches)["loo"])
         assert not torch.allclose(stored["loo"], leave_one_out(model, val_batches)["loo"])
     assert store.has_tensors(run_id, noretrain.LOO)
+
+
+def test_column_scores_are_refused_on_blocks_they_cannot_resequence(loader):
+    from timm.models.vision_transformer import ResPostBlock
+
+    model = create_model(tiny_vit(seed=4, block_fn=ResPostBlock), 4,
+                         PromptConfig("vpt-deep", visual_prompt_len=P, num_segments=R)).double()
+    assert not model.supports_column_probes()
+    scores = importance_pass(model, loader)
+    assert "kv" not in scores and "taylor" in scores
+    with pytest.raises(ValueError, match="standard ViT or Swin blocks"):
+        pick(scores, token_scores="kv")
+    with pytest.raises(ValueError, match="standard vision_transformer.Block; block 0 is "
+                                         "ResPostBlock"):
+        model.column_probes().__enter__()

@@ -1,7 +1,8 @@
 """What every prompted model shares: the trainable set, masks, and parameter summaries.
 
 A subclass provides `backbone`, `config`, `visual_prompts` (the prompts the masks act on),
-`token_mask`, `segment_mask` and `prompt_mask()`.
+`token_mask`, `segment_mask` and `prompt_mask()`, and `_probed_blocks()` for the column
+probes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import nn
 
 from ..config import PromptConfig
-from .layers import expand_segment_mask
+from .layers import ColumnProbe, expand_segment_mask
 
 
 class PromptedModelMixin:
@@ -49,6 +50,8 @@ class PromptedModelMixin:
         # masks; they act in the forward only while that context is open.
         self._layer_probes: tuple[torch.Tensor, torch.Tensor] | None = None
         self._probing = False
+        # (blocks, P) key/value scales and logit biases while `column_probes()` is open.
+        self._column_probes: ColumnProbe | None = None
 
     def train(self, mode: bool = True) -> nn.Module:
         """Only the prompt dropout trains: the backbone stays in eval mode."""
@@ -189,6 +192,50 @@ class PromptedModelMixin:
         self.token_mask.grad = self.segment_mask.grad = None
         for probe in self._layer_probes or ():
             probe.grad = None
+
+    # ------------------------------------------------------------- column probes
+    def _probed_blocks(self) -> int:
+        """How many blocks the column probes act in (raises ValueError where they cannot)."""
+        raise NotImplementedError
+
+    def supports_column_probes(self) -> bool:
+        """Whether `column_probes()` applies: visual prompts in blocks it can re-sequence."""
+        if self.visual_prompts is None:
+            return False
+        try:
+            self._probed_blocks()
+        except ValueError:
+            return False
+        return True
+
+    @contextmanager
+    def column_probes(self) -> Iterator[ColumnProbe]:
+        """Probes on the prompt tokens' attention columns, (blocks, P) each, with
+        gradients: a key/value scale (ones) and a logit bias (zeros, a log-mask).
+
+        They act after the pre-norm LayerNorm, which cancels a whole-token mask, so their
+        gradients can rank deep prompts. The forward is unchanged while they are open."""
+        if self.visual_prompts is None:
+            raise ValueError("the model has no visual prompts to probe")
+        shape = (self._probed_blocks(), self.prompt_len)
+        device = self.visual_prompts.device
+        self._column_probes = ColumnProbe(
+            torch.ones(shape, device=device, requires_grad=True),
+            torch.zeros(shape, device=device, requires_grad=True))
+        try:
+            yield self._column_probes
+        finally:
+            self._column_probes = None
+
+    def _prompt_probe(self, block: int) -> ColumnProbe | None:
+        """Block `block`'s probes of the prompt tokens it holds (only the kept ones in
+        `remove` mode), or None while `column_probes()` is closed."""
+        if self._column_probes is None:
+            return None
+        layer = block if self.config.deep_prompts else 0
+        tokens = (self.layer_kept_tokens()[layer] if self.config.prune_mode == "remove"
+                  else slice(None))
+        return ColumnProbe(*(probe[block][tokens] for probe in self._column_probes))
 
     # ------------------------------------------------------------------ summaries
     def backbone_parameter_count(self) -> int:

@@ -156,6 +156,12 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         """The masks act on the first stage's prompts (same semantics as PromptedViT)."""
         return self.stage_widths[0]
 
+    def _probed_blocks(self) -> int:
+        """Column probes act where the masks do: in the first stage's blocks."""
+        for b, block in enumerate(self.backbone.layers[0].blocks):
+            check_swin_block(block, f"layers.0.blocks.{b}", "column probes")
+        return self.stage_depths[0]
+
     # --------------------------------------------------------------------- forward
     def stage_prompts(self) -> list[list[torch.Tensor]]:
         """Per stage, per prompt layer, (P, d_s) prompts: the first stage's masked (and in
@@ -194,11 +200,12 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                     prompts = self._batch_prompts(stage_prompts[s][b], x)
                 kv_prompt = self._kv_prompt(s, b)
                 adapter = None if self.adapters is None else self.adapters[s][b]
+                probe = self._prompt_probe(b) if s == 0 else None
                 if prompts is None and kv_prompt is None and adapter is None:
                     x = block(x)
                 else:
                     x, prompts = prompted_swin_block(
-                        block, x, prompts, kv_prompt, adapter, self.config.kv_position
+                        block, x, prompts, kv_prompt, adapter, self.config.kv_position, probe
                     )
                 if self.post_adapters is not None:
                     x = self.post_adapters[s][b](x)

@@ -20,6 +20,8 @@ from timm.models.swin_transformer import (
 )
 from torch import nn
 
+from .layers import ColumnProbe
+
 
 def check_swin_block(block: nn.Module, name: str, needs: str) -> None:
     """Prompts are inserted by re-sequencing timm's `SwinTransformerBlock`; refuse others."""
@@ -65,17 +67,22 @@ def prompted_window_attention(
     num_prompts: int,
     kv_prompt: tuple[torch.Tensor, torch.Tensor] | None,
     kv_position: str = "before",
+    probe: ColumnProbe | None = None,
 ) -> torch.Tensor:
     """timm `WindowAttention.forward` on windows that begin with `num_prompts` prompt tokens.
 
     windows: (B·nW, P + N, C), window-major within each image (timm's `window_partition`
     order); shift_mask: (nW, N, N) of 0 / -100 or None. Key order: [KV prompts; visual
     prompts; patches] ("before") or [visual prompts; patches; KV prompts] ("after").
+    `probe`: (P,) key/value scales and logit biases of the visual prompts' columns.
     """
     count, length, _ = windows.shape
     heads = attn.num_heads
     qkv = attn.qkv(windows).reshape(count, length, 3, heads, -1).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each (B·nW, H, P + N, d_h)
+    if probe is not None:
+        scale = torch.cat([probe.scale.to(k.dtype), k.new_ones(length - num_prompts)])
+        k, v = k * scale[:, None], v * scale[:, None]
 
     bias = relative_position_bias(attn)  # (H, N, N)
     if shift_mask is not None:
@@ -92,6 +99,9 @@ def prompted_window_attention(
             k, v = torch.cat([k, key_prompt], dim=2), torch.cat([v, value_prompt], dim=2)
             right = key_prompt.shape[2]
     bias = F.pad(bias, (left, right, num_prompts, 0))  # prompt rows / columns get 0
+    if probe is not None:  # the same logit bias for every query of a prompt's column
+        before, after = left - num_prompts, length - num_prompts + right
+        bias = bias + F.pad(probe.bias.to(bias.dtype), (before, after))
     if shift_mask is not None:  # per window: (nW, ...) → (B·nW, ...), as timm does
         bias = bias.unsqueeze(0).expand(count // num_windows, -1, -1, -1, -1).flatten(0, 1)
 
@@ -110,10 +120,12 @@ def prompted_swin_block(
     kv_prompt: tuple[torch.Tensor, torch.Tensor] | None,
     adapter: nn.Module | None,
     kv_position: str = "before",
+    probe: ColumnProbe | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """timm `SwinTransformerBlock.forward` with visual prompts, KV prompts and an adapter.
 
-    x: (B, H, W, C) patches; prompts: (B, P, C) or None. Returns both, updated. Prompts share
+    x: (B, H, W, C) patches; prompts: (B, P, C) or None; `probe`: the prompts' column probes.
+    Returns both, updated. Prompts share
     the block's norms, MLP and residuals with the patches; only inside attention are they
     copied per window (and their outputs averaged over windows).
     """
@@ -136,7 +148,8 @@ def prompted_swin_block(
         windows = torch.cat([copies.reshape(-1, num_prompts, channels), windows], dim=1)
 
     out = prompted_window_attention(
-        block.attn, windows, num_windows, shift_mask, num_prompts, kv_prompt, kv_position
+        block.attn, windows, num_windows, shift_mask, num_prompts, kv_prompt, kv_position,
+        probe if num_prompts else None,
     )
     prompt_out = out[:, :num_prompts].reshape(batch, num_windows, num_prompts, channels).mean(1)
     out = out[:, num_prompts:].reshape(-1, win_h, win_w, channels)

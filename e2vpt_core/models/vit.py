@@ -9,8 +9,6 @@ are stripped before the final norm and pooling.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
@@ -105,8 +103,6 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 AdapterPlus(width, config.adapter_bottleneck, config.adapter_drop_path)
                 for _ in range(depth)
             )
-        # (depth, P) key/value scales and logit biases while `column_probes()` is open.
-        self._column_probes: ColumnProbe | None = None
         self._select_trainable()
         self.backbone.eval()
 
@@ -117,40 +113,21 @@ class PromptedViT(PromptedModelMixin, nn.Module):
     def _prompt_width(self) -> int:
         return self.backbone.embed_dim
 
-    @contextmanager
-    def column_probes(self) -> Iterator[ColumnProbe]:
-        """Probes on the prompt tokens' attention columns in every block, (depth, P) each,
-        with gradients: a key/value scale (ones) and a logit bias (zeros, a log-mask).
-
-        They act after the pre-norm LayerNorm, which cancels a whole-token mask, so their
-        gradients can rank deep prompts. The forward is unchanged while they are open."""
-        if self.visual_prompts is None:
-            raise ValueError("the model has no visual prompts to probe")
+    def _probed_blocks(self) -> int:
         for index, block in enumerate(self.backbone.blocks):
             check_standard_block(block, index, "column probes")
-        shape = (len(self.backbone.blocks), self.prompt_len)
-        device = self.visual_prompts.device
-        self._column_probes = ColumnProbe(
-            torch.ones(shape, device=device, requires_grad=True),
-            torch.zeros(shape, device=device, requires_grad=True))
-        try:
-            yield self._column_probes
-        finally:
-            self._column_probes = None
+        return len(self.backbone.blocks)
 
-    def _block_probe(self, index: int, length: int, num_prompts: int,
-                     kept: list[torch.Tensor]) -> ColumnProbe | None:
-        """Block `index`'s probe over its `length` columns: the probes of the prompt tokens
-        now in x (the kept ones in `remove` mode), identity elsewhere."""
-        if self._column_probes is None or not num_prompts:
+    def _block_probe(self, index: int, length: int, num_prompts: int) -> ColumnProbe | None:
+        """Block `index`'s probe over its `length` columns: the prompt tokens' probes,
+        identity on the prefix and the patches."""
+        prompt = self._prompt_probe(index)
+        if prompt is None or not num_prompts:
             return None
-        layer = index if self.config.deep_prompts else 0
-        tokens = kept[layer] if self.config.prune_mode == "remove" else slice(None)
-        scale, bias = (probe[index][tokens] for probe in self._column_probes)
         prefix, rest = self.num_prefix_tokens, length - self.num_prefix_tokens - num_prompts
         return ColumnProbe(
-            torch.cat([scale.new_ones(prefix), scale, scale.new_ones(rest)]),
-            torch.cat([bias.new_zeros(prefix), bias, bias.new_zeros(rest)]))
+            torch.cat([prompt.scale.new_ones(prefix), prompt.scale, prompt.scale.new_ones(rest)]),
+            torch.cat([prompt.bias.new_zeros(prefix), prompt.bias, prompt.bias.new_zeros(rest)]))
 
     # --------------------------------------------------------------------- forward
     def _kv_prompt(self, index: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -181,7 +158,6 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         x = backbone.norm_pre(x)
 
         prompts = [] if self.visual_prompts is None else self.layer_visual_prompts()
-        kept = self.layer_kept_tokens() if self._column_probes is not None else []
         num_prompts = 0  # prompt tokens now in x, after the prefix
         for index, block in enumerate(backbone.blocks):
             if prompts and (index == 0 or self.config.deep_prompts):
@@ -190,7 +166,7 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 num_prompts = layer_prompts.shape[0]
             kv_prompt = self._kv_prompt(index)
             adapter = None if self.adapters is None else self.adapters[index]
-            probe = self._block_probe(index, x.shape[1], num_prompts, kept)
+            probe = self._block_probe(index, x.shape[1], num_prompts)
             run = None if self.tuners is None else self.tuners[index].run
             if kv_prompt is None and adapter is None and probe is None and run is None:
                 x = block(x)

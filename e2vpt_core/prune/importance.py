@@ -12,7 +12,8 @@ With masks per block the per-layer keys are the masks' own gradients, and `token
 The token-mask gradient is ~0 for deep prompts (REFERENCE §9), so the same pass also
 stores token scores that act after the pre-norm LayerNorm: `kv` (a mask on the prompt's
 keys and values) and `logit` (a log-mask bias on its attention logits), each as E|grad|,
-signed and per layer like the masks (ViTs of timm's standard blocks), and `taylor` =
+signed and per layer like the masks (ViTs of timm's standard blocks; on Swin in the first
+stage's blocks, where the masks act), and `taylor` =
 E Σ|∂L/∂p ⊙ p| (absolute value inside the sum; per layer `taylor_layer`; every prompted
 model, Swin too). Exact leave-one-out (`loo`) lives in
 `noretrain`, stored apart: it costs P + 1 evaluations of the validation split.
@@ -27,8 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..artifacts import load_adapter
-from ..models.layers import check_standard_block
-from ..models.vit import PromptedViT
+from ..models.common import PromptedModelMixin
 from ..store import RunStore
 from ..train import TrainConfig, resolve_device
 from ..train.data import build_loaders, epoch_seed, eval_loader
@@ -98,7 +98,7 @@ def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool 
     key = token_key(token_scores, signed, per_layer)
     missing = [k for k in (*keys, key) if k is not None and k not in scores]
     if token_scores in ("kv", "logit") and key in missing:
-        raise ValueError(f"token_scores={token_scores!r} needs a ViT of timm's standard "
+        raise ValueError(f"token_scores={token_scores!r} needs timm's standard ViT or Swin "
                          "blocks (it masks the prompts' attention columns); on other "
                          "backbones use 'taylor', 'segments', 'loo' or 'mask'")
     if missing:
@@ -112,19 +112,7 @@ def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool 
     return Importance(token, segment, signed, batches)
 
 
-def probes_columns(model: PromptedViT) -> bool:
-    """Whether the post-LayerNorm scores apply: a ViT of timm's standard blocks."""
-    if not isinstance(model, PromptedViT):
-        return False
-    try:
-        for index, block in enumerate(model.backbone.blocks):
-            check_standard_block(block, index, "column probes")
-    except ValueError:
-        return False
-    return True
-
-
-def column_values(model: PromptedViT, probes: tuple[torch.Tensor, torch.Tensor],
+def column_values(model: PromptedModelMixin, probes: tuple[torch.Tensor, torch.Tensor],
                   ) -> dict[str, torch.Tensor]:
     """One backward's `kv` and `logit` scores from the column probes' gradients; per prompt
     layer (L, P), and per token (P,) over all layers."""
@@ -146,11 +134,11 @@ def taylor_values(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def importance_pass(
-    model: PromptedViT, loader: DataLoader, device: torch.device | str | None = None,
+    model: PromptedModelMixin, loader: DataLoader, device: torch.device | str | None = None,
     max_batches: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """One pass over `loader`: the four mean mask-gradient tensors, `taylor`, the column
-    scores `kv` and `logit` (for a ViT of standard blocks) and `batches`.
+    scores `kv` and `logit` (where `supports_column_probes()`) and `batches`.
 
     The model is scored in eval mode (no prompt dropout) and left as it was: its training
     flag and the gradients of its trainable parameters are restored afterwards.
@@ -162,7 +150,7 @@ def importance_pass(
     saved_grads = {name: p.grad for name, p in model.trainable_parameters()}
     for _, param in model.trainable_parameters():
         param.grad = None  # backward would add into a saved tensor in place
-    tracker, signal, sums = ImportanceTracker(), probes_columns(model), {}
+    tracker, signal, sums = ImportanceTracker(), model.supports_column_probes(), {}
     model.eval()
     try:
         for index, (images, labels) in enumerate(loader):
@@ -194,7 +182,7 @@ def importance_pass(
 
 
 def compute_importance(
-    model: PromptedViT, loader: DataLoader, signed: bool = False, normalize: bool = False,
+    model: PromptedModelMixin, loader: DataLoader, signed: bool = False, normalize: bool = False,
     device: torch.device | str | None = None, max_batches: int | None = None,
     token_scores: str = "mask",
 ) -> Importance:
