@@ -4,11 +4,15 @@ prompts' own gradient (Σ|g ⊙ p|), and explicit removal (leave-one-out)."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
-from score_helpers import check_mask_score, direct_taylor, per_prompt_layer
+from score_helpers import (
+    check_column_scores,
+    check_kept_column_scores,
+    direct_taylor,
+    kv_mask_gradients,
+    logit_mask_gradients,
+)
 from torch.utils.data import DataLoader, TensorDataset
 from vit_helpers import tiny_vit
 
@@ -46,85 +50,36 @@ def _prompt_columns(model, block: int) -> list[int]:
 
 
 def _kv_mask_gradients(model, loader) -> torch.Tensor:
-    """(batches, depth, P) dL/dm for an explicit mask m multiplying the prompts' key and
-    value rows, placed by a forward hook on every block's qkv projection."""
-    width = model.backbone.embed_dim
-    grads = []
-    for images, labels in loader:
-        mask = torch.ones(len(model.backbone.blocks), P, dtype=torch.double,
-                          requires_grad=True)
-        handles = []
-        for index, block in enumerate(model.backbone.blocks):
-            def hook(_module, _inputs, output, index=index, mask=mask):
-                columns = _prompt_columns(model, index)
-                rows = torch.stack([mask[index, token] for token in columns])
-                rest = output.shape[1] - PREFIX - len(columns)
-                scale = torch.cat([torch.ones(PREFIX, dtype=output.dtype), rows,
-                                   torch.ones(rest, dtype=output.dtype)])
-                return torch.cat([output[..., :width], output[..., width:] * scale[:, None]],
-                                 dim=-1)
-            handles.append(block.attn.qkv.register_forward_hook(hook))
-        try:
-            loss = torch.nn.functional.cross_entropy(model(images), labels)
-            grads.append(torch.autograd.grad(loss, mask)[0])
-        finally:
-            for handle in handles:
-                handle.remove()
-    return torch.stack(grads)
+    """(batches, depth, P) dL/dm for an explicit mask m on the prompts' key and value rows
+    of every block."""
+    projections = [block.attn.qkv for block in model.backbone.blocks]
+    return kv_mask_gradients(model, loader, projections,
+                             lambda index: _prompt_columns(model, index), PREFIX)
 
 
 def _logit_mask_gradients(model, loader, monkeypatch) -> torch.Tensor:
-    """(batches, depth, P) dL/dm for log m added to the prompts' attention logits, in a
-    hand-written softmax attention that replaces scaled_dot_product_attention."""
-    grads = []
-    for images, labels in loader:
-        mask = torch.ones(len(model.backbone.blocks), P, dtype=torch.double,
-                          requires_grad=True)
-        calls = []
-
-        def attention(q, k, v, attn_mask=None, dropout_p=0.0, calls=calls, mask=mask, **_):
-            block = len(calls)
-            calls.append(block)
-            extra = k.shape[2] - q.shape[2]  # key-value prompt columns, joined before
-            bias = torch.zeros(k.shape[2], dtype=q.dtype)
-            start = extra + PREFIX
-            columns = _prompt_columns(model, block)
-            logs = torch.stack([mask[block, token].log() for token in columns])
-            bias = torch.cat([bias[:start], logs, bias[start + len(columns):]])
-            logits = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + bias
-            return logits.softmax(-1) @ v
-
-        monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
-        loss = torch.nn.functional.cross_entropy(model(images), labels)
-        monkeypatch.undo()
-        assert len(calls) == len(model.backbone.blocks)
-        grads.append(torch.autograd.grad(loss, mask)[0])
-    return torch.stack(grads)
+    """(batches, depth, P) dL/dm for log m added to the prompts' attention logits."""
+    return logit_mask_gradients(model, loader, len(model.backbone.blocks),
+                                lambda index: _prompt_columns(model, index), monkeypatch,
+                                PREFIX)
 
 
 @pytest.mark.parametrize("method", ["e2vpt", "vpt-deep", "vpt-shallow"])
 def test_key_value_and_logit_scores_equal_autograd_on_explicit_masks(method, loader,
                                                                      monkeypatch):
     model = _model(method)
-    scores = importance_pass(model, loader)
-    kv = per_prompt_layer(model, _kv_mask_gradients(model, loader))
-    logit = per_prompt_layer(model, _logit_mask_gradients(model, loader, monkeypatch))
-    check_mask_score(scores, "kv", kv)
-    check_mask_score(scores, "logit", logit)
-    if model.config.deep_prompts:  # the LayerNorm cancels the token mask, not these
-        assert scores["kv"].min() > 100 * scores["token"].max()
-        assert scores["logit"].min() > 100 * scores["token"].max()
+    check_column_scores(model, importance_pass(model, loader),
+                        _kv_mask_gradients(model, loader),
+                        _logit_mask_gradients(model, loader, monkeypatch))
 
 
 def test_scores_follow_the_kept_columns_in_remove_mode(loader, monkeypatch):
     model = _model(prune_mode="remove", masks_per_block=True)
     token_mask = torch.ones(3, P)
     token_mask[0, 1] = token_mask[2, 0] = token_mask[2, 3] = 0.0
-    model.set_masks(token_mask, torch.ones(3, P, R))
-    scores = importance_pass(model, loader)
-    check_mask_score(scores, "kv", _kv_mask_gradients(model, loader))
-    check_mask_score(scores, "logit", _logit_mask_gradients(model, loader, monkeypatch))
-    assert torch.all(scores["kv_layer"][token_mask == 0] == 0)
+    check_kept_column_scores(model, token_mask, loader,
+                             lambda: _kv_mask_gradients(model, loader),
+                             lambda: _logit_mask_gradients(model, loader, monkeypatch))
 
 
 def test_taylor_score_sums_absolute_gradient_times_prompt(loader):
