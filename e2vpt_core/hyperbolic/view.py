@@ -157,7 +157,8 @@ def embedding_view(
     view = EmbeddingView(run_id, split, disk, ball, labels, indices, table, settings, digest,
                          timings, cached)
     store.update_summary(run_id, **{f"hyperbolic_{split}": {
-        "settings_hash": digest, **{key: _number(value) for key, value in view.figures().items()}}})
+        "settings_hash": digest, **{key: _number(value) for key, value in view.figures().items()},
+        "seconds": {key: round(value, 2) for key, value in timings.items()}}})
     return view
 
 
