@@ -15,6 +15,7 @@ from vit_helpers import write_backbone_dir
 
 from e2vpt_core import PromptConfig, create_model, load_adapter, save_adapter
 from e2vpt_core.models import PromptedSwin
+from e2vpt_core.prune import prune_run
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
 
@@ -112,6 +113,13 @@ def test_train_run_on_a_tiny_swin_directory(tmp_path):
     init = store.load_tensors(result.run_id, "init")
     assert set(init) >= {"visual_prompts", "later_visual_prompts.0", "kv_prompts.0"}
     assert not torch.equal(model.visual_prompts.detach(), init["visual_prompts"])
+
+    pruned = prune_run(store, result.run_id, 0.5, token_scores="kv", evaluate=True,
+                       mode="remove")  # a column score, stored and read back on Swin
+    kv = store.load_tensors(result.run_id, "importance")["kv"]
+    assert pruned["token_scores"] == "kv" and kv.shape == (2,)
+    assert pruned["kept_tokens"] == [int(kv.argmax())]
+    assert 0 <= pruned["val_top1_masked"] <= 100
 
 
 def test_cli_trains_a_swin_backbone(tmp_path, capsys):
