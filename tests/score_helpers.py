@@ -73,11 +73,13 @@ def kv_mask_gradients(model: torch.nn.Module,
 def logit_mask_gradients(model: torch.nn.Module,
                          batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                          probed_blocks: int, prompt_tokens: Callable[[int], list[int]],
-                         monkeypatch, prefix: int = 0) -> torch.Tensor:
+                         monkeypatch, attention_calls: int,
+                         prefix: int = 0) -> torch.Tensor:
     """(batches, probed_blocks, P) dL/dm for log m added to the prompt tokens' attention
     logit columns, in a hand-written softmax attention replacing
-    scaled_dot_product_attention; the first `probed_blocks` attention calls are probed,
-    block i holding `prompt_tokens(i)` after the key-value prompts and `prefix` columns."""
+    scaled_dot_product_attention; the first `probed_blocks` of the forward's
+    `attention_calls` calls are probed, block i holding `prompt_tokens(i)` after the
+    key-value prompts and `prefix` columns."""
     grads = []
     for images, labels in batches:
         mask = torch.ones(probed_blocks, model.prompt_len, dtype=torch.double,
@@ -88,7 +90,7 @@ def logit_mask_gradients(model: torch.nn.Module,
                       mask=mask, **_):
             block = len(calls)
             calls.append(block)
-            logits = q @ k.transpose(-2, -1) * (scale or q.shape[-1] ** -0.5)
+            logits = q @ k.transpose(-2, -1) * (q.shape[-1] ** -0.5 if scale is None else scale)
             if attn_mask is not None:
                 logits = logits + attn_mask
             if block < probed_blocks:
@@ -103,7 +105,7 @@ def logit_mask_gradients(model: torch.nn.Module,
         monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
         loss = torch.nn.functional.cross_entropy(model(images), labels)
         monkeypatch.undo()
-        assert len(calls) >= probed_blocks
+        assert len(calls) == attention_calls
         grads.append(torch.autograd.grad(loss, mask)[0])
     return torch.stack(grads)
 

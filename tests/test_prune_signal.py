@@ -59,9 +59,10 @@ def _kv_mask_gradients(model, loader) -> torch.Tensor:
 
 def _logit_mask_gradients(model, loader, monkeypatch) -> torch.Tensor:
     """(batches, depth, P) dL/dm for log m added to the prompts' attention logits."""
-    return logit_mask_gradients(model, loader, len(model.backbone.blocks),
+    blocks = len(model.backbone.blocks)
+    return logit_mask_gradients(model, loader, blocks,
                                 lambda index: _prompt_columns(model, index), monkeypatch,
-                                PREFIX)
+                                attention_calls=blocks, prefix=PREFIX)
 
 
 @pytest.mark.parametrize("method", ["e2vpt", "vpt-deep", "vpt-shallow"])

@@ -54,7 +54,8 @@ def _logit_mask_gradients(model, batches, monkeypatch) -> torch.Tensor:
     """(batches, first-stage blocks, P) dL/dm for log m added to the prompts' logit columns
     of every window of the first stage's blocks."""
     return logit_mask_gradients(model, batches, model.stage_depths[0],
-                                lambda index: _prompt_tokens(model, index), monkeypatch)
+                                lambda index: _prompt_tokens(model, index), monkeypatch,
+                                attention_calls=sum(model.stage_depths))
 
 
 @pytest.mark.parametrize("method", ["e2vpt", "vpt-deep", "vpt-shallow"])

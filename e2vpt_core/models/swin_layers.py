@@ -125,9 +125,9 @@ def prompted_swin_block(
     """timm `SwinTransformerBlock.forward` with visual prompts, KV prompts and an adapter.
 
     x: (B, H, W, C) patches; prompts: (B, P, C) or None; `probe`: the prompts' column probes.
-    Returns both, updated. Prompts share
-    the block's norms, MLP and residuals with the patches; only inside attention are they
-    copied per window (and their outputs averaged over windows).
+    Returns both, updated. Prompts share the block's norms, MLP and residuals with the
+    patches; only inside attention are they copied per window (and their outputs averaged
+    over windows).
     """
     batch, height, width, channels = x.shape
     num_prompts = 0 if prompts is None else prompts.shape[1]
