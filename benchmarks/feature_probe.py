@@ -31,14 +31,21 @@ REPRESENTATIONS = ("pixels", "cls", "patches", "blocks", "grid")
 
 
 @torch.no_grad()
-def representations(backbone: torch.nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
+def block_tokens(backbone: torch.nn.Module, images: np.ndarray) -> list[torch.Tensor]:
+    """All tokens (B, 1 + N, D) entering block 1, then after every block."""
     x = backbone.norm_pre(backbone._pos_embed(backbone.patch_embed(
         to_input(images, torch.device("cpu")))))
-    per_block = []
+    tokens = [x]
     for block in backbone.blocks:
-        x = block(x)
-        per_block.append(x[:, 0])
-    x = backbone.norm(x)
+        tokens.append(x := block(x))
+    return tokens
+
+
+@torch.no_grad()
+def representations(backbone: torch.nn.Module, images: np.ndarray) -> dict[str, np.ndarray]:
+    tokens = block_tokens(backbone, images)
+    per_block = [x[:, 0] for x in tokens[1:]]
+    x = backbone.norm(tokens[-1])
     patches = x[:, backbone.num_prefix_tokens:]  # (B, N, D)
     return {"pixels": images.reshape(len(images), -1) / 255.0, "cls": x[:, 0].numpy(),
             "patches": patches.mean(1).numpy(), "blocks": torch.cat(per_block, 1).numpy(),

@@ -18,26 +18,18 @@ import argparse
 import numpy as np
 import torch
 
-from benchmarks.feature_probe import probe
+from benchmarks.feature_probe import block_tokens, probe
 from e2vpt_core.data import BUILTIN_TASKS, generate_builtin
 from e2vpt_core.models.factory import build_backbone
-from e2vpt_core.pretrain import to_input
 from e2vpt_core.train.config import DEFAULT_BACKBONE
 
 RANDOM = "random"  # the default architecture, untrained: what the position embedding alone gives
 
 
-@torch.no_grad()
 def patch_tokens_per_block(backbone: torch.nn.Module, images: np.ndarray) -> list[np.ndarray]:
     """The patch tokens entering block 1 and after every block: each (B·N, D)."""
-    x = backbone.norm_pre(backbone._pos_embed(backbone.patch_embed(
-        to_input(images, torch.device("cpu")))))
     start = backbone.num_prefix_tokens
-    tokens = [x[:, start:]]
-    for block in backbone.blocks:
-        x = block(x)
-        tokens.append(x[:, start:])
-    return [t.reshape(-1, t.shape[-1]).numpy() for t in tokens]
+    return [x[:, start:].reshape(-1, x.shape[-1]).numpy() for x in block_tokens(backbone, images)]
 
 
 def token_index_accuracy(backbone: torch.nn.Module, train: np.ndarray,

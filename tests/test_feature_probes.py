@@ -1,4 +1,5 @@
-"""The token-position probe reads a token's grid index from its content, and only from it."""
+"""The frozen-feature probes: what they read is what timm's forward computes, and the
+token-position probe reads a token's grid index from its content, and only from it."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import numpy as np
 import timm
 import torch
 
+from benchmarks.feature_probe import representations
 from benchmarks.token_position_probe import patch_tokens_per_block, token_index_accuracy
 from e2vpt_core.pretrain import to_input
 
@@ -47,3 +49,24 @@ def test_the_probe_reads_the_position_embedding_and_nothing_else():
     assert len(with_position) == len(without) == 3
     assert with_position[0] > 95.0  # chance is 1/16 = 6.25 %
     assert without[0] < 20.0
+
+
+def test_feature_probe_representations_are_timms_final_and_per_block_cls():
+    model = _tiny_vit(1.0)
+    images = _images(3, 3)
+    features = representations(model, images)
+    cls_per_block = []
+    hooks = [block.register_forward_hook(lambda _m, _i, out: cls_per_block.append(out[:, 0]))
+             for block in model.blocks]
+    with torch.no_grad():
+        final = model.forward_features(to_input(images, torch.device("cpu")))
+    for hook in hooks:
+        hook.remove()
+    np.testing.assert_allclose(features["cls"], final[:, 0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features["patches"], final[:, 1:].mean(1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features["grid"], final[:, 1:].flatten(1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(features["blocks"], torch.cat(cls_per_block, 1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(features["pixels"], images.reshape(3, -1) / 255.0)
