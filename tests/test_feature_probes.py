@@ -25,17 +25,24 @@ def _images(count: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (count, 16, 16, 3), dtype=np.uint8)
 
 
-def test_tokens_per_depth_are_the_blocks_outputs_in_patch_order():
-    model = _tiny_vit(1.0)
-    images = _images(3, 0)
-    tokens = patch_tokens_per_block(model, images)
+def _timm_forward(model: torch.nn.Module,
+                  images: np.ndarray) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """timm's own forward_features, and every block's output caught by a hook on the way."""
     outputs = []
     hooks = [block.register_forward_hook(lambda _m, _i, out: outputs.append(out))
              for block in model.blocks]
     with torch.no_grad():
-        model.forward_features(to_input(images, torch.device("cpu")))
+        final = model.forward_features(to_input(images, torch.device("cpu")))
     for hook in hooks:
         hook.remove()
+    return final, outputs
+
+
+def test_tokens_per_depth_are_the_blocks_outputs_in_patch_order():
+    model = _tiny_vit(1.0)
+    images = _images(3, 0)
+    tokens = patch_tokens_per_block(model, images)
+    _, outputs = _timm_forward(model, images)
     assert len(tokens) == 3  # the input to block 1, then after each of the two blocks
     for depth, output in enumerate(outputs, start=1):
         expected = output[:, model.num_prefix_tokens:].reshape(3 * 16, 32)
@@ -55,13 +62,8 @@ def test_feature_probe_representations_are_timms_final_and_per_block_cls():
     model = _tiny_vit(1.0)
     images = _images(3, 3)
     features = representations(model, images)
-    cls_per_block = []
-    hooks = [block.register_forward_hook(lambda _m, _i, out: cls_per_block.append(out[:, 0]))
-             for block in model.blocks]
-    with torch.no_grad():
-        final = model.forward_features(to_input(images, torch.device("cpu")))
-    for hook in hooks:
-        hook.remove()
+    final, outputs = _timm_forward(model, images)
+    cls_per_block = [out[:, 0] for out in outputs]
     np.testing.assert_allclose(features["cls"], final[:, 0].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(features["patches"], final[:, 1:].mean(1).numpy(),
                                rtol=1e-5, atol=1e-6)
