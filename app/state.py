@@ -93,7 +93,7 @@ def format_seconds(seconds: float | None) -> str:
 
 # TrainConfig / PromptConfig field → `e2vpt train` flag (None: a boolean flag, see below).
 _TRAIN_FLAGS = {"backbone": "--backbone", "checkpoint": "--checkpoint",
-                "dataset": "--dataset", "epochs": "--epochs",
+                "dataset": "--dataset", "augment": "--augment", "epochs": "--epochs",
                 "warmup_epochs": "--warmup-epochs", "batch_size": "--batch-size",
                 "seed": "--seed", "grad_clip": "--grad-clip", "num_workers": "--workers",
                 "device": "--device", "base_lr": "--lr", "weight_decay": "--wd",

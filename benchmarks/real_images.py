@@ -39,6 +39,7 @@ from sklearn.preprocessing import StandardScaler
 
 from benchmarks.offline_signal import record
 from e2vpt_core import PromptConfig
+from e2vpt_core.config import AUGMENTATIONS
 from e2vpt_core.data.folder import load_folder
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
@@ -109,8 +110,9 @@ def pixel_reference(root: Path, kind: str, seed: int) -> float:
 
 
 def engine_run(root: Path, method: str, seed: int, store: RunStore, epochs: int | None,
-               backbone: str | None) -> float | None:
+               backbone: str | None, augment: str = "auto") -> float | None:
     changes = {k: v for k, v in (("epochs", epochs), ("backbone", backbone)) if v is not None}
+    changes["augment"] = augment
     config = TrainConfig(dataset=f"folder:{root}", prompt=PromptConfig(method), seed=seed,
                          eval_splits=("test",), device="cpu", **changes)
     return train_run(config, store).metrics.get("test_top1")
@@ -138,6 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=None, help="default: the CLI's")
     parser.add_argument("--backbone", default=None, help="default: the CLI's")
+    parser.add_argument("--augment", default="auto", choices=AUGMENTATIONS,
+                        help="training augmentation; default: the CLI's")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--results", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -161,9 +165,10 @@ def main(argv: list[str] | None = None) -> None:
                     score = pixel_reference(args.folder, column, seed)
                 else:
                     score = engine_run(args.folder, column, seed, store, args.epochs,
-                                       args.backbone)
+                                       args.backbone, args.augment)
                 row = {"folder": str(args.folder), "column": column, "seed": seed,
                        "score": score, "epochs": args.epochs, "backbone": args.backbone,
+                       "augment": args.augment,
                        "seconds": round(time.perf_counter() - start, 1)}
                 record(row, rows, args.results)
     print("\n".join(["", *summary(rows)]))

@@ -16,7 +16,7 @@ import warnings
 from typing import Any
 
 from .cli_store import resolve_store
-from .config import LORA_TARGETS, METHODS, PromptConfig
+from .config import AUGMENTATIONS, LORA_TARGETS, METHODS, PromptConfig
 from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
 
 
@@ -65,6 +65,9 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not load the backbone's pretrained weights")
     parser.add_argument("--dataset", default="builtin:digits",
                         help="builtin:TASK | vtab:/path/vtab-1k/TASK | fgvc:/path | folder:/path")
+    parser.add_argument("--augment", default="auto", choices=AUGMENTATIONS,
+                        help="training augmentation; auto: the dataset kind's recipe (none for "
+                             "builtin and vtab, crop + flip for fgvc and folder)")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--warmup-epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=64)
@@ -83,7 +86,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 def _train_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     values = dict(
         backbone=args.backbone, checkpoint=args.checkpoint, pretrained=not args.random_init,
-        dataset=args.dataset, prompt=_prompt_config(args), epochs=args.epochs,
+        dataset=args.dataset, augment=args.augment, prompt=_prompt_config(args),
+        epochs=args.epochs,
         warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, seed=args.seed,
         grad_clip=args.grad_clip, num_workers=args.workers, device=args.device,
         amp=not args.no_amp,

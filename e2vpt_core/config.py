@@ -28,6 +28,9 @@ KV_PROMPT_METHODS = ("e2vpt",)
 VIT_ONLY_METHODS = ("lora", "ssf")
 # The linear layers of a ViT block LoRA may adapt (`PromptConfig.lora_targets`).
 LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
+# Training augmentation (`TrainConfig.augment`, data/transforms.py): `auto` is the dataset
+# kind's recipe; the others override it.
+AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
 
 _CHOICES = {
     "method": METHODS,

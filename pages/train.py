@@ -15,6 +15,7 @@ from app.names import config_name, run_names
 from app.state import format_seconds, get_store, progress, start_worker
 from e2vpt_core.catalog import BUILTIN_DESCRIPTIONS, BUILTIN_TASKS
 from e2vpt_core.config import (
+    AUGMENTATIONS,
     KV_PROMPT_METHODS,
     LORA_TARGETS,
     METHODS,
@@ -54,14 +55,21 @@ def backbone_input() -> tuple[str, str | None]:
     return st.text_input("Backbone directory (config.json + model.safetensors)").strip(), None
 
 
-def dataset_input() -> str:
+def dataset_input() -> tuple[str, str]:
+    """The dataset spec and the training augmentation (a built-in task keeps its recipe's)."""
     source = st.radio("Dataset", DATASET_SOURCES, horizontal=True)
     if source == DATASET_SOURCES[0]:
         task = st.selectbox("Task", sorted(BUILTIN_TASKS), format_func=lambda t:
                             f"{t}: {BUILTIN_TASKS[t]}")
-        return f"builtin:{task}"
-    return st.text_input("Dataset spec", placeholder="vtab:/data/vtab-1k/cifar",
+        return f"builtin:{task}", "auto"
+    spec = st.text_input("Dataset spec", placeholder="vtab:/data/vtab-1k/cifar",
                          help="vtab:/path/vtab-1k/TASK, fgvc:/path/ROOT or folder:/path").strip()
+    augment = st.selectbox("Training augmentation", AUGMENTATIONS,
+                           help="auto: the recipe of the spec's kind (none for vtab, random "
+                                "crop + horizontal flip for fgvc and folder trees). Choose "
+                                "crop or none where a mirror image is another class "
+                                "(digits, text, arrows).")
+    return spec, augment
 
 
 def method_inputs() -> dict:
@@ -128,7 +136,7 @@ def build_config(backbone: str, dataset: str, values: dict,
                                      masks_per_block=values.get("masks_per_block", False),
                                      **{k: values[k] for k in PEFT_FIELDS if k in values})
     config = TrainConfig(backbone=backbone, checkpoint=checkpoint, dataset=dataset,
-                         prompt=prompt,
+                         augment=values.get("augment", "auto"), prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],
                          base_lr=values["base_lr"], weight_decay=values["weight_decay"],
                          seed=values["seed"], preset=values.get("preset"))
@@ -230,8 +238,8 @@ followed = st.container()  # filled last, so a run started below is followed up 
 quick_demo(store, first_run=store.runs().empty)
 with st.container(border=True):
     backbone, checkpoint = backbone_input()
-    dataset = dataset_input()
-    values = method_inputs()
+    dataset, augment = dataset_input()
+    values = {**method_inputs(), "augment": augment}
     if st.button("Start", type="primary"):
         try:
             start(store, build_config(backbone, dataset, values, checkpoint))

@@ -10,6 +10,7 @@ import zipfile
 import pytest
 import torch
 from app_helpers import by_label, open_page
+from data_fixtures import make_folder_tree
 
 from app.state import (
     adapter_zip,
@@ -120,6 +121,19 @@ def test_start_queues_a_job_and_follows_its_run(store):
     assert store.get_job(int(jobs["id"][0]))["status"] == "cancelled"
 
 
+def test_a_folder_tree_run_takes_the_chosen_augmentation(store, tmp_path):
+    tree = make_folder_tree(tmp_path / "tree", {"left": 6, "right": 6})
+    app = open_page()
+    by_label(app.radio, "Dataset").set_value("Dataset on disk").run()
+    by_label(app.text_input, "Dataset spec").input(f"folder:{tree}").run()
+    by_label(app.selectbox, "Training augmentation").set_value("crop").run()
+    by_label(app.number_input, "Batch size").set_value(4).run()
+    by_label(app.button, "Start").click().run()
+    assert not app.exception and not app.error
+    config = store.get_run(store.jobs()["run_id"][0])["config"]
+    assert (config["dataset"], config["augment"]) == (f"folder:{tree}", "crop")
+
+
 def test_train_page_shows_a_runs_progress(store):
     run_id = _stored_run(store)
     app = open_page()
@@ -171,6 +185,7 @@ def test_budget_page_lists_every_method_with_its_budget(store):
      "prompt": PromptConfig("e2vpt", visual_prompt_len=3, kv_prompt_len=1,
                             kv_sharing="separate")},
     {"prompt": PromptConfig("bias"), "batch_size": 16, "grad_clip": 1.0, "amp": False},
+    {"augment": "crop"},
     {"prompt": PromptConfig("vpt-deep", masks_per_block=True)},
     {"prompt": PromptConfig("lora", lora_rank=4, lora_alpha=2.5, lora_targets="qkv,fc2")},
     {"prompt": PromptConfig("adapter-plus", adapter_bottleneck=16)},

@@ -100,3 +100,56 @@ def test_bad_inputs_are_rejected() -> None:
         build_transform("vtab", {**CONFIG, "input_size": "big"}, train=False)
     with pytest.raises(DatasetError, match="lacks 'std'"):
         build_transform("vtab", {k: v for k, v in CONFIG.items() if k != "std"}, train=False)
+
+
+def _mirror_pair() -> tuple[Image.Image, Image.Image]:
+    """An asymmetric image (a bar on the left) and its mirror image."""
+    pixels = np.zeros((32, 32, 3), np.uint8)
+    pixels[4:28, 2:10] = 255
+    image = Image.fromarray(pixels)
+    return image, image.transpose(Image.FLIP_LEFT_RIGHT)
+
+
+@pytest.mark.parametrize("augment", ["crop", "none"])
+def test_augment_overrides_drop_the_flip_of_a_folder_tree(augment: str) -> None:
+    tf = build_transform("folder:/unused", CONFIG, train=True, augment=augment)
+    assert not any(isinstance(t, T.RandomHorizontalFlip) for t in tf.transforms)
+    image, mirrored = _mirror_pair()
+    torch.manual_seed(0)
+    outs = [tf(image) for _ in range(16)]
+    left, right = (torch.stack([o[:, :, :112].mean() for o in outs]),
+                   torch.stack([o[:, :, 112:].mean() for o in outs]))
+    assert (left > right).all(), "the bar stays on the left: never mirrored"
+    assert not torch.equal(tf(image), tf(mirrored))
+    if augment == "none":
+        assert all(torch.equal(outs[0], o) for o in outs[1:])
+        assert tuple(tf.transforms[0].size) == (224, 224)
+    else:
+        assert any(not torch.equal(outs[0], o) for o in outs[1:]), "crops still move"
+
+
+def test_auto_keeps_each_kind_s_recipe_and_crop_flip_forces_it() -> None:
+    from e2vpt_core.data.transforms import recipe_augmentation
+
+    assert [recipe_augmentation(k) for k in ("builtin", "vtab", "fgvc", "folder")] == [
+        "none", "none", "crop-flip", "crop-flip"]
+    assert recipe_augmentation("builtin:digits", "crop") == "crop"
+    tf = build_transform("builtin:digits", CONFIG, train=True, augment="crop-flip")
+    assert [type(t) for t in tf.transforms][:3] == [T.Resize, T.RandomCrop,
+                                                    T.RandomHorizontalFlip]
+    eval_tf = build_transform("vtab", CONFIG, train=False, augment="crop")
+    assert isinstance(eval_tf.transforms[1], T.CenterCrop)
+    with pytest.raises(DatasetError, match="unknown augmentation 'rotate'"):
+        build_transform("folder", CONFIG, train=True, augment="rotate")
+
+
+def test_train_config_checks_and_stores_augment() -> None:
+    from e2vpt_core.train import TrainConfig
+
+    config = TrainConfig(dataset="builtin:digits", augment="crop")
+    assert TrainConfig.from_dict(config.to_dict()).augment == "crop"
+    old = config.to_dict()
+    del old["augment"]  # a run stored before the option existed
+    assert TrainConfig.from_dict(old).augment == "auto"
+    with pytest.raises(ValueError, match="augment='flip'"):
+        TrainConfig(augment="flip")

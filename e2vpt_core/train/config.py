@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import OFFICIAL_PROMPT, PromptConfig
+from ..config import AUGMENTATIONS, OFFICIAL_PROMPT, PromptConfig
 
 # The paper's grid (REFERENCE §3): base learning rates and weight decays.
 PAPER_LR_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
@@ -20,6 +20,10 @@ PRESETS = ("official",)
 @dataclass
 class TrainConfig:
     """A run: backbone, data, method and the paper's recipe (SGD, warm-up + cosine).
+
+    `augment` is the training augmentation: `auto` the dataset kind's recipe (none for
+    builtin and VTAB, crop + flip for FGVC and folder trees), else `none`, `crop` or
+    `crop-flip` for data the kind's recipe does not fit.
 
     `seed` drives initialisation, batch order and dropout; `data_seed` picks the generated
     built-in task instance (and a folder's val split), so runs over seeds share their data;
@@ -37,6 +41,7 @@ class TrainConfig:
     pretrained: bool = True
     dataset: str = "builtin:digits"
     train_split: str = "train"
+    augment: str = "auto"
     eval_splits: tuple[str, ...] = ("val", "test")
     prompt: PromptConfig = field(default_factory=PromptConfig)
     epochs: int = 100
@@ -72,6 +77,9 @@ class TrainConfig:
         if self.preset == "official" and self.token_mask is None:  # rewinds fix their masks
             self.prompt = self.prompt.replace(**OFFICIAL_PROMPT)
         self.eval_splits = tuple(self.eval_splits)
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"TrainConfig.augment={self.augment!r} is not allowed; choose one "
+                             f"of {list(AUGMENTATIONS)}")
         for name in ("base_lr", "weight_decay", "momentum", "warmup_epochs", "grad_clip"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, (int, float))

@@ -64,7 +64,8 @@ def eval_loader(
 ) -> DataLoader:
     """A split of the run's dataset with the deterministic eval transform, in order: for
     evaluation, importance scores and embeddings alike."""
-    transform = build_transform(config.dataset, resolve_model_data_config(backbone), train=False)
+    transform = build_transform(config.dataset, resolve_model_data_config(backbone), train=False,
+                                augment=config.augment)
     dataset = load_dataset(config.dataset, split, transform, seed=config.data_seed)
     return DataLoader(dataset, batch_size=batch_size or max(2 * config.batch_size, 64),
                       num_workers=_workers(config), pin_memory=pin_memory)
@@ -84,7 +85,8 @@ def build_loaders(
     pin = device.type == "cuda"
     train_set = load_dataset(
         config.dataset, config.train_split,
-        build_transform(config.dataset, resolve_model_data_config(backbone), train=True),
+        build_transform(config.dataset, resolve_model_data_config(backbone), train=True,
+                        augment=config.augment),
         seed=config.data_seed)
     sampler = EpochBatchSampler(len(train_set), config.batch_size, config.seed, rank, world)
     train_loader = DataLoader(train_set, batch_sampler=sampler, num_workers=workers,
