@@ -67,7 +67,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="builtin:TASK | vtab:/path/vtab-1k/TASK | fgvc:/path | folder:/path")
     parser.add_argument("--augment", default="auto", choices=AUGMENTATIONS,
                         help="training augmentation; auto: the dataset kind's recipe (none for "
-                             "builtin and vtab, crop + flip for fgvc and folder)")
+                             "builtin and vtab, crop + flip for fgvc, crop for folder)")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--warmup-epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -66,9 +66,9 @@ def dataset_input() -> tuple[str, str]:
                          help="vtab:/path/vtab-1k/TASK, fgvc:/path/ROOT or folder:/path").strip()
     augment = st.selectbox("Training augmentation", AUGMENTATIONS,
                            help="auto: the recipe of the spec's kind (none for vtab, random "
-                                "crop + horizontal flip for fgvc and folder trees). Choose "
-                                "crop or none where a mirror image is another class "
-                                "(digits, text, arrows).")
+                                "crop + horizontal flip for fgvc, random crop for folder "
+                                "trees, where a mirror image may be another class). "
+                                "Choose crop-flip for mirror-invariant classes.")
     return spec, augment
 
 

@@ -110,8 +110,8 @@ def _mirror_pair() -> tuple[Image.Image, Image.Image]:
     return image, image.transpose(Image.FLIP_LEFT_RIGHT)
 
 
-@pytest.mark.parametrize("augment", ["crop", "none"])
-def test_augment_overrides_drop_the_flip_of_a_folder_tree(augment: str) -> None:
+@pytest.mark.parametrize("augment", ["auto", "crop", "none"])
+def test_a_folder_tree_is_never_mirrored_unless_asked(augment: str) -> None:
     tf = build_transform("folder:/unused", CONFIG, train=True, augment=augment)
     assert not any(isinstance(t, T.RandomHorizontalFlip) for t in tf.transforms)
     image, mirrored = _mirror_pair()
@@ -132,7 +132,7 @@ def test_auto_keeps_each_kind_s_recipe_and_crop_flip_forces_it() -> None:
     from e2vpt_core.data.transforms import recipe_augmentation
 
     assert [recipe_augmentation(k) for k in ("builtin", "vtab", "fgvc", "folder")] == [
-        "none", "none", "crop-flip", "crop-flip"]
+        "none", "none", "crop-flip", "crop"]
     assert recipe_augmentation("builtin:digits", "crop") == "crop"
     tf = build_transform("builtin:digits", CONFIG, train=True, augment="crop-flip")
     assert [type(t) for t in tf.transforms][:3] == [T.Resize, T.RandomCrop,

@@ -1,13 +1,14 @@
 """Recipe transforms (REFERENCE section 3), sized and normalised from a timm data config.
 
 VTAB-1k and builtin tasks: resize straight to the input size, no crop, no augmentation.
-FGVC and folder trees: train = resize to ``round(size / 0.875)`` (256 for 224) -> random
-crop -> horizontal flip; eval = the same resize -> centre crop. The 0.875 ratio is the
-recipe's, so the model's own ``crop_pct`` is deliberately not used.
+FGVC: train = resize to ``round(size / 0.875)`` (256 for 224) -> random crop -> horizontal
+flip; eval = the same resize -> centre crop. The 0.875 ratio is the recipe's, so the
+model's own ``crop_pct`` is deliberately not used.
 
-``augment`` overrides the kind's recipe for data it does not fit (a mirrored digit is
-another symbol): ``none`` is the VTAB recipe, ``crop`` the FGVC one without the flip,
-``crop-flip`` the FGVC one; ``auto`` keeps the kind's.
+Folder trees get the FGVC crop without the flip: their classes are unknown, and a mirrored
+digit, letter or arrow is another class, so only the label-preserving half is the default.
+``augment`` overrides the kind's recipe: ``none`` is the VTAB recipe, ``crop`` the FGVC
+one without the flip, ``crop-flip`` the FGVC one; ``auto`` keeps the kind's.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .common import DatasetError
 from .spec import DATASET_KINDS, DatasetSpec
 
 RECIPE_CROP_PCT = 0.875
-_RECIPE_AUGMENT = {"builtin": "none", "vtab": "none", "fgvc": "crop-flip", "folder": "crop-flip"}
+_RECIPE_AUGMENT = {"builtin": "none", "vtab": "none", "fgvc": "crop-flip", "folder": "crop"}
 
 
 def _input_hw(data_config: Mapping[str, Any]) -> tuple[int, int]:
