@@ -16,7 +16,13 @@ import warnings
 from typing import Any
 
 from .cli_store import resolve_store
-from .config import AUGMENTATIONS, LORA_TARGETS, METHODS, PromptConfig
+from .config import (
+    AUGMENTATIONS,
+    LORA_TARGETS,
+    METHODS,
+    PromptConfig,
+    describe_kind_augmentation,
+)
 from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
 
 
@@ -66,8 +72,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", default="builtin:digits",
                         help="builtin:TASK | vtab:/path/vtab-1k/TASK | fgvc:/path | folder:/path")
     parser.add_argument("--augment", default="auto", choices=AUGMENTATIONS,
-                        help="training augmentation; auto: the dataset kind's recipe (none for "
-                             "builtin and vtab, crop + flip for fgvc, crop for folder)")
+                        help="training augmentation; auto: the dataset kind's recipe ("
+                             f"{describe_kind_augmentation()})")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--warmup-epochs", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=64)

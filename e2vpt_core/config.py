@@ -31,6 +31,15 @@ LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
 # Training augmentation (`TrainConfig.augment`, data/transforms.py): `auto` is the dataset
 # kind's recipe; the others override it.
 AUGMENTATIONS = ("auto", "none", "crop", "crop-flip")
+# What `auto` means per dataset kind: the VTAB recipe (resize only) for generated and VTAB
+# tasks, the FGVC one (random crop + horizontal flip) for FGVC, and only its crop for folder
+# trees, whose classes are unknown: a mirrored digit, letter or arrow may be another class.
+KIND_AUGMENTATION = {"builtin": "none", "vtab": "none", "fgvc": "crop-flip", "folder": "crop"}
+
+
+def describe_kind_augmentation() -> str:
+    """`auto`'s meaning in one line, for help texts: 'builtin: none, ..., folder: crop'."""
+    return ", ".join(f"{kind}: {augment}" for kind, augment in KIND_AUGMENTATION.items())
 
 _CHOICES = {
     "method": METHODS,

@@ -21,6 +21,7 @@ from e2vpt_core.config import (
     METHODS,
     VISUAL_PROMPT_METHODS,
     PromptConfig,
+    describe_kind_augmentation,
 )
 from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
@@ -65,10 +66,10 @@ def dataset_input() -> tuple[str, str]:
     spec = st.text_input("Dataset spec", placeholder="vtab:/data/vtab-1k/cifar",
                          help="vtab:/path/vtab-1k/TASK, fgvc:/path/ROOT or folder:/path").strip()
     augment = st.selectbox("Training augmentation", AUGMENTATIONS,
-                           help="auto: the recipe of the spec's kind (none for vtab, random "
-                                "crop + horizontal flip for fgvc, random crop for folder "
-                                "trees, where a mirror image may be another class). "
-                                "Choose crop-flip for mirror-invariant classes.")
+                           help="auto: the recipe of the spec's kind "
+                                f"({describe_kind_augmentation()}); a folder tree's mirror "
+                                "image may be another class. Choose crop-flip for "
+                                "mirror-invariant classes.")
     return spec, augment
 
 

@@ -143,6 +143,20 @@ def test_auto_keeps_each_kind_s_recipe_and_crop_flip_forces_it() -> None:
         build_transform("folder", CONFIG, train=True, augment="rotate")
 
 
+def test_every_kind_has_one_recipe_and_the_help_texts_name_it() -> None:
+    from e2vpt_core.config import (
+        AUGMENTATIONS,
+        KIND_AUGMENTATION,
+        describe_kind_augmentation,
+    )
+    from e2vpt_core.data import DATASET_KINDS
+
+    assert sorted(KIND_AUGMENTATION) == sorted(DATASET_KINDS)
+    assert set(KIND_AUGMENTATION.values()) <= set(AUGMENTATIONS) - {"auto"}
+    assert "folder: crop" in describe_kind_augmentation()
+    assert "fgvc: crop-flip" in describe_kind_augmentation()
+
+
 def test_train_config_checks_and_stores_augment() -> None:
     from e2vpt_core.train import TrainConfig
 

@@ -5,8 +5,7 @@ FGVC: train = resize to ``round(size / 0.875)`` (256 for 224) -> random crop -> 
 flip; eval = the same resize -> centre crop. The 0.875 ratio is the recipe's, so the
 model's own ``crop_pct`` is deliberately not used.
 
-Folder trees get the FGVC crop without the flip: their classes are unknown, and a mirrored
-digit, letter or arrow is another class, so only the label-preserving half is the default.
+Folder trees get the FGVC crop without the flip (``config.KIND_AUGMENTATION`` says why).
 ``augment`` overrides the kind's recipe: ``none`` is the VTAB recipe, ``crop`` the FGVC
 one without the flip, ``crop-flip`` the FGVC one; ``auto`` keeps the kind's.
 """
@@ -19,12 +18,11 @@ from typing import Any
 from timm.data.transforms import str_to_interp_mode
 from torchvision import transforms as T
 
-from ..config import AUGMENTATIONS
+from ..config import AUGMENTATIONS, KIND_AUGMENTATION
 from .common import DatasetError
 from .spec import DATASET_KINDS, DatasetSpec
 
 RECIPE_CROP_PCT = 0.875
-_RECIPE_AUGMENT = {"builtin": "none", "vtab": "none", "fgvc": "crop-flip", "folder": "crop"}
 
 
 def _input_hw(data_config: Mapping[str, Any]) -> tuple[int, int]:
@@ -46,7 +44,7 @@ def recipe_augmentation(spec: str | DatasetSpec, augment: str = "auto") -> str:
     if augment not in AUGMENTATIONS:
         raise DatasetError(f"unknown augmentation {augment!r}; allowed: "
                            f"{', '.join(AUGMENTATIONS)}")
-    return _RECIPE_AUGMENT[kind] if augment == "auto" else augment
+    return KIND_AUGMENTATION[kind] if augment == "auto" else augment
 
 
 def build_transform(

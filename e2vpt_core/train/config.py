@@ -21,9 +21,8 @@ PRESETS = ("official",)
 class TrainConfig:
     """A run: backbone, data, method and the paper's recipe (SGD, warm-up + cosine).
 
-    `augment` is the training augmentation: `auto` the dataset kind's recipe (none for
-    builtin and VTAB, crop + flip for FGVC, crop alone for folder trees, where a mirror image
-    may be another class), else `none`, `crop` or `crop-flip`.
+    `augment` is the training augmentation: `auto` the dataset kind's recipe
+    (`config.KIND_AUGMENTATION`), else `none`, `crop` or `crop-flip`.
 
     `seed` drives initialisation, batch order and dropout; `data_seed` picks the generated
     built-in task instance (and a folder's val split), so runs over seeds share their data;
