@@ -81,7 +81,7 @@ def test_equal_names_get_the_ids_suffix_and_a_users_name_wins(store):
 
 
 def test_the_queue_lists_the_demos_five_jobs_by_name(store):
-    demo = submit_demo(store)
+    demo = submit_demo(store, task="orientation")
     rows = queue_rows(store.jobs(), store.runs())
     assert rows["running"] == [] and rows["finished"] == []
     assert [(row["kind"], row["name"]) for row in rows["queued"]] == [

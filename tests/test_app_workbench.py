@@ -43,7 +43,7 @@ def _sidebar_text(app) -> str:
 
 
 def test_the_sidebar_queue_shows_the_demos_five_jobs_and_cancels_one(store):
-    demo = submit_demo(store)
+    demo = submit_demo(store, task="orientation")
     app = open_page("runs.py")  # any page: the queue sits in every page's sidebar
     text = _sidebar_text(app)
     assert "**Queued (5)**" in text
