@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from e2vpt_core.demo import DEMO_TASK
 from e2vpt_core.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,7 +141,7 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         _start_with_epochs(page, app_url, "Run the quick demo", "Demo epochs", 1)
         page.get_by_text("Queued the demo").wait_for(timeout=30_000)
         sidebar = page.get_by_test_id("stSidebar")
-        e2vpt_name, vpt_name = "e2vpt P10 T5 · orientation", "vpt-deep P10 · orientation"
+        e2vpt_name, vpt_name = f"e2vpt P10 T5 · {DEMO_TASK}", f"vpt-deep P10 · {DEMO_TASK}"
         jobs = [f"train {vpt_name}", f"importance of {e2vpt_name}",
                 f"rewind 50 % tok / 25 % seg of {e2vpt_name}",
                 f"embed {vpt_name} vs {e2vpt_name} (test)"]
