@@ -18,9 +18,8 @@ from .store import RunStore
 from .train import TrainConfig
 from .train.config import DEFAULT_BACKBONE
 
-# Texture: the task the bundled backbone reads best, and the one whose classes stay apart
-# on the 2-D disk (docs/BENCHMARKS.md, "The quick demo's task": disk kNN 0.98 x test top-1
-# over nine views, against 0.72-0.78 for orientation, digits and position).
+# Texture: the task the bundled backbone reads best, and the only one measured whose
+# classes stay apart on the 2-D disk (docs/BENCHMARKS.md, "The quick demo's task").
 DEMO_TASK = "texture"
 DEMO_EPOCHS = 5
 DEMO_TOKEN_RATIO = 0.5
