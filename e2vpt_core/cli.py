@@ -187,7 +187,8 @@ def _sweep(args: argparse.Namespace) -> int:
     config = _train_config(args)
     config.check_sources()
     bar = _ProgressBar(not args.quiet)
-    result = sweep(config, RunStore(args.store), args.lrs, args.wds, args.seeds, progress=bar)
+    result = sweep(config, RunStore(args.store), args.lrs, args.wds, args.seeds, progress=bar,
+                   grid_epochs=args.grid_epochs)
     bar.close()
     if result["status"] == "completed":
         print(f"sweep {result['run_id']}: best base_lr {result['best_base_lr']}, wd "
@@ -279,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID))
     sweep.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID))
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    sweep.add_argument("--grid-epochs", type=int, default=None,
+                       help="epochs of each grid run, a cheaper search; the final seeds "
+                            "train --epochs (default: --epochs)")
     sweep.set_defaults(handler=_sweep)
 
     resume = commands.add_parser("resume", help="continue a run from its last checkpoint")

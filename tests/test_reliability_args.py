@@ -211,6 +211,16 @@ def test_bad_grid_value_creates_no_run(command: str, flag: str, value: str, tmp_
     assert RunStore(store).runs().empty
 
 
+def test_bad_grid_epochs_creates_no_run(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    store = tmp_path / "store"
+    store.mkdir()
+    code = main(["sweep", "--epochs", "2", "--grid-epochs", "0", "--store", str(store),
+                 "--quiet", "--seeds", "0", "--lrs", "1.0", "--wds", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "grid_epochs=0 must be at least 1" in err, err
+    assert RunStore(store).runs().empty
+
+
 def test_a_dataset_warning_is_one_line_shown_once(tmp_path: Path, tiny_backbone: str,
                                                   capsys: pytest.CaptureFixture) -> None:
     task = make_vtab_task(tmp_path / "data")

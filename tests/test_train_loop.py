@@ -229,3 +229,18 @@ def test_sweep_picks_the_best_grid_pair_then_runs_seeds(tmp_path, tiny_backbone)
     final_config = store.get_run(result["finals"][0]["run_id"])["config"]
     assert final_config["train_split"] == "trainval" and final_config["eval_splits"] == ["test"]
     assert store.get_run(result["run_id"])["summary"]["completed_seeds"] == 2
+
+
+def test_sweep_grid_epochs_shorten_the_grid_and_not_the_finals(tmp_path, tiny_backbone):
+    from e2vpt_core.train.grid import sweep
+
+    store = RunStore(tmp_path)
+    result = sweep(_config(tiny_backbone, epochs=2), store, lrs=[0.5, 1.0], wds=[0.0],
+                   seeds=[0], grid_epochs=1)
+    assert result["status"] == "completed", result
+    epochs = {row["run_id"]: store.get_run(row["run_id"])["config"]["epochs"]
+              for row in result["grid"] + result["finals"]}
+    assert [epochs[row["run_id"]] for row in result["grid"]] == [1, 1]
+    assert epochs[result["finals"][0]["run_id"]] == 2
+    parent = store.get_run(result["run_id"])["config"]
+    assert parent["epochs"] == 2 and parent["grid"]["epochs"] == 1

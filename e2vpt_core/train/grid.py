@@ -79,14 +79,22 @@ def final_runs(
 
 def sweep(
     base: TrainConfig, store: RunStore, lrs: Sequence[float], wds: Sequence[float],
-    seeds: Sequence[int], progress: ProgressFn | None = None,
+    seeds: Sequence[int], progress: ProgressFn | None = None, grid_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Grid, pick the best pair, final seeds; a `sweep` run records it all."""
-    check_grid(base, lrs, wds)
-    parent = store.create_run({**base.to_dict(), "grid": {"lrs": list(lrs), "wds": list(wds),
-                                                          "seeds": list(seeds)}}, kind="sweep")
+    """Grid, pick the best pair, final seeds; a `sweep` run records it all.
+
+    `grid_epochs` shortens the grid's runs only (a cheaper search where a full grid costs
+    too much); the final seeds keep `base.epochs`.
+    """
+    if grid_epochs is not None and grid_epochs < 1:
+        raise ValueError(f"grid_epochs={grid_epochs} must be at least 1")
+    grid_base = base if grid_epochs is None else base.replace(epochs=grid_epochs)
+    check_grid(grid_base, lrs, wds)
+    spec = {"lrs": list(lrs), "wds": list(wds), "seeds": list(seeds),
+            "epochs": grid_base.epochs}
+    parent = store.create_run({**base.to_dict(), "grid": spec}, kind="sweep")
     store.set_status(parent, "running")
-    grid = grid_search(base, store, lrs, wds, parent, progress)
+    grid = grid_search(grid_base, store, lrs, wds, parent, progress)
     try:
         lr, wd = best_setting(grid)
     except ValueError as error:
