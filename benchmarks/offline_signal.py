@@ -12,7 +12,8 @@ For each task, train800 → test1000, test top-1 %:
     python benchmarks/offline_signal.py --tasks texture --methods e2vpt --seeds 0
 
 Rows go to a JSON-lines file as they finish (``--results``); the table is printed over the
-whole file (mean ± sd over seeds), so parts run apart end up in one table.
+whole file (mean ± sd over seeds), so parts run apart end up in one table. A row run with
+``--lr``, ``--epochs`` or ``--backbone`` gets its own column (``e2vpt, lr 0.5``).
 """
 
 from __future__ import annotations
@@ -106,15 +107,26 @@ def record(row: dict, rows: list[dict], results: Path | None) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def print_table(rows: list[dict], tasks: list[str], columns: list[str]) -> None:
+def column_label(row: dict) -> str:
+    """A table column: the method plus every recipe field the row overrides, so rows of
+    different recipes in one results file never share a column."""
+    if row["column"] in REFERENCES:
+        return row["column"]
+    overrides = [f"{key} {row[key]:g}" if isinstance(row[key], float) else f"{key} {row[key]}"
+                 for key in ("lr", "epochs", "backbone") if row.get(key) is not None]
+    return ", ".join([row["column"], *overrides])
+
+
+def print_table(rows: list[dict], tasks: list[str]) -> None:
     """Markdown: mean ± sd (n seeds) per task and column."""
+    columns = list(dict.fromkeys(column_label(r) for r in rows))
     print("| task (chance) | " + " | ".join(columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for task in tasks:
         cells = []
         for column in columns:
-            scores = [r["score"] for r in rows if r["task"] == task and r["column"] == column
-                      and r["score"] is not None]
+            scores = [r["score"] for r in rows if r["task"] == task
+                      and column_label(r) == column and r["score"] is not None]
             if not scores:
                 cells.append("")
             elif len(scores) == 1:
@@ -162,9 +174,8 @@ def main() -> None:
                            "epochs": args.epochs, "lr": args.lr, "backbone": args.backbone,
                            "seconds": round(time.perf_counter() - start, 1)}
                     record(row, rows, args.results)
-    columns = list(dict.fromkeys(r["column"] for r in rows))
     print()
-    print_table(rows, args.tasks, columns)
+    print_table(rows, args.tasks)
 
 
 if __name__ == "__main__":

@@ -43,3 +43,20 @@ def test_default_recipe_fits_a_small_builtin_subset(task):
     assert losses[-1] < 0.7 * losses[0]
     for key, value in model.backbone.state_dict().items():
         assert torch.equal(value, frozen[key]), f"the frozen backbone moved: {key}"
+
+
+def test_rows_of_different_recipes_get_their_own_columns(capsys):
+    from benchmarks.offline_signal import print_table
+
+    def row(column, seed, score, lr=None, epochs=None):
+        return {"task": "counting", "column": column, "seed": seed, "score": score,
+                "epochs": epochs, "lr": lr, "backbone": None}
+
+    rows = [row("pixels", 0, 20.0), row("e2vpt", 0, 70.0, lr=0.5), row("e2vpt", 1, 74.0, lr=0.5),
+            row("e2vpt", 0, 50.0, lr=1.0), row("e2vpt", 0, 60.0, epochs=10), row("linear", 0, 66.0)]
+    print_table(rows, ["counting"])
+    header, _, line = capsys.readouterr().out.splitlines()
+    assert header.split(" | ")[1:] == [
+        "pixels", "e2vpt, lr 0.5", "e2vpt, lr 1", "e2vpt, epochs 10", "linear |"]
+    assert line.split(" | ")[1:] == [
+        "20.0 (1)", "72.0 ± 2.8 (2)", "50.0 (1)", "60.0 (1)", "66.0 (1) |"]
