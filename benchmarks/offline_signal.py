@@ -23,6 +23,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -120,13 +121,16 @@ def column_label(row: dict) -> str:
 def print_table(rows: list[dict], tasks: list[str]) -> None:
     """Markdown: mean ± sd (n seeds) per task and column."""
     columns = list(dict.fromkeys(column_label(r) for r in rows))
+    by_cell = defaultdict(list)
+    for r in rows:
+        if r["score"] is not None:
+            by_cell[r["task"], column_label(r)].append(r["score"])
     print("| task (chance) | " + " | ".join(columns) + " |")
     print("| --- |" + " --- |" * len(columns))
     for task in tasks:
         cells = []
         for column in columns:
-            scores = [r["score"] for r in rows if r["task"] == task
-                      and column_label(r) == column and r["score"] is not None]
+            scores = by_cell[task, column]
             if not scores:
                 cells.append("")
             elif len(scores) == 1:
