@@ -109,9 +109,10 @@ def reproduce_command(config: dict[str, Any], store: str | None = None) -> tuple
     """The `e2vpt train` command that rebuilds `config`, and the fields it cannot express.
 
     Only values that differ from the CLI's defaults are spelled out."""
-    train, default = TrainConfig.from_dict(config), TrainConfig()
+    train = TrainConfig.from_dict(config)
     prompt = train.prompt
     default_prompt = PromptConfig(prompt.method)
+    default = TrainConfig(prompt=default_prompt)  # the defaults the CLI gives this method
     words = ["e2vpt", "train"]
     for name, flag in _TRAIN_FLAGS.items():
         value = getattr(train, name)

@@ -23,7 +23,16 @@ from .config import (
     PromptConfig,
     describe_kind_augmentation,
 )
-from .train.config import DEFAULT_BACKBONE, PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
+from .train.config import (
+    DEFAULT_BACKBONE,
+    OTHER_BASE_LR,
+    PAPER_LR_GRID,
+    PAPER_WD_GRID,
+    PRESETS,
+    PROMPT_BASE_LR,
+    PROMPT_LR_METHODS,
+    TrainConfig,
+)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str) -> None:
@@ -266,8 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one run")
     _add_train_arguments(train)
-    train.add_argument("--lr", type=float, default=TrainConfig.base_lr,
-                       help="base lr (× batch / 256); the paper searches 0.05–50")
+    train.add_argument("--lr", type=float, default=None,
+                       help=f"base lr (× batch / 256); default {PROMPT_BASE_LR} for "
+                            f"{' and '.join(PROMPT_LR_METHODS)}, {OTHER_BASE_LR} for the "
+                            "others; the paper searches 0.05–50")
     train.add_argument("--wd", type=float, default=TrainConfig.weight_decay, help="weight decay")
     train.add_argument("--preset", default=None, choices=PRESETS,
                        help="official: the official code's pruning pipeline (R = 16 "

@@ -27,7 +27,13 @@ from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
-from e2vpt_core.train.config import DEFAULT_BACKBONE
+from e2vpt_core.train.config import (
+    DEFAULT_BACKBONE,
+    OTHER_BASE_LR,
+    PROMPT_BASE_LR,
+    PROMPT_LR_METHODS,
+    default_base_lr,
+)
 
 BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Directory")
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
@@ -86,9 +92,12 @@ def method_inputs() -> dict:
                                help="The paper trains 100 epochs; 10 suits the built-in "
                                     "tasks on a CPU (≈ 40 s per epoch on 2 cores).")
     batch_size = right.number_input("Batch size", 1, 4096, 64)
-    base_lr = left.number_input("Base learning rate (× batch / 256)", 0.0001, 1000.0, 0.1,
-                                help="The paper searches 0.05–50; on the bundled backbone "
-                                     "0.1 did best of 0.1 / 0.5 / 2.5 (orientation, 4 epochs).")
+    base_lr = left.number_input("Base learning rate (× batch / 256)", 0.0001, 1000.0,
+                                default_base_lr(method), key=f"lr-{method}",
+                                help="The paper searches 0.05–50. The default is the "
+                                     f"method's: {PROMPT_BASE_LR} for prompts on a frozen "
+                                     f"backbone ({', '.join(PROMPT_LR_METHODS)}), "
+                                     f"{OTHER_BASE_LR} for the others.")
     weight_decay = right.number_input("Weight decay", 0.0, 1.0, 0.0001, format="%.4f")
     seed = left.number_input("Seed", 0, 2**31 - 1, 0)
     per_block = right.checkbox("Masks per block", disabled=method not in VISUAL_PROMPT_METHODS,

@@ -52,6 +52,8 @@ def test_train_page_renders_its_form(store):
     assert by_label(app.number_input, "Visual prompt length P").value == 10
     assert by_label(app.number_input, "Key-value prompt length T").value == 5
     assert by_label(app.number_input, "Epochs").value == 10
+    assert by_label(app.number_input, "Base learning rate (× batch / 256)").value == 0.5
+    by_label(app.selectbox, "Method").set_value("linear").run()
     assert by_label(app.number_input, "Base learning rate (× batch / 256)").value == 0.1
     assert any(b.label == "Start" for b in app.button)
     assert "No runs yet" in app.info[0].value
@@ -189,6 +191,8 @@ def test_budget_page_lists_every_method_with_its_budget(store):
     {"prompt": PromptConfig("vpt-deep", masks_per_block=True)},
     {"prompt": PromptConfig("lora", lora_rank=4, lora_alpha=2.5, lora_targets="qkv,fc2")},
     {"prompt": PromptConfig("adapter-plus", adapter_bottleneck=16)},
+    {"prompt": PromptConfig("linear"), "base_lr": 0.5},
+    {"prompt": PromptConfig("e2vpt"), "base_lr": 0.1},
 ])
 def test_the_reproduce_command_rebuilds_the_config(changes):
     config = TrainConfig(**changes)

@@ -9,6 +9,7 @@ from vit_helpers import tiny_vit
 
 from e2vpt_core import PromptConfig, create_model
 from e2vpt_core.train import TrainConfig
+from e2vpt_core.train.config import OTHER_BASE_LR, PROMPT_BASE_LR
 from e2vpt_core.train.data import EpochBatchSampler
 from e2vpt_core.train.optim import build_optimizer, build_scheduler
 
@@ -22,6 +23,20 @@ def _expected_lr(step: int, base: float, warmup: int, total: int) -> float:
 def test_lr_is_scaled_by_batch_size():
     assert TrainConfig(base_lr=10.0, batch_size=64).lr() == pytest.approx(2.5)
     assert TrainConfig(epochs=50).warmup == pytest.approx(5.0)
+
+
+def test_base_lr_defaults_per_method_and_an_explicit_one_wins():
+    assert TrainConfig(prompt=PromptConfig("e2vpt")).base_lr == PROMPT_BASE_LR
+    assert TrainConfig(prompt=PromptConfig("vpt-deep")).base_lr == PROMPT_BASE_LR
+    assert TrainConfig(prompt=PromptConfig("linear")).base_lr == OTHER_BASE_LR
+    assert TrainConfig(prompt=PromptConfig("lora")).base_lr == OTHER_BASE_LR
+    assert TrainConfig(prompt=PromptConfig("e2vpt"), base_lr=2.5).base_lr == 2.5
+    assert TrainConfig(prompt={"method": "linear"}).base_lr == OTHER_BASE_LR
+    stored = TrainConfig(prompt=PromptConfig("e2vpt")).to_dict()
+    assert stored["base_lr"] == PROMPT_BASE_LR
+    assert TrainConfig.from_dict(stored).base_lr == PROMPT_BASE_LR
+    with pytest.raises(ValueError, match="base_lr"):
+        TrainConfig(base_lr=0.0)
 
 
 def test_schedule_warms_up_from_zero_then_follows_the_cosine():
