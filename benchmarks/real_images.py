@@ -110,8 +110,10 @@ def pixel_reference(root: Path, kind: str, seed: int) -> float:
 
 
 def engine_run(root: Path, method: str, seed: int, store: RunStore, epochs: int | None,
-               backbone: str | None, augment: str = "auto") -> float | None:
-    changes = {k: v for k, v in (("epochs", epochs), ("backbone", backbone)) if v is not None}
+               backbone: str | None, augment: str = "auto",
+               lr: float | None = None) -> float | None:
+    changes = {k: v for k, v in (("epochs", epochs), ("backbone", backbone), ("base_lr", lr))
+               if v is not None}
     changes["augment"] = augment
     config = TrainConfig(dataset=f"folder:{root}", prompt=PromptConfig(method), seed=seed,
                          eval_splits=("test",), device="cpu", **changes)
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=None, help="default: the CLI's")
     parser.add_argument("--backbone", default=None, help="default: the CLI's")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="base lr; default: the CLI's, which depends on the method")
     parser.add_argument("--augment", default="auto", choices=AUGMENTATIONS,
                         help="training augmentation; default: the CLI's")
     parser.add_argument("--threads", type=int, default=None)
@@ -165,10 +169,10 @@ def main(argv: list[str] | None = None) -> None:
                     score = pixel_reference(args.folder, column, seed)
                 else:
                     score = engine_run(args.folder, column, seed, store, args.epochs,
-                                       args.backbone, args.augment)
+                                       args.backbone, args.augment, args.lr)
                 row = {"folder": str(args.folder), "column": column, "seed": seed,
                        "score": score, "epochs": args.epochs, "backbone": args.backbone,
-                       "augment": args.augment,
+                       "augment": args.augment, "lr": args.lr,
                        "seconds": round(time.perf_counter() - start, 1)}
                 record(row, rows, args.results)
     print("\n".join(["", *summary(rows)]))

