@@ -89,13 +89,14 @@ def cnn_from_scratch(task: str, seed: int, epochs: int = 60) -> float:
     return 100.0 * (pred.numpy() == np.asarray(ty)).mean()
 
 
-def engine_run(task: str, method: str, seed: int, store: RunStore, epochs: int | None,
-               lr: float | None, backbone: str | None) -> float | None:
-    """Test top-1 of one `train_run` with the CLI defaults (overridable); None if it failed."""
+def engine_run(dataset: str, method: str, seed: int, store: RunStore, epochs: int | None,
+               lr: float | None, backbone: str | None, augment: str = "auto") -> float | None:
+    """Test top-1 of one `train_run` on a dataset spec with the CLI defaults (overridable);
+    None if it failed."""
     changes = {k: v for k, v in (("epochs", epochs), ("base_lr", lr), ("backbone", backbone))
                if v is not None}
-    config = TrainConfig(dataset=f"builtin:{task}", prompt=PromptConfig(method), seed=seed,
-                         eval_splits=("test",), device="cpu", **changes)
+    config = TrainConfig(dataset=dataset, prompt=PromptConfig(method), seed=seed,
+                         augment=augment, eval_splits=("test",), device="cpu", **changes)
     return train_run(config, store).metrics.get("test_top1")
 
 
@@ -172,8 +173,8 @@ def main() -> None:
                     elif column == "cnn":
                         score = cnn_from_scratch(task, seed)
                     else:
-                        score = engine_run(task, column, seed, store, args.epochs, args.lr,
-                                           args.backbone)
+                        score = engine_run(f"builtin:{task}", column, seed, store,
+                                           args.epochs, args.lr, args.backbone)
                     row = {"task": task, "column": column, "seed": seed, "score": score,
                            "epochs": args.epochs, "lr": args.lr, "backbone": args.backbone,
                            "seconds": round(time.perf_counter() - start, 1)}

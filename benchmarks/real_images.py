@@ -37,12 +37,10 @@ from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from benchmarks.offline_signal import record
-from e2vpt_core import PromptConfig
+from benchmarks.offline_signal import engine_run, record
 from e2vpt_core.config import AUGMENTATIONS
 from e2vpt_core.data.folder import load_folder
 from e2vpt_core.store import RunStore
-from e2vpt_core.train import TrainConfig, train_run
 
 SPLIT_SIZES = {"train": 800, "val": 200}  # the rest is test
 REFERENCES = ("pixels", "pixels-1nn")
@@ -109,17 +107,6 @@ def pixel_reference(root: Path, kind: str, seed: int) -> float:
     return 100.0 * clf.fit(x, y).score(tx, ty)
 
 
-def engine_run(root: Path, method: str, seed: int, store: RunStore, epochs: int | None,
-               backbone: str | None, augment: str = "auto",
-               lr: float | None = None) -> float | None:
-    changes = {k: v for k, v in (("epochs", epochs), ("backbone", backbone), ("base_lr", lr))
-               if v is not None}
-    changes["augment"] = augment
-    config = TrainConfig(dataset=f"folder:{root}", prompt=PromptConfig(method), seed=seed,
-                         eval_splits=("test",), device="cpu", **changes)
-    return train_run(config, store).metrics.get("test_top1")
-
-
 def summary(rows: list[dict]) -> list[str]:
     """Markdown lines: mean ± sd (n seeds) per column."""
     lines = ["| column | test top-1 % |", "| --- | --- |"]
@@ -168,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
                 if column in REFERENCES:
                     score = pixel_reference(args.folder, column, seed)
                 else:
-                    score = engine_run(args.folder, column, seed, store, args.epochs,
-                                       args.backbone, args.augment, args.lr)
+                    score = engine_run(f"folder:{args.folder}", column, seed, store,
+                                       args.epochs, args.lr, args.backbone, args.augment)
                 row = {"folder": str(args.folder), "column": column, "seed": seed,
                        "score": score, "epochs": args.epochs, "backbone": args.backbone,
                        "augment": args.augment, "lr": args.lr,

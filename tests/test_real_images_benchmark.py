@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import real_images
+from benchmarks import offline_signal, real_images
 from e2vpt_core.data.folder import load_folder
 from e2vpt_core.train.config import PROMPT_BASE_LR
 
@@ -68,7 +68,7 @@ def test_engine_runs_take_the_clis_lr_unless_told(tmp_path, monkeypatch, lr_args
         seen.append(config)
         return type("Result", (), {"metrics": {"test_top1": 50.0}})()
 
-    monkeypatch.setattr(real_images, "train_run", fake_train_run)
+    monkeypatch.setattr(offline_signal, "train_run", fake_train_run)
     results = tmp_path / "rows.jsonl"
     real_images.main(["--folder", str(tmp_path), "--methods", "e2vpt", "--references",
                       "--results", str(results), *lr_args])
