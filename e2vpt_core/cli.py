@@ -25,13 +25,11 @@ from .config import (
 )
 from .train.config import (
     DEFAULT_BACKBONE,
-    OTHER_BASE_LR,
     PAPER_LR_GRID,
     PAPER_WD_GRID,
     PRESETS,
-    PROMPT_BASE_LR,
-    PROMPT_LR_METHODS,
     TrainConfig,
+    describe_default_base_lr,
 )
 
 
@@ -276,9 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="train one run")
     _add_train_arguments(train)
     train.add_argument("--lr", type=float, default=None,
-                       help=f"base lr (× batch / 256); default {PROMPT_BASE_LR} for "
-                            f"{' and '.join(PROMPT_LR_METHODS)}, {OTHER_BASE_LR} for the "
-                            "others; the paper searches 0.05–50")
+                       help=f"base lr (× batch / 256); default {describe_default_base_lr()}; "
+                            "the paper searches 0.05–50")
     train.add_argument("--wd", type=float, default=TrainConfig.weight_decay, help="weight decay")
     train.add_argument("--preset", default=None, choices=PRESETS,
                        help="official: the official code's pruning pipeline (R = 16 "

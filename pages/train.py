@@ -29,10 +29,8 @@ from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import (
     DEFAULT_BACKBONE,
-    OTHER_BASE_LR,
-    PROMPT_BASE_LR,
-    PROMPT_LR_METHODS,
     default_base_lr,
+    describe_default_base_lr,
 )
 
 BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Directory")
@@ -95,9 +93,7 @@ def method_inputs() -> dict:
     base_lr = left.number_input("Base learning rate (× batch / 256)", 0.0001, 1000.0,
                                 default_base_lr(method), key=f"lr-{method}",
                                 help="The paper searches 0.05–50. The default is the "
-                                     f"method's: {PROMPT_BASE_LR} for prompts on a frozen "
-                                     f"backbone ({', '.join(PROMPT_LR_METHODS)}), "
-                                     f"{OTHER_BASE_LR} for the others.")
+                                     f"method's: {describe_default_base_lr()}.")
     weight_decay = right.number_input("Weight decay", 0.0, 1.0, 0.0001, format="%.4f")
     seed = left.number_input("Seed", 0, 2**31 - 1, 0)
     per_block = right.checkbox("Masks per block", disabled=method not in VISUAL_PROMPT_METHODS,

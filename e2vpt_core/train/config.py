@@ -28,6 +28,12 @@ def default_base_lr(method: str) -> float:
     return PROMPT_BASE_LR if method in PROMPT_LR_METHODS else OTHER_BASE_LR
 
 
+def describe_default_base_lr() -> str:
+    """The per-method default in one line, for help texts."""
+    return (f"{PROMPT_BASE_LR} for {' and '.join(PROMPT_LR_METHODS)}, {OTHER_BASE_LR} for "
+            "every other method")
+
+
 @dataclass
 class TrainConfig:
     """A run: backbone, data, method and the paper's recipe (SGD, warm-up + cosine).
