@@ -12,8 +12,10 @@ For each task, train800 → test1000, test top-1 %:
     python benchmarks/offline_signal.py --tasks texture --methods e2vpt --seeds 0
 
 Rows go to a JSON-lines file as they finish (``--results``); the table is printed over the
-whole file (mean ± sd over seeds), so parts run apart end up in one table. A row run with
-``--lr``, ``--epochs`` or ``--backbone`` gets its own column (``e2vpt, lr 0.5``).
+whole file (mean ± sd over seeds), so parts run apart end up in one table. Each engine row
+records the base lr it ran with (the CLI's default depends on the method); rows of other
+lrs, ``--epochs`` or ``--backbone`` get their own columns (``e2vpt, lr 0.5``). Rows written
+before 2026-12-06 hold ``"lr": null`` for the default of that time, 0.1.
 """
 
 from __future__ import annotations
@@ -90,14 +92,16 @@ def cnn_from_scratch(task: str, seed: int, epochs: int = 60) -> float:
 
 
 def engine_run(dataset: str, method: str, seed: int, store: RunStore, epochs: int | None,
-               lr: float | None, backbone: str | None, augment: str = "auto") -> float | None:
-    """Test top-1 of one `train_run` on a dataset spec with the CLI defaults (overridable);
-    None if it failed."""
+               lr: float | None, backbone: str | None,
+               augment: str = "auto") -> tuple[float | None, float]:
+    """Test top-1 of one `train_run` on a dataset spec with the CLI defaults (overridable),
+    None if it failed, and the base lr it ran with (the CLI's default depends on the method
+    and has changed over time, so a row records the number rather than "the default")."""
     changes = {k: v for k, v in (("epochs", epochs), ("base_lr", lr), ("backbone", backbone))
                if v is not None}
     config = TrainConfig(dataset=dataset, prompt=PromptConfig(method), seed=seed,
                          augment=augment, eval_splits=("test",), device="cpu", **changes)
-    return train_run(config, store).metrics.get("test_top1")
+    return train_run(config, store).metrics.get("test_top1"), config.base_lr
 
 
 def record(row: dict, rows: list[dict], results: Path | None) -> None:
@@ -167,16 +171,16 @@ def main() -> None:
         for task in args.tasks:
             for seed in args.seeds:
                 for column in args.references + args.methods:
-                    start = time.perf_counter()
+                    start, lr = time.perf_counter(), None
                     if column == "pixels":
                         score = pixel_probe(task, seed)
                     elif column == "cnn":
                         score = cnn_from_scratch(task, seed)
                     else:
-                        score = engine_run(f"builtin:{task}", column, seed, store,
-                                           args.epochs, args.lr, args.backbone)
+                        score, lr = engine_run(f"builtin:{task}", column, seed, store,
+                                               args.epochs, args.lr, args.backbone)
                     row = {"task": task, "column": column, "seed": seed, "score": score,
-                           "epochs": args.epochs, "lr": args.lr, "backbone": args.backbone,
+                           "epochs": args.epochs, "lr": lr, "backbone": args.backbone,
                            "seconds": round(time.perf_counter() - start, 1)}
                     record(row, rows, args.results)
     print()

@@ -151,15 +151,15 @@ def main(argv: list[str] | None = None) -> None:
         store = RunStore(tmp)
         for seed in args.seeds:
             for column in args.references + args.methods:
-                start = time.perf_counter()
+                start, lr = time.perf_counter(), None
                 if column in REFERENCES:
                     score = pixel_reference(args.folder, column, seed)
                 else:
-                    score = engine_run(f"folder:{args.folder}", column, seed, store,
-                                       args.epochs, args.lr, args.backbone, args.augment)
+                    score, lr = engine_run(f"folder:{args.folder}", column, seed, store,
+                                           args.epochs, args.lr, args.backbone, args.augment)
                 row = {"folder": str(args.folder), "column": column, "seed": seed,
                        "score": score, "epochs": args.epochs, "backbone": args.backbone,
-                       "augment": args.augment, "lr": args.lr,
+                       "augment": args.augment, "lr": lr,
                        "seconds": round(time.perf_counter() - start, 1)}
                 record(row, rows, args.results)
     print("\n".join(["", *summary(rows)]))

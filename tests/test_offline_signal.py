@@ -8,6 +8,8 @@ far enough to fit 32 training images.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -60,3 +62,32 @@ def test_rows_of_different_recipes_get_their_own_columns(capsys):
         "pixels", "e2vpt, lr 0.5", "e2vpt, lr 1", "e2vpt, epochs 10", "linear |"]
     assert line.split(" | ")[1:] == [
         "20.0 (1)", "72.0 ± 2.8 (2)", "50.0 (1)", "60.0 (1)", "66.0 (1) |"]
+
+
+def test_engine_rows_record_the_lr_they_ran_with(tmp_path, monkeypatch, capsys):
+    """Without --lr each method runs at its own default, and the row says which number that
+    was, so rows from before and after a change of default never share a column."""
+    from benchmarks import offline_signal
+    from e2vpt_core.train.config import OTHER_BASE_LR, PROMPT_BASE_LR
+
+    seen = []
+
+    def fake_train_run(config, store):
+        seen.append((config.prompt.method, config.base_lr))
+        return type("Result", (), {"metrics": {"test_top1": 50.0}})()
+
+    monkeypatch.setattr(offline_signal, "train_run", fake_train_run)
+    results = tmp_path / "rows.jsonl"
+    results.write_text(json.dumps({"task": "counting", "column": "e2vpt", "seed": 0,
+                                   "score": 40.0, "epochs": None, "lr": None,
+                                   "backbone": None}) + "\n")
+    monkeypatch.setattr("sys.argv", ["offline_signal", "--tasks", "counting", "--methods",
+                                     "linear", "e2vpt", "--references", "--results",
+                                     str(results)])
+    offline_signal.main()
+    assert seen == [("linear", OTHER_BASE_LR), ("e2vpt", PROMPT_BASE_LR)]
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["lr"] for r in rows] == [None, OTHER_BASE_LR, PROMPT_BASE_LR]
+    header = capsys.readouterr().out.splitlines()[-3]
+    assert header.split(" | ")[1:] == [
+        "e2vpt", f"linear, lr {OTHER_BASE_LR:g}", f"e2vpt, lr {PROMPT_BASE_LR:g} |"]

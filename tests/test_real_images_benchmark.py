@@ -74,4 +74,4 @@ def test_engine_runs_take_the_clis_lr_unless_told(tmp_path, monkeypatch, lr_args
                       "--results", str(results), *lr_args])
     assert [c.base_lr for c in seen] == [base_lr]
     row = json.loads(results.read_text())
-    assert row["lr"] == (base_lr if lr_args else None) and row["score"] == 50.0
+    assert row["lr"] == base_lr and row["score"] == 50.0
