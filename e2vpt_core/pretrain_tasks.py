@@ -17,11 +17,13 @@ or digit identity is ever a target.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from .data.synth import SIZE
 from .fractal import FractalStream, fixed_set, sample_ifs_classes
@@ -45,9 +47,11 @@ class FractalTask:
     def __init__(self, num_classes: int, seed: int, stream_seed: list, held_seed: list,
                  heldout_size: int, batch_size: int, label_smoothing: float) -> None:
         self.num_classes = num_classes
-        systems = sample_ifs_classes(num_classes, seed=seed)
-        self.stream = FractalStream(systems, batch_size, seed=np.random.SeedSequence(stream_seed))
-        self.held = fixed_set(systems, heldout_size, seed=np.random.SeedSequence(held_seed))
+        self.systems = sample_ifs_classes(num_classes, seed=seed)
+        self.batch_size, self.stream_seed = batch_size, stream_seed
+        self.stream = FractalStream(self.systems, batch_size,
+                                    seed=np.random.SeedSequence(stream_seed))
+        self.held = fixed_set(self.systems, heldout_size, seed=np.random.SeedSequence(held_seed))
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.data = {
             "generator": "e2vpt_core.fractal (FractalDB-style IFS, chaos game)",
@@ -57,6 +61,11 @@ class FractalTask:
 
     def extra_heads(self, width: int) -> nn.ModuleDict:
         return nn.ModuleDict()
+
+    def reseed(self, worker: int) -> None:
+        """Draw the ``worker``-th child stream of ``stream_seed`` from now on."""
+        seed = np.random.SeedSequence(self.stream_seed, spawn_key=(worker,))
+        self.stream = FractalStream(self.systems, self.batch_size, seed=seed)
 
     def next_batch(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         images, labels = self.stream.next_batch()
@@ -85,7 +94,7 @@ class SceneTask:
         chars, _ = glyph_bank()
         self.num_classes = len(chars)
         self.layout_weight = layout_weight
-        self.batch_size = batch_size
+        self.batch_size, self.stream_seed = batch_size, stream_seed
         self.rng = np.random.default_rng(np.random.SeedSequence(stream_seed))
         held_rng = np.random.default_rng(np.random.SeedSequence(held_seed))
         self.held = render_scenes(held_rng, heldout_size)
@@ -111,6 +120,11 @@ class SceneTask:
         if self.layout_weight:
             targets["layout"] = batch.layout
         return batch.images, targets
+
+    def reseed(self, worker: int) -> None:
+        """Draw the ``worker``-th child stream of ``stream_seed`` from now on."""
+        seed = np.random.SeedSequence(self.stream_seed, spawn_key=(worker,))
+        self.rng = np.random.default_rng(seed)
 
     def next_batch(self) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return self._targets(render_scenes(self.rng, self.batch_size))
@@ -155,3 +169,37 @@ def build_task(name: str, *, num_classes: int, seed: int, parent_steps: int,
     task.data.update(train_stream_seed=stream_seed, heldout_seed=held_seed,
                      heldout_size=heldout_size, image_size=32)
     return task
+
+
+class _WorkerBatches(IterableDataset):
+    """Endless batches from one data process, on that process's own copy of the task."""
+
+    def __init__(self, task: FractalTask | SceneTask) -> None:
+        self.task = task
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        self.task.reseed(get_worker_info().id)
+        while True:
+            yield self.task.next_batch()
+
+
+def _as_is(batch: tuple) -> tuple:
+    return batch
+
+
+def training_batches(task: FractalTask | SceneTask,
+                     workers: int) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """The endless training stream.
+
+    ``workers == 0``: drawn in this process (the stream of every shipped leg). Otherwise
+    ``workers`` processes render batches, taken in turn, so a GPU is not left waiting on one
+    CPU core; worker ``w`` draws child ``w`` of the stream's seed sequence (numpy's
+    ``spawn``), so the same seed and number of workers give the same batches in order.
+    """
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, not {workers}")
+    if workers == 0:
+        return iter(task.next_batch, None)
+    loader = DataLoader(_WorkerBatches(task), batch_size=None, num_workers=workers,
+                        collate_fn=_as_is, prefetch_factor=4)
+    return iter(loader)
