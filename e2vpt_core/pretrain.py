@@ -382,7 +382,10 @@ def parse_args(argv: list[str] | None = None) -> PretrainConfig:
             required=required,
             help=f.metadata["help"] if required else f"{f.metadata['help']} (default: {default})",
         )
-    return PretrainConfig(**vars(p.parse_args(argv)))
+    try:
+        return PretrainConfig(**vars(p.parse_args(argv)))
+    except ValueError as error:
+        p.error(str(error))
 
 
 def main(argv: list[str] | None = None) -> None:

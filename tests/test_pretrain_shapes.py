@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from e2vpt_core import PromptConfig, create_model
-from e2vpt_core.pretrain import PretrainConfig, pretrain
+from e2vpt_core.pretrain import PretrainConfig, parse_args, pretrain
 from e2vpt_core.pretrain_tasks import build_task, training_batches
 
 COMMON = dict(data="scenes", batch_size=4, warmup_steps=1, heldout_size=4, eval_every=1,
@@ -48,9 +48,13 @@ def test_a_wider_vit_pretrains_loads_and_refuses_a_resume_of_another_shape(tmp_p
     (dict(workers=-1), "--workers must be >= 0"),
 ])
 def test_a_bad_shape_or_worker_count_is_refused_before_anything_is_written(
-        tmp_path, shape, message):
+        tmp_path, capsys, shape, message):
     with pytest.raises(ValueError, match=message):
         PretrainConfig(out=str(tmp_path / "x"), **shape)
+    flags = [f"--{key.replace('_', '-')}={value}" for key, value in shape.items()]
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--out", str(tmp_path / "x"), *flags])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
