@@ -17,6 +17,7 @@ or digit identity is ever a target.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -178,6 +179,10 @@ class _WorkerBatches(IterableDataset):
         self.task = task
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+        # Ctrl-C and `timeout` signal the whole process group: the training process
+        # stops, saves and shuts the workers down, so a worker must not die first.
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(stop_signal, signal.SIG_IGN)
         self.task.reseed(get_worker_info().id)
         while True:
             yield self.task.next_batch()

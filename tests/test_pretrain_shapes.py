@@ -6,6 +6,14 @@ images as fast as the model takes them; tested here on tiny shapes and a few ste
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -16,6 +24,7 @@ from e2vpt_core.pretrain_tasks import build_task, training_batches
 COMMON = dict(data="scenes", batch_size=4, warmup_steps=1, heldout_size=4, eval_every=1,
               log_every=1, precision="fp32")
 SHAPE = dict(embed_dim=48, num_heads=4, depth=2)
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def scene_task(batch_size: int = 3):
@@ -93,3 +102,26 @@ def test_fractal_workers_draw_reseeded_streams():
     np.testing.assert_array_equal(first[1]["labels"], targets["labels"])
     unseeded = task().next_batch()[0]
     assert not np.array_equal(first[0], unseeded)
+
+
+def test_a_stop_signal_to_the_whole_process_group_still_saves(tmp_path):
+    """Ctrl-C and `timeout` signal every process of the group, the workers included: the
+    training process must still finish its step and save, not die of a dead worker."""
+    out = tmp_path / "stopped"
+    command = [sys.executable, "-m", "e2vpt_core.pretrain", "--out", str(out), "--data",
+               "scenes", "--depth", "1", "--embed-dim", "48", "--num-heads", "4", "--workers",
+               "2", "--steps", "100000", "--batch-size", "8", "--heldout-size", "8",
+               "--log-every", "1", "--precision", "fp32"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        log = out / "pretrain.log"
+        if log.exists() and "step 3/" in log.read_text():
+            os.killpg(process.pid, signal.SIGTERM)
+            break
+        time.sleep(0.1)
+    _out, err = process.communicate(timeout=120)
+    assert process.returncode == 0 and "Traceback" not in err, err
+    recipe = json.loads((out / "recipe.json").read_text())
+    assert recipe["complete"] is False and recipe["steps_done"] >= 3
