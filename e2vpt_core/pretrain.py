@@ -15,7 +15,8 @@ schedule), e.g. later on a GPU with ``--device cuda``. On a GPU, ``--workers N``
 renders the images in N processes, and ``--embed-dim`` / ``--depth`` /
 ``--num-heads`` pretrain another shape from scratch. The quick demo must still
 run on 2 CPU cores in 4 minutes, which bounds the shape: this one (8 blocks of 6
-heads, 3.6 M parameters) costs 1.4x the default's forward and backward:
+heads, 3.6 M parameters) costs 1.34x the default's E²VPT training step
+(``benchmarks/backbone_shapes.py``):
 
     python -m e2vpt_core.pretrain --out DIR --data scenes --layout-weight 5 --device cuda \
         --workers 14 --batch-size 1024 --steps 20000 --depth 8 --num-heads 6
