@@ -11,7 +11,6 @@ import os
 import shlex
 import time
 import zipfile
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,16 +18,10 @@ import streamlit as st
 
 from e2vpt_core.config import PromptConfig
 from e2vpt_core.jobs import ensure_worker
-from e2vpt_core.store import RunStore
+from e2vpt_core.store import RunStore, store_dir
 from e2vpt_core.train import TrainConfig
 
-STORE_ENV = "E2VPT_STORE"
 AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
-
-
-def store_dir() -> Path:
-    """`runs/` under the working directory, unless E2VPT_STORE names another."""
-    return Path(os.environ.get(STORE_ENV) or "runs").resolve()
 
 
 @st.cache_resource

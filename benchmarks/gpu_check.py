@@ -235,7 +235,7 @@ def write_smoke_backbone(directory: Path) -> str:
     from safetensors.torch import save_file
     from timm.models.vision_transformer import VisionTransformer
 
-    from e2vpt_core.pretrain_files import write_hub_config
+    from e2vpt_core.pretrain.files import write_hub_config
 
     args = dict(img_size=32, patch_size=8, in_chans=3, embed_dim=48, depth=2, num_heads=3)
     torch.manual_seed(0)

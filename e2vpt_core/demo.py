@@ -55,7 +55,9 @@ def submit_demo(store: RunStore, task: str = DEMO_TASK, epochs: int = DEMO_EPOCH
     """Queue the demo's jobs; bad input (task, epochs, backbone) raises before any job."""
     e2vpt = demo_config("e2vpt", task, epochs, backbone)
     vpt = demo_config("vpt-deep", task, epochs, backbone)
-    e2vpt.check_sources()
+    from .train.preflight import check_sources  # torch: only when the demo is queued
+
+    check_sources(e2vpt)
     e2vpt_job, e2vpt_run = submit_train(store, e2vpt)
     vpt_job, vpt_run = submit_train(store, vpt)
     return DemoJobs(

@@ -12,7 +12,7 @@ there is no moment where two starters could both see "no worker". A worker that 
 leaves its job `running`; the next worker claims such jobs first and resumes their runs
 from the last checkpoint. Workers are recorded by pid and process start time, so a new
 worker with a dead one's pid still sees that one's jobs as orphans. Training a run takes
-its lease (`e2vpt_core.ownership`): a job whose run another process trains is not started.
+its lease (`store.leases`): a job whose run another process trains is not started.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .store import RunOwned, RunStore
+from .store import RunOwned, RunStore, store_dir
 from .train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ def _importance(store: RunStore, job: dict[str, Any]) -> None:
 
 
 def _embed(store: RunStore, job: dict[str, Any]) -> None:
-    from .hyperbolic import compare_runs, embedding_view
+    from .hyperbolic.view import compare_runs, embedding_view
 
     payload = job["payload"]
     runs, split, options = payload["runs"], payload["split"], payload.get("options", {})
@@ -327,15 +327,15 @@ def run_worker(store: RunStore, lock_fd: int | None = None, idle_exit: float | N
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2vpt_core.jobs",
                                      description="Run the store's queued jobs, one at a time.")
-    parser.add_argument("--store", default=os.environ.get("E2VPT_STORE") or "runs",
-                        help="run store directory (default: $E2VPT_STORE, else runs)")
+    parser.add_argument("--store", default=None,
+                        help="run store directory (default: $E2VPT_STORE, else ./runs)")
     parser.add_argument("--idle-exit", type=float, default=None,
                         help="exit after this many idle seconds (default: never)")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between queue checks")
     parser.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
-        run_worker(RunStore(args.store), args.lock_fd, args.idle_exit, args.poll,
+        run_worker(RunStore(store_dir(args.store)), args.lock_fd, args.idle_exit, args.poll,
                    log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
     except RuntimeError as error:
         print(error, file=sys.stderr)

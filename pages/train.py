@@ -146,7 +146,9 @@ def build_config(backbone: str, dataset: str, values: dict,
                          epochs=values["epochs"], batch_size=values["batch_size"],
                          base_lr=values["base_lr"], weight_decay=values["weight_decay"],
                          seed=values["seed"], preset=values.get("preset"))
-    config.check_sources()
+    from e2vpt_core.train.preflight import check_sources  # torch: only on submit
+
+    check_sources(config)
     return config
 
 def quick_demo(store: RunStore, first_run: bool) -> None:

@@ -20,7 +20,8 @@ from app.state import (
     reproduce_command,
 )
 from e2vpt_core import METHODS, PromptConfig, load_adapter
-from e2vpt_core.cli import _train_config, build_parser
+from e2vpt_core.cli import build_parser
+from e2vpt_core.cli.common import train_config
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
 
@@ -198,7 +199,7 @@ def test_the_reproduce_command_rebuilds_the_config(changes):
     config = TrainConfig(**changes)
     command, missing = reproduce_command(config.to_dict())
     args = build_parser().parse_args(shlex.split(command)[1:])
-    rebuilt = _train_config(args, base_lr=args.lr, weight_decay=args.wd)
+    rebuilt = train_config(args, base_lr=args.lr, weight_decay=args.wd)
     assert rebuilt.to_dict() == config.to_dict() and missing == []
 
 

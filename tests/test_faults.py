@@ -33,7 +33,7 @@ from e2vpt_core.train import TrainConfig
 
 RUNNER = '''
 import os, signal, sys, time
-import e2vpt_core.store as store_module
+import e2vpt_core.store.runs as store_module
 from e2vpt_core import jobs
 from e2vpt_core.cli import main
 

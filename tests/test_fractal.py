@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from e2vpt_core.fractal import (
+from e2vpt_core.pretrain.fractal import (
     FractalStream,
     filling_rates,
     fixed_set,

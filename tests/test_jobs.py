@@ -26,9 +26,9 @@ from e2vpt_core.jobs import (
     worker_alive,
     worker_pid,
 )
-from e2vpt_core.ownership import Holder
 from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.store import RunStore
+from e2vpt_core.store.leases import Holder
 from e2vpt_core.train import TrainConfig
 
 

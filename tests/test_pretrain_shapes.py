@@ -19,7 +19,7 @@ import pytest
 
 from e2vpt_core import PromptConfig, create_model
 from e2vpt_core.pretrain import PretrainConfig, parse_args, pretrain
-from e2vpt_core.pretrain_tasks import build_task, training_batches
+from e2vpt_core.pretrain.tasks import build_task, training_batches
 
 COMMON = dict(data="scenes", batch_size=4, warmup_steps=1, heldout_size=4, eval_every=1,
               log_every=1, precision="fp32")

@@ -12,7 +12,7 @@ import pytest
 from e2vpt_core import PromptConfig
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
-from e2vpt_core.train.preflight import check_prompts
+from e2vpt_core.train.preflight import check_prompts, check_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_a_prompt_method_without_prompts_is_refused(method, lengths):
     config = TrainConfig(prompt=PromptConfig.for_method(method, 0, 0))
     with pytest.raises(ValueError, match=f"{method} with {lengths} has no prompts"):
-        config.check_sources()
+        check_sources(config)
 
 
 @pytest.mark.parametrize("prompt", [PromptConfig("e2vpt", visual_prompt_len=0, kv_prompt_len=3),

@@ -14,9 +14,9 @@ from e2vpt_core.cli import main
 from e2vpt_core.config import PromptConfig
 from e2vpt_core.data.vtab import VTAB_TASKS
 from e2vpt_core.protocol import run_protocol
+from e2vpt_core.protocol.suite import PAPER_E2VPT, suite_report
 from e2vpt_core.prune.sweep import pick_best
 from e2vpt_core.store import RunStore
-from e2vpt_core.suite import PAPER_E2VPT, suite_report
 from e2vpt_core.train import TrainConfig
 
 GRIDS = dict(lrs=(2.0, 0.5), wds=(0.0,), token_ratios=(0.0, 0.5), segment_ratios=(0.0,),

@@ -13,7 +13,8 @@ from vit_helpers import tiny_vit
 
 from app.state import reproduce_command
 from e2vpt_core import PromptConfig, create_model, load_adapter
-from e2vpt_core.cli import _train_config, build_parser, main
+from e2vpt_core.cli import build_parser, main
+from e2vpt_core.cli.common import train_config
 from e2vpt_core.prune import prune_run, rewind_run
 from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.store import RunStore
@@ -147,5 +148,5 @@ def test_the_reproduce_command_of_an_official_run_names_the_preset():
     command, missing = reproduce_command(config.to_dict())
     assert "--preset official" in command and missing == []
     args = build_parser().parse_args(command.split()[1:])
-    rebuilt = _train_config(args, base_lr=args.lr, weight_decay=args.wd, preset=args.preset)
+    rebuilt = train_config(args, base_lr=args.lr, weight_decay=args.wd, preset=args.preset)
     assert rebuilt.to_dict() == config.to_dict()

@@ -12,9 +12,9 @@ from data_fixtures import make_vtab_suite
 
 from e2vpt_core.cli import main
 from e2vpt_core.config import PromptConfig
+from e2vpt_core.protocol.suite import run_suite
 from e2vpt_core.prune import sweep_prune
 from e2vpt_core.store import RunStore
-from e2vpt_core.suite import run_suite
 from e2vpt_core.train import TrainConfig, train_run
 
 PROMPT = PromptConfig(method="e2vpt", visual_prompt_len=4, kv_prompt_len=2, num_segments=4)

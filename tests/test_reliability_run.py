@@ -15,6 +15,7 @@ from data_fixtures import make_vtab_task
 from e2vpt_core.fileio import atomic_write, remove_orphan_tmp
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
+from e2vpt_core.train.preflight import check_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,7 +90,7 @@ def test_images_broken_after_submission_fail_the_run_before_its_first_epoch(
     task = make_vtab_task(tmp_path / "data")
     config = TrainConfig(backbone=tiny_backbone, dataset=f"vtab:{task}", epochs=2,
                          batch_size=2, device="cpu", num_workers=0)
-    config.check_sources()  # passes at submission
+    check_sources(config)  # passes at submission
     victim = task / "images/test/000003.jpg"
     victim.write_bytes(victim.read_bytes()[:30])
     store = RunStore(tmp_path / "store")

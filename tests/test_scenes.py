@@ -10,8 +10,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from e2vpt_core import PromptConfig, create_model, scenes
+from e2vpt_core import PromptConfig, create_model
 from e2vpt_core.data.synth import SIZE
+from e2vpt_core.pretrain import scenes
 
 try:
     CHARS, BANK = scenes.glyph_bank()

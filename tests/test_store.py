@@ -16,10 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from e2vpt_core import ownership
 from e2vpt_core.jobs import worker_alive
-from e2vpt_core.ownership import Holder, RunOwned, process_start
-from e2vpt_core.store import DamagedFileError, RunStore, StoreError
+from e2vpt_core.store import DamagedFileError, RunStore, StoreError, leases
+from e2vpt_core.store.leases import Holder, RunOwned, process_start
 
 
 def test_run_lifecycle_and_summary(tmp_path):
@@ -70,7 +69,7 @@ def test_tensor_files_are_atomic_and_round_trip(tmp_path, monkeypatch):
             handle.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("e2vpt_core.store.save_file", crash_midway)
+    monkeypatch.setattr("e2vpt_core.store.runs.save_file", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         store.save_tensors(run_id, "prompts", {"a": torch.zeros(2)})
     assert torch.equal(store.load_tensors(run_id, "prompts")["a"], torch.arange(6.0).view(2, 3))
@@ -203,7 +202,7 @@ def test_an_owner_in_another_namespace_lives_while_its_heartbeat_does(tmp_path):
 
 
 def test_the_heartbeat_renews_this_process_leases(tmp_path, monkeypatch):
-    monkeypatch.setattr(ownership, "HEARTBEAT", 0.05)
+    monkeypatch.setattr(leases, "HEARTBEAT", 0.05)
     store = RunStore(tmp_path)
     run_id = store.create_run({})
     store.set_status(run_id, "running")

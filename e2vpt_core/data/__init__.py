@@ -9,11 +9,6 @@ Everything goes through a spec string (see :func:`parse_dataset_spec`) and a spl
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from PIL import Image
-
 from .builtin import (
     BUILTIN_IMAGE_SIZE,
     BUILTIN_TASKS,
@@ -36,33 +31,11 @@ from .common import (
 )
 from .fgvc import load_fgvc
 from .folder import load_folder
+from .load import load_dataset
 from .spec import DATASET_KINDS, DatasetSpec, parse_dataset_spec
 from .transforms import build_transform
 from .verify import verify_dataset
 from .vtab import VTAB_GROUPS, VTAB_TASKS, VtabTask, load_vtab
-
-
-def load_dataset(
-    spec: str | DatasetSpec,
-    split: str,
-    transform: Callable[[Image.Image], Any] | None = None,
-    *,
-    seed: int = 0,
-) -> LabeledDataset:
-    """Load one split of any supported dataset.
-
-    ``seed`` picks the generated instance of a builtin task and the val split drawn from
-    a folder tree; VTAB-1k and FGVC splits are fixed by their files and ignore it.
-    """
-    parsed = parse_dataset_spec(spec)
-    if parsed.kind == "builtin":
-        return load_builtin(parsed.name_or_path, split, transform, seed=seed)
-    if parsed.kind == "vtab":
-        return load_vtab(parsed.name_or_path, split, transform)
-    if parsed.kind == "fgvc":
-        return load_fgvc(parsed.name_or_path, split, transform, image_root=parsed.image_root)
-    return load_folder(parsed.name_or_path, split, transform, seed=seed)
-
 
 __all__ = [
     "BUILTIN_IMAGE_SIZE",

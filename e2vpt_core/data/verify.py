@@ -18,6 +18,7 @@ from pathlib import Path
 from PIL import Image, UnidentifiedImageError
 
 from .common import DatasetError, ImageListDataset, ImageRecord, LabeledDataset
+from .load import load_dataset
 
 # Bump when the decode check changes, so earlier passes are not trusted.
 CHECK_VERSION = "1"
@@ -39,8 +40,6 @@ def verify_dataset(
 
     Returns the loaded splits (without transforms) by split name.
     """
-    from . import load_dataset  # the package imports this module
-
     datasets = {split: load_dataset(spec, split, seed=seed) for split in dict.fromkeys(splits)}
     first_split, first = next(iter(datasets.items()))
     if first.num_classes < 2:

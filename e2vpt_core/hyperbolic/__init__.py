@@ -10,12 +10,11 @@ importing geoopt, scikit-learn and umap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..lazy import lazy_names
 
 DEFAULT_MAX_POINTS = 2000  # points drawn per view; here so the app reads it without the view
 
-_EXPORTS = {
+_EXPORTS = {name: f".{module}" for name, module in {
     "EmbeddingView": "view", "RunComparison": "view", "compare_runs": "view",
     "embedding_view": "view", "HeadConfig": "head", "HyperbolicHead": "head",
     "contrastive_loss": "head", "train_head": "head", "apply_head": "head",
@@ -26,12 +25,8 @@ _EXPORTS = {
     "extract_embeddings": "embeddings", "expmap0": "geometry",
     "pairwise_distance": "geometry", "poincare_ball": "geometry",
     "poincare_distances": "geometry", "hyperbolic_norm": "geometry",
-}
+}.items()}
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+__getattr__, __dir__ = lazy_names(__name__, globals(), _EXPORTS)

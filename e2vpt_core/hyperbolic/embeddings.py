@@ -17,7 +17,7 @@ from ..models.vit import PromptedViT
 from ..store import RunStore
 from ..train.config import TrainConfig
 from ..train.data import eval_loader
-from ..train.loop import resolve_device
+from ..train.device import resolve_device
 
 
 def embeddings_name(split: str) -> str:

@@ -1,13 +1,13 @@
 """The Ray tasks of a prune sweep (importance pass, rewinds), for sweeps larger than one
-machine; see `e2vpt_core.ray_cluster` for the connection and the shared-disk rule."""
+machine; see `e2vpt_core.train.cluster` for the connection and the shared-disk rule."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ..ray_cluster import ray_connection
 from ..store import RunStore
+from ..train.cluster import ray_connection
 from .importance import run_importance
 from .rewind import rewind_in_store
 

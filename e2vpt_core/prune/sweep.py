@@ -22,7 +22,8 @@ import torch
 from ..artifacts import load_adapter
 from ..models.vit import PromptedViT
 from ..store import RunStore
-from ..train.loop import ProgressFn, resolve_device
+from ..train.device import resolve_device
+from ..train.loop import ProgressFn
 from .importance import run_importance
 from .rewind import (
     check_rewind_options,
@@ -144,7 +145,7 @@ def sweep_prune(
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     if ray_address is not None:
-        from ..ray_cluster import import_ray
+        from ..train.cluster import import_ray
         from .ray_backend import ray_sweep
 
         import_ray()  # a missing ray fails here, before the importance pass

@@ -12,9 +12,11 @@ from ..lazy import lazy_names
 from .config import PAPER_LR_GRID, PAPER_WD_GRID, TrainConfig
 
 if TYPE_CHECKING:
-    from .loop import RunResult, TrainingFailed, resolve_device, train_run
+    from .device import resolve_device
+    from .loop import RunResult, TrainingFailed, train_run
 
-_LOOP = {name: ".loop" for name in ("RunResult", "TrainingFailed", "resolve_device", "train_run")}
+_LOOP = {"RunResult": ".loop", "TrainingFailed": ".loop", "train_run": ".loop",
+         "resolve_device": ".device"}
 
 __all__ = ["PAPER_LR_GRID", "PAPER_WD_GRID", "RunResult", "TrainConfig", "TrainingFailed",
            "resolve_device", "train_run"]

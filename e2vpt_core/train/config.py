@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..config import AUGMENTATIONS, OFFICIAL_PROMPT, PromptConfig
@@ -138,19 +137,6 @@ class TrainConfig:
     def lr(self) -> float:
         """The paper's linear scaling: lr = base_lr × batch_size / 256."""
         return self.base_lr * self.batch_size / 256
-
-    def check_sources(self) -> None:
-        """Reject a config whose run could only fail (backbone, weights, device, data, memory),
-        before a run is created for it; see `train.preflight`."""
-        from ..data import parse_dataset_spec
-        from ..models.factory import check_backbone_name
-        from .preflight import preflight
-
-        check_backbone_name(self.backbone)
-        if self.checkpoint is not None and not Path(self.checkpoint).is_file():
-            raise ValueError(f"checkpoint file not found: {self.checkpoint}")
-        parse_dataset_spec(self.dataset)
-        preflight(self)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

@@ -25,6 +25,7 @@ from ..store import RunStore
 from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint
 from .config import TrainConfig
 from .data import build_loaders, epoch_seed
+from .device import resolve_device
 from .evaluate import evaluate
 from .optim import build_optimizer, build_scheduler
 from .tracker import ImportanceTracker
@@ -72,12 +73,6 @@ class RunResult:
         if self.reason:
             out["reason"] = self.reason
         return out
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def train_run(

@@ -20,6 +20,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..config import KV_PROMPT_METHODS, VISUAL_PROMPT_METHODS, PromptConfig
 from .config import TrainConfig
+from .device import resolve_device
 
 # Seconds to wait for the weights' host before calling it unreachable.
 HUB_TIMEOUT_S = 3.0
@@ -30,8 +31,6 @@ HEAD_ONLY_METHODS = ("linear", "mlp-3")
 
 def check_device(name: str) -> torch.device:
     """The device `name` resolves to, refused if this machine does not have it."""
-    from .loop import resolve_device  # the loop's own resolution of "auto"
-
     try:
         device = resolve_device(name)
     except RuntimeError as error:
@@ -210,10 +209,17 @@ def check_prompts(prompt: PromptConfig) -> None:
                          "head alone. Give it prompts, or choose the method linear.")
 
 
-def preflight(config: TrainConfig) -> None:
-    """Every check that can be made before a run exists; raises ValueError with the reason."""
-    from ..data import verify_dataset
+def check_sources(config: TrainConfig) -> None:
+    """Reject a config whose run could only fail (backbone, weights, device, data, memory),
+    before a run is created for it: every check that can be made before a run exists;
+    raises ValueError with the reason."""
+    from ..data import parse_dataset_spec, verify_dataset
+    from ..models.factory import check_backbone_name
 
+    check_backbone_name(config.backbone)
+    if config.checkpoint is not None and not Path(config.checkpoint).is_file():
+        raise ValueError(f"checkpoint file not found: {config.checkpoint}")
+    parse_dataset_spec(config.dataset)
     check_prompts(config.prompt)
     device = check_device(config.device)
     check_hub(config)

@@ -15,11 +15,16 @@ STORE_ENV = "E2VPT_STORE"
 DEFAULT_STORE = "runs"
 
 
+def store_dir(named: str | None = None) -> Path:
+    """The absolute store directory: `named`, else `$E2VPT_STORE`, else `./runs`."""
+    return Path(named or os.environ.get(STORE_ENV) or DEFAULT_STORE).expanduser().resolve()
+
+
 def resolve_store(named: str | None, *, makes_runs: bool, create: bool = False) -> Path:
-    """The absolute store directory; ValueError when it is missing and may not be created."""
+    """`store_dir(named)`, checked; ValueError when it is missing and may not be created."""
     from_env = os.environ.get(STORE_ENV) or None
     source = "--store" if named else f"${STORE_ENV}" if from_env else None
-    path = Path(named or from_env or DEFAULT_STORE).expanduser().resolve()
+    path = store_dir(named)
     if path.exists() and not path.is_dir():
         raise ValueError(f"run store {path} is not a directory")
     if path.is_dir():

@@ -6,9 +6,10 @@ import argparse
 import json
 from typing import Any
 
-from .importance import TOKEN_SCORES
-from .selection import MAX_RATIO, ORDERS
-from .sweep import DEFAULT_RATIOS
+from ..prune.importance import TOKEN_SCORES
+from ..prune.selection import MAX_RATIO, ORDERS
+from ..prune.sweep import DEFAULT_RATIOS
+from .common import ProgressBar, print_result
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +48,8 @@ def _add_rewind_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from ..prune.rewind import prune_run
     from ..store import RunStore
-    from .rewind import prune_run
 
     result = prune_run(RunStore(args.store), args.run, args.token_ratio, args.segment_ratio,
                        args.signed, args.token_scores, args.min_segments, args.order,
@@ -69,15 +70,14 @@ def _prune(args: argparse.Namespace) -> int:
 
 def _rewind(args: argparse.Namespace) -> int:
     """Like `e2vpt train`, works under `torchrun` (rank 0 creates the child run)."""
-    from ..cli import _print_result, _ProgressBar
+    from ..prune.rewind import prunable_config, rewind_run
     from ..store import RunStore
     from ..train.distributed import distributed_context
-    from .rewind import prunable_config, rewind_run
 
     store = RunStore(args.store)
     device = prunable_config(store, args.run).device
     with distributed_context(device) as (rank, _world, broadcast):
-        bar = _ProgressBar(not args.quiet and rank == 0)
+        bar = ProgressBar(not args.quiet and rank == 0)
         try:
             result = rewind_run(store, args.run, args.token_ratio, args.segment_ratio,
                                 init=args.init, mode=args.mode, epochs=args.epochs,
@@ -89,15 +89,14 @@ def _rewind(args: argparse.Namespace) -> int:
             bar.close()
     if rank != 0:
         return 0 if result.status == "completed" else 1
-    return _print_result(result.to_dict(), args.json)
+    return print_result(result.to_dict(), args.json)
 
 
 def _sweep_prune(args: argparse.Namespace) -> int:
-    from ..cli import _ProgressBar
+    from ..prune.sweep import sweep_prune
     from ..store import RunStore
-    from .sweep import sweep_prune
 
-    bar = _ProgressBar(not args.quiet and args.workers == 1 and args.ray is None)
+    bar = ProgressBar(not args.quiet and args.workers == 1 and args.ray is None)
     try:
         table = sweep_prune(RunStore(args.store), args.run, args.ratios, args.segment_ratios,
                             init=args.init, mode=args.mode, epochs=args.epochs,

@@ -1,10 +1,10 @@
 """Pretrain the bundled offline ViT on formula- and font-generated images.
 
-No machine here can download weights, so the default backbone is a small
+The offline default backbone is a small
 timm ViT that this script pretrains from scratch on generated data
-(``--data fractal``: FractalDB-style classes, ``e2vpt_core.fractal``;
-``--data scenes``: glyph scenes, ``e2vpt_core.scenes``; see
-``e2vpt_core.pretrain_tasks``).  Every step draws fresh images; checkpoints
+(``--data fractal``: FractalDB-style classes, ``pretrain.fractal``;
+``--data scenes``: glyph scenes, ``pretrain.scenes``; see
+``pretrain.tasks``).  Every step draws fresh images; checkpoints
 are written atomically every few minutes, so whatever sits in ``--out`` is
 always a complete, loadable model with its recipe.
 
@@ -43,9 +43,9 @@ from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
-from e2vpt_core import pretrain_tasks
-from e2vpt_core.fileio import atomic_write
-from e2vpt_core.pretrain_files import hardware, sha256, write_hub_config, write_json
+from ..fileio import atomic_write
+from . import tasks as pretrain_tasks
+from .files import hardware, sha256, write_hub_config, write_json
 
 BUILTIN_VIT_TINY_KWARGS: dict = {
     "img_size": 32,
@@ -394,6 +394,3 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``python -m e2vpt_core.pretrain``."""
     pretrain(parse_args(argv), command=sys.argv if argv is None else argv)
 
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from .ownership import Holder
+from .leases import Holder
 
 
 def new_run_id() -> str:

@@ -37,10 +37,10 @@ def register(subparsers: Any) -> None:
 
 
 def _embed(args: argparse.Namespace) -> int:
+    from ..hyperbolic.head import HeadConfig
+    from ..hyperbolic.projection import ProjectionConfig
+    from ..hyperbolic.view import embedding_view
     from ..store import RunStore
-    from .head import HeadConfig
-    from .projection import ProjectionConfig
-    from .view import embedding_view
 
     head = HeadConfig(steps=args.head_steps, lr=args.head_lr, curvature=args.curvature,
                       seed=args.seed)

@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from types import ModuleType
 from typing import Any
 
-from .store import RunStore
-from .train import RunResult, TrainConfig, resolve_device, train_run
-from .train.grid import Trainer
-from .train.loop import ProgressFn
+from ..store import RunStore
+from .config import TrainConfig
+from .device import resolve_device
+from .grid import Trainer
+from .loop import ProgressFn, RunResult, train_run
 
 
 def import_ray() -> ModuleType:

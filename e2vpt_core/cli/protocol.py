@@ -6,20 +6,19 @@ import argparse
 import json
 import sys
 
-from .prune.sweep import DEFAULT_RATIOS
-from .train.config import PAPER_LR_GRID, PAPER_WD_GRID
+from ..prune.sweep import DEFAULT_RATIOS
+from ..train.config import PAPER_LR_GRID, PAPER_WD_GRID
+from .common import ProgressBar, add_train_arguments, train_config
 
 
 def _protocol(args: argparse.Namespace) -> int:
-    from .cli import _ProgressBar, _train_config
-    from .protocol import results_markdown, run_protocol
-    from .store import RunStore
-    from .suite import run_suite
+    from ..protocol import results_markdown, run_protocol, run_suite
+    from ..store import RunStore
 
-    config = _train_config(args)
+    config = train_config(args)
     store = RunStore(args.store)
     grids = (args.lrs, args.wds, args.token_ratios, args.segment_ratios, args.seeds)
-    bar = _ProgressBar(not args.quiet and args.ray is None)
+    bar = ProgressBar(not args.quiet and args.ray is None)
     if args.ray is not None and not args.quiet:
         print(f"training on the Ray cluster {args.ray!r}; follow the runs with `e2vpt runs` "
               "or the app", file=sys.stderr)
@@ -42,8 +41,7 @@ def _protocol(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `protocol` to the `e2vpt` parser."""
-    from .cli import _add_train_arguments
-    from .protocol import DEFAULT_SEGMENT_RATIOS
+    from ..protocol.pipeline import DEFAULT_SEGMENT_RATIOS
 
     parser = subparsers.add_parser(
         "protocol", help="grid → prune sweep → final seeds (the paper's pipeline)",
@@ -51,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "token × segment prune ratio (best on val), final seeds on trainval → "
                     "test. The defaults (40 grid runs, 27 rewinds, 5 seeds per dataset) "
                     "mean thousands of trainings for a whole suite.")
-    _add_train_arguments(parser)
+    add_train_arguments(parser)
     parser.add_argument("--suite", default=None,
                         help="vtab:/path/vtab-1k or fgvc:/path: every task folder found "
                              "(replaces --dataset), compared with the paper's numbers")

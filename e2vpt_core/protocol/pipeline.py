@@ -15,12 +15,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .prune import sweep_prune
-from .prune.selection import check_ratio
-from .ray_cluster import ray_connection, ray_trainer, task_gpus
-from .store import RunStore
-from .train import TrainConfig
-from .train.grid import (
+from ..prune import sweep_prune
+from ..prune.selection import check_ratio
+from ..store import RunStore
+from ..train import TrainConfig
+from ..train.cluster import ray_connection, ray_trainer, task_gpus
+from ..train.grid import (
     Trainer,
     best_setting,
     check_grid,
@@ -28,7 +28,8 @@ from .train.grid import (
     grid_search,
     train_in_turn,
 )
-from .train.loop import ProgressFn
+from ..train.loop import ProgressFn
+from ..train.preflight import check_sources
 
 DEFAULT_SEGMENT_RATIOS = (0.0, 0.25, 0.5)
 ROW_KEYS = ("stage", "run_id", "status", "base_lr", "weight_decay", "token_ratio",
@@ -58,7 +59,7 @@ def check_protocol_inputs(
     if not base.prompt.has_visual_prompts:
         raise ValueError(f"method {base.prompt.method!r} has no visual prompts to prune; "
                          "use vpt-shallow, vpt-deep or e2vpt")
-    base.check_sources()
+    check_sources(base)
 
 
 def _finish(store: RunStore, run_id: str, result: dict[str, Any]) -> dict[str, Any]:

@@ -31,10 +31,10 @@ try:
 except ImportError:  # Windows: no advisory locks; one process initialises at a time
     fcntl = None
 
-from . import ownership
-from .fileio import atomic_write, remove_orphan_tmp
-from .ownership import RunOwned
-from .store_jobs import JobQueue, insert_run
+from ..fileio import atomic_write, remove_orphan_tmp
+from . import leases
+from .jobs_table import JobQueue, insert_run
+from .leases import RunOwned
 
 DB_NAME = "store.sqlite"
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker TEXT
 );
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, name, step);
-""" + ownership.SCHEMA
+""" + leases.SCHEMA
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 __all__ = ["DamagedFileError", "RunOwned", "RunStore", "StoreError", "read_safetensors"]
@@ -246,20 +246,20 @@ class RunStore(JobQueue):
                     "UPDATE runs SET status=?, started_at=COALESCE(started_at, ?), reason=NULL, "
                     "finished_at=NULL WHERE id=?", (status, now, run_id))
             else:
-                ownership.check_not_owned(connection, run_id)
+                leases.check_not_owned(connection, run_id)
                 finished = now if status in ("completed", "failed", "cancelled") else None
                 connection.execute(
                     "UPDATE runs SET status=?, reason=?, finished_at=? WHERE id=?",
                     (status, reason, finished, run_id))
                 if finished is not None:
-                    ownership.release(connection, run_id)
+                    leases.release(connection, run_id)
         if status == "running":
-            ownership.start_heartbeat(self.db_path)
+            leases.start_heartbeat(self.db_path)
 
     def _take(self, connection: sqlite3.Connection, run_id: str) -> None:
         if connection.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is None:
             raise KeyError(f"no run {run_id!r} in store {self.root}")
-        ownership.acquire(connection, run_id)
+        leases.acquire(connection, run_id)
 
     @contextmanager
     def own_run(self, run_id: str) -> Iterator[None]:
@@ -267,18 +267,18 @@ class RunStore(JobQueue):
         so a caller can prepare it (discard a checkpoint) before training it."""
         with self._connect(immediate=True) as connection:
             self._take(connection, run_id)
-        ownership.start_heartbeat(self.db_path)
+        leases.start_heartbeat(self.db_path)
         try:
             yield
         finally:
             with self._connect() as connection:
-                ownership.release(connection, run_id)
+                leases.release(connection, run_id)
 
     def owner(self, run_id: str) -> str | None:
         """Who trains the run now (pid, command, since when), or None."""
         with self._connect() as connection:
             try:
-                ownership.check_not_owned(connection, run_id)
+                leases.check_not_owned(connection, run_id)
             except RunOwned as owned:
                 return str(owned)
         return None
@@ -304,7 +304,7 @@ class RunStore(JobQueue):
 
     def delete_run(self, run_id: str) -> None:
         with self._connect(immediate=True) as connection:
-            ownership.check_not_owned(connection, run_id)
+            leases.check_not_owned(connection, run_id)
             connection.execute("UPDATE runs SET parent_id=NULL WHERE parent_id=?", (run_id,))
             connection.execute("DELETE FROM runs WHERE id=?", (run_id,))
         directory = self.run_dir(run_id)

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from .data.synth import SIZE, background, contrast_colours, finish, luminance, paint
+from ..data.synth import SIZE, background, contrast_colours, finish, luminance, paint
 
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 FONT_FILES = (

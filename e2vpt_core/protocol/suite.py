@@ -16,12 +16,12 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
-from .data.vtab import VTAB_GROUPS, VTAB_TASKS
-from .protocol import check_protocol_inputs, run_protocol
-from .ray_cluster import ray_connection
-from .store import RunStore
-from .train import TrainConfig
-from .train.loop import ProgressFn
+from ..data.vtab import VTAB_GROUPS, VTAB_TASKS
+from ..store import RunStore
+from ..train import TrainConfig
+from ..train.cluster import ray_connection
+from ..train.loop import ProgressFn
+from .pipeline import check_protocol_inputs, run_protocol
 
 # E²VPT, ViT-B/16 IN-21k, test top-1 % (REFERENCE §5). Group means are derived from these.
 PAPER_E2VPT: dict[str, float] = {

@@ -2,174 +2,60 @@
 
 Every command exits 0 when done and non-zero with a one-line reason on bad input; with
 `--json` the last line of stdout is one JSON object (or list, for `runs`). The run store is
-`--store`, else `$E2VPT_STORE`, else `./runs` (see `cli_store`), named on stderr at the end.
+`--store`, else `$E2VPT_STORE`, else `./runs` (see `store.location`), named on stderr at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import signal
 import sys
 import warnings
 from typing import Any
 
-from .cli_store import resolve_store
-from .config import (
-    AUGMENTATIONS,
-    LORA_TARGETS,
-    METHODS,
-    PromptConfig,
-    describe_kind_augmentation,
-)
-from .train.config import (
-    DEFAULT_BACKBONE,
+from ..store.location import resolve_store
+from ..train.config import (
     PAPER_LR_GRID,
     PAPER_WD_GRID,
     PRESETS,
     TrainConfig,
     describe_default_base_lr,
 )
-
-
-def _add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str) -> None:
-    parser.add_argument("--backbone", default=default_backbone,
-                        help="timm name with tag, a built-in name, or a timm-style directory")
-    parser.add_argument("--checkpoint", default=None, help="local backbone weights file")
-    parser.add_argument("--method", default="e2vpt", choices=METHODS)
-    parser.add_argument("-P", "--visual-prompt-len", type=int, default=None)
-    parser.add_argument("-T", "--kv-prompt-len", type=int, default=None)
-    parser.add_argument("--kv-sharing", default="shared", choices=("shared", "separate"))
-    parser.add_argument("--num-segments", type=int, default=8)
-    parser.add_argument("--segment-layout", default="contiguous",
-                        choices=("contiguous", "interleaved"))
-    parser.add_argument("--prompt-dropout", type=float, default=0.1)
-    parser.add_argument("--masks-per-block", action="store_true",
-                        help="one token / segment mask per prompt layer instead of shared")
-    parser.add_argument("--adapter-bottleneck", type=int, default=PromptConfig.adapter_bottleneck,
-                        help="bottleneck width of adapter and adapter-plus")
-    parser.add_argument("--adapter-drop-path", type=float,
-                        default=PromptConfig.adapter_drop_path,
-                        help="adapter-plus: per-sample drop rate of the adapter branch in "
-                             "training")
-    parser.add_argument("--lora-rank", type=int, default=PromptConfig.lora_rank)
-    parser.add_argument("--lora-alpha", type=float, default=PromptConfig.lora_alpha,
-                        help="LoRA updates are scaled by alpha / rank")
-    parser.add_argument("--lora-targets", default=PromptConfig.lora_targets,
-                        help=f"comma-separated subset of {','.join(LORA_TARGETS)}")
-
-
-def _prompt_config(args: argparse.Namespace) -> PromptConfig:
-    return PromptConfig(
-        method=args.method, visual_prompt_len=args.visual_prompt_len,
-        kv_prompt_len=args.kv_prompt_len, kv_sharing=args.kv_sharing,
-        num_segments=args.num_segments, segment_layout=args.segment_layout,
-        prompt_dropout=args.prompt_dropout, masks_per_block=args.masks_per_block,
-        adapter_bottleneck=args.adapter_bottleneck,
-        adapter_drop_path=args.adapter_drop_path, lora_rank=args.lora_rank,
-        lora_alpha=args.lora_alpha, lora_targets=args.lora_targets,
-    )
-
-
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    _add_model_arguments(parser, DEFAULT_BACKBONE)
-    parser.add_argument("--random-init", action="store_true",
-                        help="do not load the backbone's pretrained weights")
-    parser.add_argument("--dataset", default="builtin:digits",
-                        help="builtin:TASK | vtab:/path/vtab-1k/TASK | fgvc:/path | folder:/path")
-    parser.add_argument("--augment", default="auto", choices=AUGMENTATIONS,
-                        help="training augmentation; auto: the dataset kind's recipe ("
-                             f"{describe_kind_augmentation()})")
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--warmup-epochs", type=float, default=None)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--grad-clip", type=float, default=None)
-    parser.add_argument("--workers", type=int, default=None)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on a GPU")
-    parser.add_argument("--store", default="runs", help="run store directory")
-    parser.add_argument("--create-store", action="store_true",
-                        help="create the store named by --store or E2VPT_STORE if missing")
-    parser.add_argument("--json", action="store_true", help="last stdout line is JSON")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def _train_config(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
-    values = dict(
-        backbone=args.backbone, checkpoint=args.checkpoint, pretrained=not args.random_init,
-        dataset=args.dataset, augment=args.augment, prompt=_prompt_config(args),
-        epochs=args.epochs,
-        warmup_epochs=args.warmup_epochs, batch_size=args.batch_size, seed=args.seed,
-        grad_clip=args.grad_clip, num_workers=args.workers, device=args.device,
-        amp=not args.no_amp,
-    )
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
-class _ProgressBar:
-    """A tqdm bar on stderr fed by the loop's progress callback."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled, self.bar = enabled, None
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        from tqdm import tqdm
-
-        if self.bar is None or self.bar.total != event["total_steps"] or event["step"] == 1:
-            self.close()
-            self.bar = tqdm(total=event["total_steps"], file=sys.stderr, unit="step")
-        self.bar.n = event["step"]
-        postfix = {"epoch": event["epoch"], "loss": f"{event.get('loss', 0):.3f}"}
-        for key, value in event.items():
-            if key.endswith("/top1"):
-                postfix[key] = f"{value:.1f}"
-        self.bar.set_postfix(postfix, refresh=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def _print_result(result: dict[str, Any], as_json: bool) -> int:
-    scores = ", ".join(f"{k} {v:.2f}" for k, v in result.items()
-                       if k.endswith("_top1") and isinstance(v, float))
-    line = f"run {result['run_id']}: {result['status']}"
-    if result.get("reason"):
-        line += f" ({result['reason']})"
-    print(line + (f"; {scores}" if scores else ""))
-    if as_json:
-        print(json.dumps(result, default=str))
-    return 0 if result["status"] == "completed" else 1
+from . import embed, protocol, prune
+from .common import (
+    ProgressBar,
+    add_model_arguments,
+    add_train_arguments,
+    print_result,
+    prompt_config,
+    train_config,
+)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .store import RunStore
-    from .train import train_run
-    from .train.distributed import distributed_context
+    from ..store import RunStore
+    from ..train import train_run
+    from ..train.distributed import distributed_context
+    from ..train.preflight import check_sources
 
-    config = _train_config(args, base_lr=args.lr, weight_decay=args.wd, preset=args.preset)
-    config.check_sources()
+    config = train_config(args, base_lr=args.lr, weight_decay=args.wd, preset=args.preset)
+    check_sources(config)
     with distributed_context(config.device) as (rank, _world, broadcast):
         store = RunStore(args.store)
         run_id = broadcast(store.create_run(config.to_dict()) if rank == 0 else None)
-        bar = _ProgressBar(not args.quiet and rank == 0)
+        bar = ProgressBar(not args.quiet and rank == 0)
         result = train_run(config, store, run_id, progress=bar)
         bar.close()
     if rank != 0:
         return 0 if result.status == "completed" else 1
-    return _print_result(result.to_dict(), args.json)
+    return print_result(result.to_dict(), args.json)
 
 
 def _resume(args: argparse.Namespace) -> int:
-    from .store import RunStore
-    from .train import train_run
-    from .train.checkpoint import CHECKPOINT, read_checkpoint
+    from ..store import RunStore
+    from ..train import train_run
+    from ..train.checkpoint import CHECKPOINT, read_checkpoint
 
     store = RunStore(args.store)
     run = store.get_run(args.run)
@@ -181,19 +67,20 @@ def _resume(args: argparse.Namespace) -> int:
             store.delete_tensors(args.run, CHECKPOINT)
         elif store.has_tensors(args.run, CHECKPOINT):
             read_checkpoint(store, args.run)  # a damaged one is refused before any change
-        bar = _ProgressBar(not args.quiet)
+        bar = ProgressBar(not args.quiet)
         result = train_run(config, store, args.run, resume=not args.restart, progress=bar)
         bar.close()
-    return _print_result(result.to_dict(), args.json)
+    return print_result(result.to_dict(), args.json)
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .store import RunStore
-    from .train.grid import sweep
+    from ..store import RunStore
+    from ..train.grid import sweep
+    from ..train.preflight import check_sources
 
-    config = _train_config(args)
-    config.check_sources()
-    bar = _ProgressBar(not args.quiet)
+    config = train_config(args)
+    check_sources(config)
+    bar = ProgressBar(not args.quiet)
     result = sweep(config, RunStore(args.store), args.lrs, args.wds, args.seeds, progress=bar,
                    grid_epochs=args.grid_epochs)
     bar.close()
@@ -213,7 +100,7 @@ RUN_COLUMNS = ["id", "kind", "status", "method", "dataset", "val_top1", "test_to
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from .store import RunStore
+    from ..store import RunStore
 
     table = RunStore(args.store).runs()
     columns = [c for c in RUN_COLUMNS if c in table.columns]
@@ -230,8 +117,8 @@ def _runs(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import shutil
 
-    from .artifacts import check_adapter
-    from .store import RunStore
+    from ..artifacts import check_adapter
+    from ..store import RunStore
 
     store = RunStore(args.store)
     store.get_run(args.run)
@@ -246,9 +133,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from .models import create_model
+    from ..models import create_model
 
-    config = _prompt_config(args)
+    config = prompt_config(args)
     model = create_model(args.backbone, args.num_classes, config,
                          pretrained=False, checkpoint_path=args.checkpoint)
     summary = model.parameter_summary()
@@ -260,11 +147,7 @@ def _params(args: argparse.Namespace) -> int:
 
 
 # Modules that add their own subcommands: each has `register(subparsers)`.
-COMMAND_MODULES: tuple[str, ...] = (
-    "e2vpt_core.prune.cli",
-    "e2vpt_core.hyperbolic.cli",
-    "e2vpt_core.protocol_cli",
-)
+COMMAND_MODULES = (prune, embed, protocol)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -272,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train one run")
-    _add_train_arguments(train)
+    add_train_arguments(train)
     train.add_argument("--lr", type=float, default=None,
                        help=f"base lr (× batch / 256); default {describe_default_base_lr()}; "
                             "the paper searches 0.05–50")
@@ -284,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
 
     sweep = commands.add_parser("sweep", help="lr × wd grid on train→val, then seeds → test")
-    _add_train_arguments(sweep)
+    add_train_arguments(sweep)
     sweep.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID))
     sweep.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID))
     sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -314,13 +197,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(handler=_export)
 
     params = commands.add_parser("params", help="trainable-parameter summary of a method")
-    _add_model_arguments(params, "vit_base_patch16_224")
+    add_model_arguments(params, "vit_base_patch16_224")
     params.add_argument("--num-classes", type=int, default=100)
     params.add_argument("--json", action="store_true", help="print one JSON object")
     params.set_defaults(handler=_params)
 
     for module in COMMAND_MODULES:
-        importlib.import_module(module).register(commands)
+        module.register(commands)
     for command in commands.choices.values():  # --store, else $E2VPT_STORE, else ./runs
         if command.get_default("store") is not None:
             command.set_defaults(store=None)
@@ -351,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"e2vpt {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM while training (Terminated)
-        from .train.loop import Terminated
+        from ..train.loop import Terminated
 
         by = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
         print(f"e2vpt {args.command}: stopped by {by.name}; a run it was training is "

@@ -18,7 +18,7 @@ import numpy as np
 import timm
 import torch
 
-from e2vpt_core.fileio import atomic_write
+from ..fileio import atomic_write
 
 HUB_CONFIG_FILE = "config.json"
 # timm's registered architecture the bundled ViT's model args override.

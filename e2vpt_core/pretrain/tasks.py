@@ -1,9 +1,9 @@
 """What the bundled backbone pretrains on: the data stream, the loss and the held-out check.
 
-Two tasks share one loop (``e2vpt_core.pretrain``):
+Two tasks share one loop (``pretrain.loop``):
 
 - ``fractal``: FractalDB-style IFS classes, one per image, cross-entropy on the CLS head.
-- ``scenes``: glyph scenes (``e2vpt_core.scenes``): the CLS head predicts the set of glyph
+- ``scenes``: glyph scenes (``pretrain.scenes``): the CLS head predicts the set of glyph
   classes present (soft-target cross-entropy) and a linear head on every patch token its
   glyph class or background (a synthetic segmentation map), so that patch tokens, which
   prompts read through attention, learn what is where. With ``layout_weight`` > 0 a linear
@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from .data.synth import SIZE
+from ..data.synth import SIZE
 from .fractal import FractalStream, fixed_set, sample_ifs_classes
 from .scenes import LAYOUT_CELL, MAX_OBJECTS, SceneBatch, glyph_bank, render_scenes
 
@@ -55,7 +55,7 @@ class FractalTask:
         self.held = fixed_set(self.systems, heldout_size, seed=np.random.SeedSequence(held_seed))
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.data = {
-            "generator": "e2vpt_core.fractal (FractalDB-style IFS, chaos game)",
+            "generator": "e2vpt_core.pretrain.fractal (FractalDB-style IFS, chaos game)",
             "num_classes": num_classes,
             "class_seed": seed,
         }
@@ -101,7 +101,7 @@ class SceneTask:
         self.held = render_scenes(held_rng, heldout_size)
         self.label_smoothing = label_smoothing
         self.data = {
-            "generator": "e2vpt_core.scenes (DejaVu glyph scenes, no digits)",
+            "generator": "e2vpt_core.pretrain.scenes (DejaVu glyph scenes, no digits)",
             "num_classes": self.num_classes,
             "glyphs": "".join(chars),
             "max_objects": MAX_OBJECTS,
