@@ -51,11 +51,12 @@ _CHOICES = {
     "prune_mode": ("zero", "remove"),
 }
 
-# The official code's prompt settings (REFERENCE §2, §8): 16 interleaved segments, masks
-# trained as parameters in the first run. `TrainConfig(preset="official")` applies them.
+# The official code's prompt settings (docs/METHOD.md, "What the official code does
+# differently"): 16 interleaved segments, masks trained as parameters in the first run.
+# `TrainConfig(preset="official")` applies them.
 OFFICIAL_PROMPT = {"num_segments": 16, "segment_layout": "interleaved", "trainable_masks": True}
 
-# The reference code's lengths for most VTAB-1k tasks (REFERENCE §3).
+# The reference code's lengths for most VTAB-1k tasks (docs/METHOD.md, "Training recipe").
 DEFAULT_VISUAL_PROMPT_LEN = 10
 DEFAULT_KV_PROMPT_LEN = 5
 

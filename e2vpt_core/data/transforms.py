@@ -1,4 +1,5 @@
-"""Recipe transforms (REFERENCE section 3), sized and normalised from a timm data config.
+"""Recipe transforms, sized and normalised from a timm data config (docs/METHOD.md, "Training
+recipe").
 
 VTAB-1k and builtin tasks: resize straight to the input size, no crop, no augmentation.
 FGVC: train = resize to ``round(size / 0.875)`` (256 for 224) -> random crop -> horizontal

@@ -1,4 +1,5 @@
-"""Poincaré-ball embedding view of a run (REFERENCE §7): head, UMAP disk, separability.
+"""Poincaré-ball embedding view of a run: head, UMAP disk, separability (docs/METHOD.md,
+"Hyperbolic embedding view").
 
     from e2vpt_core.hyperbolic import compare_runs
     comparison = compare_runs(RunStore("runs"), vpt_run, e2vpt_run, "test")

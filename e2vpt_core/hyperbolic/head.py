@@ -1,4 +1,5 @@
-"""The hyperbolic head of the embedding view (REFERENCE §7, after Ermolov et al. 2022).
+"""The hyperbolic head of the embedding view (after Ermolov et al. 2022;
+docs/METHOD.md, "Hyperbolic embedding view").
 
 A linear map d → 128 (orthogonal init), feature clipping to radius r, the exponential map
 at the origin of the Poincaré ball of curvature c, trained on frozen CLS embeddings with a

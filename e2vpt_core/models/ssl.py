@@ -1,4 +1,4 @@
-"""Self-supervised ViT-B backbones of the paper (REFERENCE §4): MoCo v3 and MAE.
+"""Self-supervised ViT-B backbones of the paper: MoCo v3 and MAE (docs/METHOD.md, "Backbones").
 
 MoCo v3 is not in timm; its ViT-B comes as a training checkpoint (`vit-b-300ep.pth.tar`):
 `state_dict` holds `module.base_encoder.<timm keys>` next to the momentum encoder, the

@@ -1,6 +1,7 @@
 """`PromptedSwin`: E²VPT and its baselines around a frozen timm SwinTransformer.
 
-Same public surface as `PromptedViT`, adapted to a hierarchy of stages (REFERENCE §4):
+Same public surface as `PromptedViT`, adapted to a hierarchy of stages (docs/METHOD.md,
+"Backbones"):
 
 - Visual prompts live next to the patch grid, not in it: inside every block they are copied
   into every window (in front of the window's tokens) and their outputs are averaged over the

@@ -1,7 +1,7 @@
 """The paper's whole per-dataset pipeline (suites of datasets: `suite.py`).
 
-Per dataset (REFERENCE §2): lr × wd grid on train → val; the best pair's grid run is the
-retrained model (same recipe and seed, so it is not trained twice); importance pass and a
+Per dataset (docs/METHOD.md, "Pruning"): lr × wd grid on train → val; the best pair's grid
+run is the retrained model (same recipe and seed, so it is not trained twice); importance pass and a
 rewind at every (token ratio × segment ratio), best on val (ties → more pruning); final
 runs with the chosen masks on trainval → test over seeds. With the paper's defaults that
 is 40 grid runs + 27 rewinds + 5 finals per dataset: thousands of trainings for a suite.

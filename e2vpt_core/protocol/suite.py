@@ -23,7 +23,8 @@ from ..train.cluster import ray_connection
 from ..train.loop import ProgressFn
 from .pipeline import check_protocol_inputs, run_protocol
 
-# E²VPT, ViT-B/16 IN-21k, test top-1 % (REFERENCE §5). Group means are derived from these.
+# E²VPT, ViT-B/16 IN-21k, test top-1 % (docs/METHOD.md, "The paper's numbers"). Group means
+# are derived from these.
 PAPER_E2VPT: dict[str, float] = {
     "cifar": 78.6, "caltech101": 89.4, "dtd": 67.8, "oxford_flowers102": 98.2,
     "oxford_iiit_pet": 88.5, "svhn": 85.3, "sun397": 52.3,

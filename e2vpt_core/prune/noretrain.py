@@ -2,8 +2,9 @@
 
 A rewind takes a whole training run per mask; this takes one pass over the validation
 split, so a score can be judged against random and reverse orders at every ratio
-(REFERENCE §9: validate every score against random masks with the same counts). Exact
-leave-one-out token scores are this evaluation with one token removed at a time.
+(docs/METHOD.md, "Why the paper's token score vanishes for deep prompts": validate every
+score against random masks with the same counts). Exact leave-one-out token scores are
+this evaluation with one token removed at a time.
 """
 
 from __future__ import annotations

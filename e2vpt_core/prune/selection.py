@@ -1,8 +1,8 @@
 """Which prompt tokens and segments to prune, from importance scores.
 
 Tokens are pruned globally, lowest score first; then every kept token loses the same
-number of its lowest-scoring segments (REFERENCE §2). Each ranking is one stable sort
-(ties: the lower index is pruned first), and the counts grow with the ratio, so the set
+number of its lowest-scoring segments (docs/METHOD.md, "Pruning"). Each ranking is one
+stable sort (ties: the lower index is pruned first), and the counts grow with the ratio, so the set
 pruned at a higher ratio always contains the set pruned at a lower one.
 
 With masks per block the scores are (L, P) and (L, P, R): tokens are ranked globally over

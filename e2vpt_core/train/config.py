@@ -9,7 +9,7 @@ from typing import Any
 
 from ..config import AUGMENTATIONS, OFFICIAL_PROMPT, PromptConfig
 
-# The paper's grid (REFERENCE §3): base learning rates and weight decays.
+# The paper's grid (docs/METHOD.md, "Training recipe"): base learning rates and weight decays.
 PAPER_LR_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 PAPER_WD_GRID = (0.01, 0.001, 0.0001, 0.0)
 DEFAULT_BACKBONE = "builtin-vit-tiny-layout"
