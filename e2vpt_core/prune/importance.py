@@ -11,11 +11,11 @@ With masks per block the per-layer keys are the masks' own gradients, and `token
 
 The token-mask gradient is ~0 for deep prompts (docs/METHOD.md, "Why the paper's token
 score vanishes for deep prompts"), so the same pass also stores token scores that act after
-the pre-norm LayerNorm: `kv` (a mask on the prompt's keys and values) and `logit` (a log-mask bias on its attention logits), each as E|grad|,
-signed and per layer like the masks (ViTs of timm's standard blocks; on Swin in the first
-stage's blocks, where the masks act), and `taylor` =
-E Σ|∂L/∂p ⊙ p| (absolute value inside the sum; per layer `taylor_layer`; every prompted
-model, Swin too). Exact leave-one-out (`loo`) lives in
+the pre-norm LayerNorm: `kv` (a mask on the prompt's keys and values) and `logit` (a
+log-mask bias on its attention logits), each as E|grad|, signed and per layer like the masks
+(ViTs of timm's standard blocks; on Swin in the first stage's blocks, where the masks act),
+and `taylor` = E Σ|∂L/∂p ⊙ p| (absolute value inside the sum; per layer `taylor_layer`;
+every prompted model, Swin too). Exact leave-one-out (`loo`) lives in
 `noretrain`, stored apart: it costs P + 1 evaluations of the validation split.
 """
 
