@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from e2vpt_core.config import KV_PROMPT_METHODS, VISUAL_PROMPT_METHODS
+from e2vpt_core.methods import REGISTRY
 from e2vpt_core.store import RunStore
 from e2vpt_core.train.config import DEFAULT_BACKBONE
 
@@ -36,14 +36,15 @@ def config_name(config: dict[str, Any]) -> str:
     A prompt method without any prompts trains the head alone, and its name says so."""
     prompt = config.get("prompt", {})
     method = prompt.get("method", "?")
+    spec = REGISTRY.get(method)
+    visual, kv = (spec.visual_prompts, spec.kv_prompts) if spec else (False, False)
     lengths = []
-    if method in VISUAL_PROMPT_METHODS:
+    if visual:
         lengths.append(f"P{prompt.get('visual_prompt_len', 0)}")
-    if method in KV_PROMPT_METHODS:
+    if kv:
         lengths.append(f"T{prompt.get('kv_prompt_len', 0)}")
     name = " ".join([method, *lengths])
-    if method in VISUAL_PROMPT_METHODS and not (prompt.get("visual_prompt_len")
-                                                 or prompt.get("kv_prompt_len")):
+    if visual and not (prompt.get("visual_prompt_len") or prompt.get("kv_prompt_len")):
         name += " (head only)"
     if prompt.get("masks_per_block"):
         name += " per-block"

@@ -20,7 +20,7 @@ import torch
 from safetensors import safe_open
 
 from e2vpt_core.artifacts import load_adapter
-from e2vpt_core.config import VISUAL_PROMPT_METHODS
+from e2vpt_core.methods import methods_where
 from e2vpt_core.models.vit import PromptedViT
 from e2vpt_core.prune.importance import IMPORTANCE, Importance, pick
 from e2vpt_core.prune.noretrain import LOO, Batches, masked_metrics, run_batches
@@ -46,7 +46,7 @@ def prompt_runs(runs: pd.DataFrame) -> pd.DataFrame:
         return runs
     prompted = runs["config"].map(
         lambda config: json.loads(config)["prompt"].get("visual_prompt_len", 0) > 0)
-    runs = runs[runs["method"].isin(VISUAL_PROMPT_METHODS) & prompted]
+    runs = runs[runs["method"].isin(methods_where(prunable=True)) & prompted]
     return runs.sort_values("kind", key=lambda kind: kind != "train", kind="stable")
 
 

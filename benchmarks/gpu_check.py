@@ -1,7 +1,7 @@
 """The CUDA path end to end on ViT-B/16 with bf16 autocast, as one markdown report.
 
 For anyone with a CUDA GPU (`bash benchmarks/gpu_check.sh`): a training step of every
-method in `e2vpt_core.config.METHODS` against the frozen backbone's own forward + backward,
+method in `e2vpt_core.methods.METHODS` against the frozen backbone's own forward + backward,
 the run's DataLoader with workers and pinned memory, then a real run in a temporary store
 (train, importance, rewind in `remove` mode, embeddings) and the `remove` vs `zero`
 inference time of the pruned model. Without a GPU it stops with one line; `--cpu-smoke`
@@ -27,7 +27,7 @@ import torch
 
 from benchmarks.step_time import build, step, timed
 from e2vpt_core import PromptConfig
-from e2vpt_core.config import METHODS
+from e2vpt_core.methods import METHODS
 from e2vpt_core.models import build_backbone
 
 HEADING = "## CUDA end-to-end check (`benchmarks/gpu_check.sh`)"

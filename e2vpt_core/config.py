@@ -7,25 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-METHODS = (
-    "linear",
-    "partial-1",
-    "mlp-3",
-    "bias",
-    "adapter",
-    "adapter-plus",
-    "lora",
-    "ssf",
-    "vpt-shallow",
-    "vpt-deep",
-    "e2vpt",
-    "full",
-)
-VISUAL_PROMPT_METHODS = ("vpt-shallow", "vpt-deep", "e2vpt")
-KV_PROMPT_METHODS = ("e2vpt",)
-# Methods that re-sequence a ViT block's linear layers and norms (models/peft_layers.py);
-# Swin backbones refuse them.
-VIT_ONLY_METHODS = ("lora", "ssf")
+from .methods import METHODS, Method, get_method, methods_where
+
 # The linear layers of a ViT block LoRA may adapt (`PromptConfig.lora_targets`).
 LORA_TARGETS = ("qkv", "proj", "fc1", "fc2")
 # Training augmentation (`TrainConfig.augment`, data/transforms.py): `auto` is the dataset
@@ -111,11 +94,11 @@ class PromptConfig:
                     f"PromptConfig.{field}={value!r} is not allowed; choose one of {list(allowed)}"
                 )
         self.visual_prompt_len = self._resolve_length(
-            "visual_prompt_len", self.visual_prompt_len, VISUAL_PROMPT_METHODS,
+            "visual_prompt_len", self.visual_prompt_len, "visual_prompts",
             DEFAULT_VISUAL_PROMPT_LEN,
         )
         self.kv_prompt_len = self._resolve_length(
-            "kv_prompt_len", self.kv_prompt_len, KV_PROMPT_METHODS, DEFAULT_KV_PROMPT_LEN
+            "kv_prompt_len", self.kv_prompt_len, "kv_prompts", DEFAULT_KV_PROMPT_LEN
         )
         for rate in ("prompt_dropout", "adapter_drop_path"):
             if not 0.0 <= getattr(self, rate) < 1.0:
@@ -141,21 +124,28 @@ class PromptConfig:
             raise ValueError(f"PromptConfig.lora_alpha={alpha!r} must be a number > 0")
         self.lora_targets = _canonical_targets(self.lora_targets)
 
-    def _resolve_length(
-        self, field: str, value: int | None, methods: tuple[str, ...], default: int
-    ) -> int:
+    def _resolve_length(self, field: str, value: int | None, trait: str, default: int) -> int:
+        """A prompt length: the default where the method has such prompts (`trait` of its
+        registry entry), else 0; a length given to a method without them is refused."""
+        takes = getattr(self.spec, trait)
         if value is None:
-            return default if self.method in methods else 0
+            return default if takes else 0
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"PromptConfig.{field}={value!r} must be an integer >= 0")
         if value < 0:
             raise ValueError(f"PromptConfig.{field}={value} must be >= 0")
-        if value > 0 and self.method not in methods:
+        if value > 0 and not takes:
             raise ValueError(
-                f"PromptConfig.{field}={value} is only used by methods {list(methods)}, "
+                f"PromptConfig.{field}={value} is only used by methods "
+                f"{list(methods_where(**{trait: True}))}, "
                 f"not by method={self.method!r}; leave it unset or 0"
             )
         return value
+
+    @property
+    def spec(self) -> Method:
+        """The registry entry of `method`: what it trains and which prompts it takes."""
+        return get_method(self.method)
 
     @property
     def has_visual_prompts(self) -> bool:
@@ -172,7 +162,7 @@ class PromptConfig:
     @property
     def deep_prompts(self) -> bool:
         """Deep prompts are replaced before every block; shallow ones enter once."""
-        return self.method in ("vpt-deep", "e2vpt")
+        return self.spec.deep_prompts
 
     @classmethod
     def for_method(
@@ -184,9 +174,10 @@ class PromptConfig:
         For forms and sweeps over methods, where one P and one T apply to whichever
         methods use them; `PromptConfig(...)` itself refuses a length a method cannot use.
         """
-        if method not in VISUAL_PROMPT_METHODS:
+        spec = get_method(method)
+        if not spec.visual_prompts:
             visual_prompt_len = None
-        if method not in KV_PROMPT_METHODS:
+        if not spec.kv_prompts:
             kv_prompt_len = None
         return cls(method, visual_prompt_len=visual_prompt_len, kv_prompt_len=kv_prompt_len,
                    **fields)

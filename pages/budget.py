@@ -7,7 +7,8 @@ import pandas as pd
 import streamlit as st
 import torch
 
-from e2vpt_core import METHODS, PromptConfig, create_model
+from e2vpt_core import PromptConfig, create_model
+from e2vpt_core.methods import REGISTRY
 from e2vpt_core.train.config import DEFAULT_BACKBONE
 
 BACKBONES = [DEFAULT_BACKBONE, "vit_base_patch16_224", "vit_small_patch16_224",
@@ -19,14 +20,14 @@ COUNT = st.column_config.NumberColumn(format="localized")  # 1,234,567: thousand
 def parameter_table(backbone: str, num_classes: int, prompt_len: int, kv_len: int) -> pd.DataFrame:
     """Counts on the meta device: shapes only, so even ViT-H costs no memory."""
     rows = []
-    for method in METHODS:
+    for method, spec in REGISTRY.items():
         config = PromptConfig.for_method(method, prompt_len, kv_len)
         with torch.device("meta"):
             model = create_model(backbone, num_classes, config)
         trainable = sum(p.numel() for _, p in model.trainable_parameters())
         percent = 100.0 * trainable / model.backbone_parameter_count()
         rows.append({"method": method, "trainable params": trainable,
-                     "% of backbone": round(percent, 4)})
+                     "% of backbone": round(percent, 4), "trains": spec.summary})
     return pd.DataFrame(rows)
 
 

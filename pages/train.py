@@ -16,28 +16,19 @@ from app.state import format_seconds, get_store, progress, start_worker
 from e2vpt_core.catalog import BUILTIN_DESCRIPTIONS, BUILTIN_TASKS
 from e2vpt_core.config import (
     AUGMENTATIONS,
-    KV_PROMPT_METHODS,
     LORA_TARGETS,
-    METHODS,
-    VISUAL_PROMPT_METHODS,
     PromptConfig,
     describe_kind_augmentation,
 )
 from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
+from e2vpt_core.methods import METHODS, REGISTRY, describe_default_base_lr, get_method
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
-from e2vpt_core.train.config import (
-    DEFAULT_BACKBONE,
-    default_base_lr,
-    describe_default_base_lr,
-)
+from e2vpt_core.train.config import DEFAULT_BACKBONE
 
 BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Directory")
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
-# PromptConfig fields of LoRA and the adapters, set on the form only for their methods.
-PEFT_FIELDS = ("lora_rank", "lora_alpha", "lora_targets", "adapter_bottleneck",
-               "adapter_drop_path")
 # The run this tab's live view shows; `train_run` is the one it started (Pruning opens it).
 FOLLOWED = "followed_run"
 
@@ -78,43 +69,46 @@ def dataset_input() -> tuple[str, str]:
 
 
 def method_inputs() -> dict:
-    method = st.selectbox("Method", METHODS, index=METHODS.index("e2vpt"))
+    method = st.selectbox("Method", METHODS, index=METHODS.index("e2vpt"),
+                          help="\n".join(f"- **{m.name}**: {m.summary}"
+                                         for m in REGISTRY.values()))
+    spec = REGISTRY[method]
     left, right = st.columns(2)
-    prompt_len = left.number_input("Visual prompt length P", 0, 500, 10 if method in
-                                   VISUAL_PROMPT_METHODS else 0, key=f"P-{method}",
-                                   disabled=method not in VISUAL_PROMPT_METHODS)
-    kv_len = right.number_input("Key-value prompt length T", 0, 500, 5 if method in
-                                KV_PROMPT_METHODS else 0, key=f"T-{method}",
-                                disabled=method not in KV_PROMPT_METHODS)
+    prompt_len = left.number_input("Visual prompt length P", 0, 500,
+                                   10 if spec.visual_prompts else 0, key=f"P-{method}",
+                                   disabled=not spec.visual_prompts)
+    kv_len = right.number_input("Key-value prompt length T", 0, 500,
+                                5 if spec.kv_prompts else 0, key=f"T-{method}",
+                                disabled=not spec.kv_prompts)
     epochs = left.number_input("Epochs", 1, 1000, 10,
                                help="The paper trains 100 epochs; 10 suits the built-in "
                                     "tasks on a CPU (≈ 40 s per epoch on 2 cores).")
     batch_size = right.number_input("Batch size", 1, 4096, 64)
     base_lr = left.number_input("Base learning rate (× batch / 256)", 0.0001, 1000.0,
-                                default_base_lr(method), key=f"lr-{method}",
+                                spec.base_lr, key=f"lr-{method}",
                                 help="The paper searches 0.05–50. The default is the "
                                      f"method's: {describe_default_base_lr()}.")
     weight_decay = right.number_input("Weight decay", 0.0, 1.0, 0.0001, format="%.4f")
     seed = left.number_input("Seed", 0, 2**31 - 1, 0)
-    per_block = right.checkbox("Masks per block", disabled=method not in VISUAL_PROMPT_METHODS,
+    per_block = right.checkbox("Masks per block", disabled=not spec.prunable,
                                help="One pruning mask per prompt layer, so pruning may keep "
                                     "different tokens in different blocks (the reference "
                                     "code shares one mask across layers)")
-    official = left.checkbox("Official preset", disabled=method not in VISUAL_PROMPT_METHODS,
+    official = left.checkbox("Official preset", disabled=not spec.prunable,
                              help="The official code's pruning pipeline: 16 interleaved "
                                   "segments, masks trained with the prompts, signed scores, "
                                   "pruned counts rounded down, fresh-init rewinds")
     return dict(method=method, prompt_len=int(prompt_len), kv_len=int(kv_len),
-                masks_per_block=per_block and method in VISUAL_PROMPT_METHODS,
-                preset="official" if official and method in VISUAL_PROMPT_METHODS else None,
+                masks_per_block=per_block and spec.prunable,
+                preset="official" if official and spec.prunable else None,
                 epochs=int(epochs), batch_size=int(batch_size), base_lr=float(base_lr),
                 weight_decay=float(weight_decay), seed=int(seed), **peft_inputs(method))
 
 
 def peft_inputs(method: str) -> dict:
     """LoRA's rank, alpha and target layers, or the adapters' bottleneck width."""
-    default = PromptConfig(method)
-    if method == "lora":
+    default, options = PromptConfig(method), REGISTRY[method].options
+    if "lora_rank" in options:
         left, right = st.columns(2)
         return dict(
             lora_rank=int(left.number_input("LoRA rank r", 1, 1024, default.lora_rank)),
@@ -122,12 +116,12 @@ def peft_inputs(method: str) -> dict:
                                                 1e4, default.lora_alpha)),
             lora_targets=",".join(st.multiselect("LoRA on", LORA_TARGETS,
                                                  default.lora_target_names)))
-    if method not in ("adapter", "adapter-plus"):
+    if "adapter_bottleneck" not in options:
         return {}
     left, right = st.columns(2)
     values = dict(adapter_bottleneck=int(left.number_input(
         "Adapter bottleneck", 1, 4096, default.adapter_bottleneck)))
-    if method == "adapter-plus":
+    if "adapter_drop_path" in options:
         values["adapter_drop_path"] = float(right.number_input(
             "Adapter drop-path rate", 0.0, 0.95, default.adapter_drop_path, 0.05))
     return values
@@ -140,7 +134,8 @@ def build_config(backbone: str, dataset: str, values: dict,
         raise ValueError("name a backbone")
     prompt = PromptConfig.for_method(values["method"], values["prompt_len"], values["kv_len"],
                                      masks_per_block=values.get("masks_per_block", False),
-                                     **{k: values[k] for k in PEFT_FIELDS if k in values})
+                                     **{k: values[k] for k in get_method(values["method"]).options
+                                        if k in values})
     config = TrainConfig(backbone=backbone, checkpoint=checkpoint, dataset=dataset,
                          augment=values.get("augment", "auto"), prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],

@@ -13,8 +13,8 @@ from cli_helpers import last_json
 from e2vpt_core import load_adapter
 from e2vpt_core.cli import main
 from e2vpt_core.data import BUILTIN_TASKS, load_dataset
+from e2vpt_core.methods import get_method
 from e2vpt_core.store import RunStore
-from e2vpt_core.train.config import PROMPT_BASE_LR
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,7 +44,7 @@ def test_runs_export_and_params(tmp_path, tiny_backbone, capsys):
     assert main(["runs", "--store", str(tmp_path), "--json"]) == 0
     rows = last_json(capsys.readouterr().out)
     assert rows[0]["id"] == run_id and rows[0]["method"] == "vpt-deep"
-    assert RunStore(tmp_path).get_run(run_id)["config"]["base_lr"] == PROMPT_BASE_LR
+    assert RunStore(tmp_path).get_run(run_id)["config"]["base_lr"] == get_method("e2vpt").base_lr
     assert rows[0]["status"] == "completed"
     assert main(["runs", "--store", str(tmp_path)]) == 0
     assert run_id in capsys.readouterr().out
@@ -61,6 +61,7 @@ def test_runs_export_and_params(tmp_path, tiny_backbone, capsys):
     assert summary["trainable_params"] == 12 * 15 * 768 + 768 * 100 + 100
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -7,10 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from benchmarks import gpu_check
-from e2vpt_core.config import METHODS
+from e2vpt_core.methods import METHODS
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.sh"
 
@@ -24,6 +25,7 @@ def test_without_a_gpu_it_stops_with_one_line(tmp_path, monkeypatch, capsys):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cpu_smoke_covers_every_method_and_stage(tmp_path):
     out, docs = tmp_path / "report.md", tmp_path / "BENCHMARKS.md"
     docs.write_text("# Benchmarks\n\n## Earlier\n\ntext\n")

@@ -21,6 +21,7 @@ from e2vpt_core.train.config import DEFAULT_BACKBONE
 from e2vpt_core.train.optim import build_optimizer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", ["digits", "orientation"])
 def test_default_recipe_fits_a_small_builtin_subset(task):
     torch.manual_seed(0)
@@ -68,8 +69,9 @@ def test_engine_rows_record_the_lr_they_ran_with(tmp_path, monkeypatch, capsys):
     """Without --lr each method runs at its own default, and the row says which number that
     was, so rows from before and after a change of default never share a column."""
     from benchmarks import offline_signal
-    from e2vpt_core.train.config import OTHER_BASE_LR, PROMPT_BASE_LR
+    from e2vpt_core.methods import get_method
 
+    prompt_lr, other_lr = get_method("e2vpt").base_lr, get_method("linear").base_lr
     seen = []
 
     def fake_train_run(config, store):
@@ -85,9 +87,9 @@ def test_engine_rows_record_the_lr_they_ran_with(tmp_path, monkeypatch, capsys):
                                      "linear", "e2vpt", "--references", "--results",
                                      str(results)])
     offline_signal.main()
-    assert seen == [("linear", OTHER_BASE_LR), ("e2vpt", PROMPT_BASE_LR)]
+    assert seen == [("linear", other_lr), ("e2vpt", prompt_lr)]
     rows = [json.loads(line) for line in results.read_text().splitlines()]
-    assert [r["lr"] for r in rows] == [None, OTHER_BASE_LR, PROMPT_BASE_LR]
+    assert [r["lr"] for r in rows] == [None, other_lr, prompt_lr]
     header = capsys.readouterr().out.splitlines()[-3]
     assert header.split(" | ")[1:] == [
-        "e2vpt", f"linear, lr {OTHER_BASE_LR:g}", f"e2vpt, lr {PROMPT_BASE_LR:g} |"]
+        "e2vpt", f"linear, lr {other_lr:g}", f"e2vpt, lr {prompt_lr:g} |"]

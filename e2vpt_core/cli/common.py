@@ -7,13 +7,8 @@ import json
 import sys
 from typing import Any
 
-from ..config import (
-    AUGMENTATIONS,
-    LORA_TARGETS,
-    METHODS,
-    PromptConfig,
-    describe_kind_augmentation,
-)
+from ..config import AUGMENTATIONS, LORA_TARGETS, PromptConfig, describe_kind_augmentation
+from ..methods import METHODS
 from ..train.config import DEFAULT_BACKBONE, TrainConfig
 
 
@@ -21,7 +16,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, default_backbone: str) 
     parser.add_argument("--backbone", default=default_backbone,
                         help="timm name with tag, a built-in name, or a timm-style directory")
     parser.add_argument("--checkpoint", default=None, help="local backbone weights file")
-    parser.add_argument("--method", default="e2vpt", choices=METHODS)
+    parser.add_argument("--method", default="e2vpt", choices=METHODS, metavar="METHOD",
+                        help=f"one of {', '.join(METHODS)} (default: e2vpt)")
     parser.add_argument("-P", "--visual-prompt-len", type=int, default=None)
     parser.add_argument("-T", "--kv-prompt-len", type=int, default=None)
     parser.add_argument("--kv-sharing", default="shared", choices=("shared", "separate"))

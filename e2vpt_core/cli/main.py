@@ -14,14 +14,9 @@ import sys
 import warnings
 from typing import Any
 
+from ..methods import describe_default_base_lr
 from ..store.location import resolve_store
-from ..train.config import (
-    PAPER_LR_GRID,
-    PAPER_WD_GRID,
-    PRESETS,
-    TrainConfig,
-    describe_default_base_lr,
-)
+from ..train.config import PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
 from . import embed, protocol, prune
 from .common import (
     ProgressBar,

@@ -104,19 +104,14 @@ class PromptedModelMixin:
 
     # ------------------------------------------------------------- trainable set
     def _select_trainable(self) -> None:
-        """Backbone parameters per method: all (`full`), the last block and final norms
-        (`partial-1`, names from `_partial_tuning_prefixes()`), biases (`bias`), or none."""
-        method = self.config.method
-        partial = self._partial_tuning_prefixes() if method == "partial-1" else ()
+        """The backbone parameters the method's registry entry trains: `all`, `last-block`
+        (the last block and final norms, names from `_partial_tuning_prefixes()`), `biases`,
+        or `none`."""
+        which = self.config.spec.backbone_params
+        partial = self._partial_tuning_prefixes() if which == "last-block" else ()
         for name, param in self.backbone.named_parameters():
-            if method == "full":
-                trainable = True
-            elif method == "partial-1":
-                trainable = name.startswith(partial)
-            elif method == "bias":
-                trainable = name.endswith("bias")
-            else:
-                trainable = False
+            trainable = {"all": True, "last-block": name.startswith(partial),
+                         "biases": name.endswith("bias"), "none": False}[which]
             param.requires_grad_(trainable)
 
     def prompt_mask(self) -> torch.Tensor:

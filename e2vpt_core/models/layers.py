@@ -172,9 +172,9 @@ class Adapter(nn.Module):
         return x + self.up(self.act(self.down(x)))
 
 
-def make_head(method: str, width: int, num_classes: int, mlp_hidden_dim: int | None) -> nn.Module:
-    """A linear classifier, or for `mlp-3` a three-layer MLP."""
-    if method != "mlp-3":
+def make_head(kind: str, width: int, num_classes: int, mlp_hidden_dim: int | None) -> nn.Module:
+    """The head a method's registry entry names: `linear`, or `mlp`, three layers."""
+    if kind == "linear":
         return nn.Linear(width, num_classes)
     hidden = mlp_hidden_dim or width
     return nn.Sequential(

@@ -117,9 +117,10 @@ def _out_width(module: nn.Module) -> int:
 def block_tuners(blocks: nn.Sequential, config: PromptConfig) -> nn.ModuleList | None:
     """Per block, LoRA on `config.lora_targets` or SSF after every op; None for the other
     methods. Blocks other than timm's standard Block / Attention / Mlp are refused."""
-    if config.method == "lora":
+    kind = config.spec.block_modules
+    if kind == "lora":
         ops = config.lora_target_names
-    elif config.method == "ssf":
+    elif kind == "ssf":
         ops = SSF_OPS
     else:
         return None
@@ -130,7 +131,7 @@ def block_tuners(blocks: nn.Sequential, config: PromptConfig) -> nn.ModuleList |
             raise ValueError(f"method {config.method!r} on fc1 / fc2 needs timm's Mlp; block "
                              f"{index} uses {type(block.mlp).__name__}")
         modules = {name: op for name, op in block_ops(block).items() if name in ops}
-        if config.method == "lora":
+        if kind == "lora":
             tuners.append(BlockTuner({
                 name: LoRA(op.in_features, op.out_features, config.lora_rank,
                            config.lora_alpha) for name, op in modules.items()}))
@@ -146,7 +147,7 @@ def merge_lora(model: nn.Module) -> nn.Module:
 
     The merged backbone is no longer the one `backbone_name` names, so the copy has no
     name: an artifact saved from it cannot be mistaken for one on the original backbone."""
-    if model.config.method != "lora":
+    if model.config.spec.block_modules != "lora":
         raise ValueError(f"merge_lora needs a model of method 'lora', not {model.config.method!r}")
     backbone = copy.deepcopy(model.backbone)
     with torch.no_grad():

@@ -24,7 +24,7 @@ Same public surface as `PromptedViT`, adapted to a hierarchy of stages (docs/MET
 - The head sits on the global average over the patch tokens after the final norm (timm's
   own pooling); prompts never reach it.
 - `adapter-plus` puts one `AdapterPlus` on every block's output (`post_adapters[s][b]`);
-  `lora` and `ssf` are ViT-only (`VIT_ONLY_METHODS`) and refused here.
+  methods whose registry entry names only ViTs (`lora`, `ssf`) are refused here.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ import torch
 from timm.models.swin_transformer import SwinTransformer
 from torch import nn
 
-from ..config import VIT_ONLY_METHODS, PromptConfig
+from ..config import PromptConfig
+from ..methods import methods_for
 from .common import PromptedModelMixin
 from .layers import (
     Adapter,
@@ -67,11 +68,12 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                 f"unsupported backbone {type(backbone).__name__}: PromptedSwin needs a timm "
                 "SwinTransformer"
             )
-        if config.method in VIT_ONLY_METHODS:
+        spec = config.spec
+        if not spec.supports("swin"):
             raise ValueError(
                 f"method {config.method!r} is implemented for ViT backbones (timm "
-                "VisionTransformer) only, not for Swin; on Swin use adapter-plus, adapter, "
-                "bias or a prompt method"
+                f"VisionTransformer) only, not for Swin; on Swin use one of "
+                f"{list(methods_for('swin'))}"
             )
         first_layers = len(backbone.layers[0].blocks) if config.deep_prompts else 1
         self._init_shared(backbone, num_classes, config, backbone_name, first_layers)
@@ -79,7 +81,7 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         self.stage_widths = [stage.blocks[0].dim for stage in backbone.layers]
         self._check_backbone()
 
-        self.head = make_head(config.method, backbone.num_features, num_classes,
+        self.head = make_head(spec.head, backbone.num_features, num_classes,
                               config.mlp_hidden_dim)
 
         prompt_len = config.visual_prompt_len
@@ -99,13 +101,13 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                 self.kv_value_prompts = self._new_kv_prompts()
 
         self.adapters: nn.ModuleList | None = None
-        if config.method == "adapter":
+        if spec.block_modules == "adapter":
             self.adapters = nn.ModuleList(
                 nn.ModuleList(Adapter(width, config.adapter_bottleneck) for _ in range(depth))
                 for depth, width in zip(self.stage_depths, self.stage_widths, strict=True)
             )
         self.post_adapters: nn.ModuleList | None = None
-        if config.method == "adapter-plus":
+        if spec.block_modules == "adapter-plus":
             self.post_adapters = nn.ModuleList(
                 nn.ModuleList(AdapterPlus(width, config.adapter_bottleneck,
                                           config.adapter_drop_path) for _ in range(depth))
@@ -121,7 +123,8 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                 f"PromptConfig.num_segments={config.num_segments} must divide the first Swin "
                 f"stage's width {self.stage_widths[0]} (pruning acts on the first stage)"
             )
-        if config.has_visual_prompts or config.has_kv_prompts or config.method == "adapter":
+        if (config.has_visual_prompts or config.has_kv_prompts
+                or config.spec.block_modules == "adapter"):
             need = f"method {config.method!r} with prompts or adapters"
             for s, stage in enumerate(self.backbone.layers):
                 for b, block in enumerate(stage.blocks):

@@ -62,12 +62,15 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 f"PromptConfig.num_segments={config.num_segments} must divide the backbone "
                 f"width {width}"
             )
-        if config.has_kv_prompts or config.method == "adapter":
+        spec = config.spec
+        if not spec.supports("vit"):
+            raise ValueError(f"method {config.method!r} is not implemented for ViT backbones")
+        if config.has_kv_prompts or spec.block_modules == "adapter":
             need = "key-value prompts" if config.has_kv_prompts else "the adapter method"
             for index, block in enumerate(backbone.blocks):
                 check_standard_block(block, index, need)
 
-        self.head = make_head(config.method, width, num_classes, config.mlp_hidden_dim)
+        self.head = make_head(spec.head, width, num_classes, config.mlp_hidden_dim)
 
         prompt_len = config.visual_prompt_len
         self.visual_prompts: nn.Parameter | None = None
@@ -89,16 +92,16 @@ class PromptedViT(PromptedModelMixin, nn.Module):
                 init_kv_prompts(self.kv_value_prompts, config.kv_init)
 
         self.adapters: nn.ModuleList | None = None
-        if config.method == "adapter":
+        if spec.block_modules == "adapter":
             self.adapters = nn.ModuleList(
                 Adapter(width, config.adapter_bottleneck) for _ in range(depth)
             )
         self.tuners = block_tuners(backbone.blocks, config)
-        ssf = config.method == "ssf"
+        ssf = spec.block_modules == "ssf"
         self.ssf_patch_embed = SSF(width) if ssf else None
         self.ssf_norm = SSF(backbone.num_features) if ssf else None
         self.post_adapters: nn.ModuleList | None = None
-        if config.method == "adapter-plus":
+        if spec.block_modules == "adapter-plus":
             self.post_adapters = nn.ModuleList(
                 AdapterPlus(width, config.adapter_bottleneck, config.adapter_drop_path)
                 for _ in range(depth)

@@ -14,23 +14,6 @@ PAPER_LR_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 PAPER_WD_GRID = (0.01, 0.001, 0.0001, 0.0)
 DEFAULT_BACKBONE = "builtin-vit-tiny-layout"
 PRESETS = ("official",)
-# The base lr when a config names none. Prompts on a frozen backbone take larger steps than
-# heads and weights do: on the bundled backbone 0.5 beats 0.1 on val for both prompt methods
-# (docs/BENCHMARKS.md, "A default learning rate per method"); every other method keeps 0.1.
-PROMPT_BASE_LR = 0.5
-OTHER_BASE_LR = 0.1
-PROMPT_LR_METHODS = ("vpt-deep", "e2vpt")
-
-
-def default_base_lr(method: str) -> float:
-    """The base lr `TrainConfig` takes for `method` when `base_lr` is None."""
-    return PROMPT_BASE_LR if method in PROMPT_LR_METHODS else OTHER_BASE_LR
-
-
-def describe_default_base_lr() -> str:
-    """The per-method default in one line, for help texts."""
-    return (f"{PROMPT_BASE_LR} for {' and '.join(PROMPT_LR_METHODS)}, {OTHER_BASE_LR} for "
-            "every other method")
 
 
 @dataclass
@@ -45,8 +28,8 @@ class TrainConfig:
     `init_seed` (None: `seed`) overrides the seed of the prompt and head initialisation
     alone, so a fresh-init rewind draws new values with the parent's batch order.
 
-    `base_lr=None` takes the method's default (`default_base_lr`); the run stores the
-    number, so `replace(prompt=...)` keeps it rather than re-resolving it.
+    `base_lr=None` takes the method's default (its registry entry's `base_lr`); the run stores
+    the number, so `replace(prompt=...)` keeps it rather than re-resolving it.
 
     `preset="official"` is the official code's pruning pipeline: its prompt settings
     (`OFFICIAL_PROMPT`, applied here over the prompt's own), and for pruning the run the
@@ -95,7 +78,7 @@ class TrainConfig:
         if self.preset == "official" and self.token_mask is None:  # rewinds fix their masks
             self.prompt = self.prompt.replace(**OFFICIAL_PROMPT)
         if self.base_lr is None:
-            self.base_lr = default_base_lr(self.prompt.method)
+            self.base_lr = self.prompt.spec.base_lr
         self.eval_splits = tuple(self.eval_splits)
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"TrainConfig.augment={self.augment!r} is not allowed; choose one "

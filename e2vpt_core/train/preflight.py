@@ -18,15 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from ..config import KV_PROMPT_METHODS, VISUAL_PROMPT_METHODS, PromptConfig
+from ..config import PromptConfig
 from .config import TrainConfig
 from .device import resolve_device
 
 # Seconds to wait for the weights' host before calling it unreachable.
 HUB_TIMEOUT_S = 3.0
 _GIB = 1024**3
-# Methods that train only a head on the backbone's features: no activation is kept.
-HEAD_ONLY_METHODS = ("linear", "mlp-3")
 
 
 def check_device(name: str) -> torch.device:
@@ -186,7 +184,7 @@ def check_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
         if "meta" not in str(error):
             raise
         return  # an architecture the meta device cannot run: no estimate, no refusal
-    if config.prompt.method in HEAD_ONLY_METHODS:  # no backward through the backbone
+    if config.prompt.spec.head_only:  # no backward through the backbone: no activation kept
         need -= per_image * per_process * (2 if amp else 4)
     have = memory_total(device)
     if need > have:
@@ -202,9 +200,9 @@ def check_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
 def check_prompts(prompt: PromptConfig) -> None:
     """A prompt method without prompts trains the head alone: a linear probe under a name
     that says otherwise, so it is refused."""
-    if prompt.method in VISUAL_PROMPT_METHODS and not (prompt.has_visual_prompts
-                                                       or prompt.has_kv_prompts):
-        lengths = "P = 0 and T = 0" if prompt.method in KV_PROMPT_METHODS else "P = 0"
+    spec = prompt.spec
+    if spec.visual_prompts and not (prompt.has_visual_prompts or prompt.has_kv_prompts):
+        lengths = "P = 0 and T = 0" if spec.kv_prompts else "P = 0"
         raise ValueError(f"{prompt.method} with {lengths} has no prompts: it would train the "
                          "head alone. Give it prompts, or choose the method linear.")
 
