@@ -14,10 +14,9 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .config import PromptConfig
-from .fileio import atomic_write
+from .fileio import atomic_write, write_safetensors
 from .models.factory import create_model
 from .models.swin import PromptedSwin
 from .models.vit import PromptedViT
@@ -40,11 +39,10 @@ def _sha256(path: Path) -> str:
 
 
 def trainable_state_dict(model: PromptedViT) -> dict[str, torch.Tensor]:
-    """Every trained tensor plus the pruning masks; the frozen backbone is left out."""
+    """Every trained tensor plus the pruning masks, detached; the frozen backbone is left out."""
     state = {name: param.detach() for name, param in model.trainable_parameters()}
-    for key in _MASK_KEYS:
-        state[key] = getattr(model, key).detach()
-    return {name: tensor.contiguous().cpu() for name, tensor in state.items()}
+    state.update({key: getattr(model, key).detach() for key in _MASK_KEYS})
+    return state
 
 
 def backbone_signature(model: PromptedViT) -> dict[str, object]:
@@ -66,7 +64,7 @@ def save_adapter(model: PromptedViT, directory: str | os.PathLike) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights_file = directory / WEIGHTS_NAME
-    atomic_write(weights_file, lambda tmp: save_file(trainable_state_dict(model), tmp))
+    write_safetensors(weights_file, trainable_state_dict(model))
     config = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,

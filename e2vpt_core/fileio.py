@@ -1,4 +1,5 @@
-"""Crash-safe file writes shared by artifacts and the run store."""
+"""Crash-safe file writes, and the safetensors files that the run store, artifacts and
+pretraining write and read with them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from safetensors import SafetensorError, safe_open
+
+if TYPE_CHECKING:  # torch is imported where tensors are written, not with this module
+    import torch
 
 try:
     import fcntl
@@ -58,3 +65,32 @@ def remove_orphan_tmp(root: Path) -> list[Path]:
             finally:
                 os.close(handle)
     return removed
+
+
+class DamagedFileError(ValueError):
+    """A stored tensor file that cannot be read (truncated, overwritten); names the file."""
+
+
+def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
+              metadata: dict[str, str] | None = None) -> None:
+    """safetensors' torch writer, imported on the first write (it imports torch)."""
+    from safetensors.torch import save_file as write
+
+    write(tensors, path, metadata=metadata)
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],
+                      metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` (detached, contiguous, on the CPU) to `path` atomically."""
+    tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A file's tensors and metadata; a damaged file is a one-line DamagedFileError."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key: handle.get_tensor(key) for key in handle.keys()}, \
+                handle.metadata() or {}
+    except SafetensorError as error:
+        raise DamagedFileError(f"{path} is damaged: {error}") from error

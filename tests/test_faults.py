@@ -33,6 +33,7 @@ from e2vpt_core.train import TrainConfig
 
 RUNNER = '''
 import os, signal, sys, time
+import e2vpt_core.fileio as fileio
 import e2vpt_core.store.runs as store_module
 from e2vpt_core import jobs
 from e2vpt_core.cli import main
@@ -52,7 +53,7 @@ def die():
 
 RunStore = store_module.RunStore
 log_metrics, set_status, save_file = RunStore.log_metrics, RunStore.set_status, \\
-    store_module.save_file
+    fileio.save_file
 
 
 def metrics(self, *args):
@@ -78,7 +79,7 @@ def save(tensors, path, metadata=None):
     save_file(tensors, path, metadata=metadata)
 
 
-RunStore.log_metrics, RunStore.set_status, store_module.save_file = metrics, status, save
+RunStore.log_metrics, RunStore.set_status, fileio.save_file = metrics, status, save
 sys.exit(jobs.main(sys.argv[2:]) if sys.argv[1] == "worker" else main(sys.argv[1:]))
 '''
 
@@ -150,6 +151,7 @@ def _resume(store: RunStore, run_id: str, capsys, *extra: str) -> tuple[int, str
     return code, _error(err) if code else ""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fault", ["lease:1", "metrics:5", "checkpoint:2"])
 def test_a_trainer_killed_at_any_point_resumes_to_the_same_result(
         fault, tmp_path, tiny_backbone, reference, capsys):
@@ -167,6 +169,7 @@ def test_a_trainer_killed_at_any_point_resumes_to_the_same_result(
         assert torch.equal(tensor, reference[name]), name
 
 
+@pytest.mark.slow
 def test_a_second_trainer_is_refused_naming_the_owner_until_it_dies(
         tmp_path, tiny_backbone, capsys):
     store = RunStore(tmp_path / "store")
@@ -186,6 +189,7 @@ def test_a_second_trainer_is_refused_naming_the_owner_until_it_dies(
     _assert_complete_once(store, run_id)
 
 
+@pytest.mark.slow
 def test_a_run_queued_or_trained_by_the_worker_is_refused_then_taken_over(
         tmp_path, tiny_backbone, capsys):
     """The queued case used to let the worker restart the run under the CLI's feet."""
@@ -214,6 +218,7 @@ def test_a_run_queued_or_trained_by_the_worker_is_refused_then_taken_over(
     _assert_complete_once(store, run_id)
 
 
+@pytest.mark.slow
 def test_a_truncated_checkpoint_is_named_and_restart_starts_over(
         tmp_path, tiny_backbone, reference, capsys):
     store = RunStore(tmp_path / "store")
@@ -319,6 +324,7 @@ print(json.dumps(codes))
 '''
 
 
+@pytest.mark.slow
 def test_a_read_only_store_can_be_listed_and_exported(trained, tiny_backbone):
     """Read-only as another user sees it (files 0444, directories 0555); as root, the
     reader drops to `nobody` (pytest's own temporary directories are private to root)."""

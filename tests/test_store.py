@@ -69,7 +69,7 @@ def test_tensor_files_are_atomic_and_round_trip(tmp_path, monkeypatch):
             handle.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("e2vpt_core.store.runs.save_file", crash_midway)
+    monkeypatch.setattr("e2vpt_core.fileio.save_file", crash_midway)
     with pytest.raises(OSError, match="disk full"):
         store.save_tensors(run_id, "prompts", {"a": torch.zeros(2)})
     assert torch.equal(store.load_tensors(run_id, "prompts")["a"], torch.arange(6.0).view(2, 3))
@@ -96,6 +96,7 @@ def _writer(root: str, run_id: str, steps: int) -> None:
         store.log_metrics(run_id, step, 0, {"train/loss": float(step)})
 
 
+@pytest.mark.slow
 def test_readers_query_while_a_writer_writes(tmp_path):
     store = RunStore(tmp_path)
     run_id = store.create_run({})
@@ -251,6 +252,7 @@ for write in (lambda: store.save_tensors(sys.argv[2], "t", {"x": torch.ones(1)})
 '''
 
 
+@pytest.mark.slow
 def test_a_read_only_store_reads_and_refuses_writes_in_one_line():
     """Files 0444 and directories 0555, as another user sees them: nothing is opened for
     writing (not even the init lock), and a write is one StoreError saying so."""

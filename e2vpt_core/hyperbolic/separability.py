@@ -15,8 +15,6 @@ from sklearn.metrics import silhouette_score
 
 from .geometry import hyperbolic_norm, poincare_distances
 
-SPACES = ("euclidean", "ball", "disk")
-
 
 def knn_accuracy(distances: np.ndarray, labels: np.ndarray, k: int = 5) -> float:
     """Leave-one-out k-nearest-neighbour accuracy (fraction) from a distance matrix.

@@ -28,7 +28,6 @@ import argparse
 import json
 import signal
 import sys
-import threading
 import time
 from collections import deque
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -38,12 +37,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 
-from ..fileio import atomic_write
+from ..fileio import atomic_write, write_safetensors
+from ..signals import handling
 from . import tasks as pretrain_tasks
 from .files import hardware, sha256, write_hub_config, write_json
 
@@ -240,10 +240,6 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
         warmup_lr_init=cfg.lr * 0.01,
         t_in_epochs=False,
     )
-    stop = _Stop()
-    main_thread = threading.current_thread() is threading.main_thread()
-    sigs = (signal.SIGTERM, signal.SIGINT) if main_thread else ()
-    old_handlers = {s: signal.signal(s, stop) for s in sigs}
     log(f"# pretrain {started.isoformat()} {json.dumps(asdict(cfg))}")
     size = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("head."))
     log(f"# backbone {size / 1e6:.2f} M parameters, {2 * size / 1e6:.1f} MB in fp16")
@@ -265,16 +261,12 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
         return acc
 
     def save(complete: bool) -> dict:
-        state = {
-            k: v.detach().to("cpu", torch.float16).contiguous()
-            for k, v in model.state_dict().items()
-        }
+        state = {k: v.to("cpu", torch.float16) for k, v in model.state_dict().items()}
         head = {k: state.pop(k) for k in HEAD_KEYS}
-        head.update({k: v.detach().to("cpu", torch.float16).contiguous()
-                     for k, v in heads.state_dict().items()})
+        head.update({k: v.to("cpu", torch.float16) for k, v in heads.state_dict().items()})
         meta = {"format": "pt", "recipe": RECIPE_FORMAT}
-        atomic_write(out / MODEL_FILE, lambda p: save_file(state, p, metadata=meta))
-        atomic_write(out / HEAD_FILE, lambda p: save_file(head, p, metadata=meta))
+        write_safetensors(out / MODEL_FILE, state, meta)
+        write_safetensors(out / HEAD_FILE, head, meta)
         loss, acc = recent()
         recipe = {
             "format": RECIPE_FORMAT,
@@ -322,7 +314,8 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
                          BUILTIN_MEAN, BUILTIN_STD, task.hub_tag)
         return recipe
 
-    try:
+    stop = _Stop()
+    with handling((signal.SIGTERM, signal.SIGINT), stop):
         while step < cfg.steps and not stop.requested:
             sched.step_update(step)
             images, targets = next(batches)
@@ -362,9 +355,6 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
         recipe = save(complete=step >= cfg.steps)
         log(f"done step {step} heldout_acc {heldout_acc:.4f} wall {time.monotonic() - t0:.0f}s")
         return recipe
-    finally:
-        for s, h in old_handlers.items():
-            signal.signal(s, h)
 
 
 def parse_args(argv: list[str] | None = None) -> PretrainConfig:

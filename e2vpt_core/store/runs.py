@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from safetensors import SafetensorError, safe_open
 
 if TYPE_CHECKING:  # torch is imported where tensors are read or written, not with the store
     import torch
@@ -31,15 +30,13 @@ try:
 except ImportError:  # Windows: no advisory locks; one process initialises at a time
     fcntl = None
 
-from ..fileio import atomic_write, remove_orphan_tmp
+from ..fileio import DamagedFileError, read_safetensors, remove_orphan_tmp, write_safetensors
 from . import leases
 from .jobs_table import JobQueue, insert_run
 from .leases import RunOwned
 
 DB_NAME = "store.sqlite"
 RUN_STATUSES = ("queued", "running", "completed", "failed", "cancelled")
-# A running job asked to stop is `cancelling` until its worker sees the flag.
-JOB_STATUSES = ("queued", "running", "cancelling", "done", "failed", "cancelled")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -92,28 +89,6 @@ __all__ = ["DamagedFileError", "RunOwned", "RunStore", "StoreError", "read_safet
 
 class StoreError(RuntimeError):
     """The store's database cannot be opened or used; the message names the file."""
-
-
-class DamagedFileError(ValueError):
-    """A stored tensor file that cannot be read (truncated, overwritten); names the file."""
-
-
-def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
-              metadata: dict[str, str] | None = None) -> None:
-    """safetensors' torch writer, imported on the first write (it imports torch)."""
-    from safetensors.torch import save_file as write
-
-    write(tensors, path, metadata=metadata)
-
-
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A file's tensors and metadata; a damaged file is a one-line DamagedFileError."""
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            return {key: handle.get_tensor(key) for key in handle.keys()}, \
-                handle.metadata() or {}
-    except SafetensorError as error:
-        raise DamagedFileError(f"{path} is damaged: {error}") from error
 
 
 def _store_error(db_path: Path, error: Exception) -> StoreError:
@@ -359,8 +334,7 @@ class RunStore(JobQueue):
             raise StoreError(f"the run store {self.root} is read-only; this command needs to "
                              f"write {name}.safetensors to it")
         path = self.run_dir(run_id) / f"{name}.safetensors"
-        tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+        write_safetensors(path, tensors, metadata)
         return path
 
     def load_tensors(self, run_id: str, name: str) -> dict[str, torch.Tensor]:

@@ -9,17 +9,11 @@ from __future__ import annotations
 
 import torch
 
+from ..artifacts import trainable_state_dict
 from ..models.vit import PromptedViT
 from ..store import DamagedFileError, RunStore
 
 CHECKPOINT = "checkpoint"
-_MASKS = ("token_mask", "segment_mask")
-
-
-def model_state(model: PromptedViT) -> dict[str, torch.Tensor]:
-    state = {name: p.detach() for name, p in model.trainable_parameters()}
-    state.update({name: getattr(model, name).detach() for name in _MASKS})
-    return state
 
 
 def save_checkpoint(
@@ -27,7 +21,7 @@ def save_checkpoint(
     epoch: int, step: int,
 ) -> None:
     names = {id(p): name for name, p in model.trainable_parameters()}
-    tensors = {f"model/{name}": tensor for name, tensor in model_state(model).items()}
+    tensors = {f"model/{name}": tensor for name, tensor in trainable_state_dict(model).items()}
     for group in optimizer.param_groups:
         for param in group["params"]:
             buffer = optimizer.state.get(param, {}).get("momentum_buffer")

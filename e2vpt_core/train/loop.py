@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import math
 import signal
-import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from ..artifacts import save_adapter
+from ..artifacts import save_adapter, trainable_state_dict
 from ..models import PromptedViT, build_backbone, create_model
+from ..signals import handling
 from ..store import RunStore
-from .checkpoint import CHECKPOINT, load_checkpoint, model_state, save_checkpoint
+from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build_loaders, epoch_seed
 from .device import resolve_device
@@ -42,23 +42,15 @@ class Terminated(KeyboardInterrupt):
     so the run is marked cancelled and resumable instead of left `running`."""
 
 
-@contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _sigterm_interrupts() -> AbstractContextManager[None]:
     """Turn SIGTERM into `Terminated` while training, unless the process already handles
     SIGTERM itself (a worker) or this is not the main thread (signals go there only)."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
-        yield
-        return
 
     def terminate(_signum: int, _frame: object) -> None:
         raise Terminated("SIGTERM")
 
-    signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    unhandled = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    return handling((signal.SIGTERM,) if unhandled else (), terminate)
 
 
 @dataclass
@@ -158,7 +150,7 @@ def _train(
             store.log_event(run_id, f"resumed after epoch {start_epoch} (step {step})")
     elif rank == 0:
         store.truncate_metrics(run_id, after_step=-1)
-        store.save_tensors(run_id, "init", model_state(run.model))
+        store.save_tensors(run_id, "init", trainable_state_dict(run.model))
         store.update_summary(run_id, num_classes=run.num_classes,
                              **run.model.parameter_summary())
 
