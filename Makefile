@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test lint bench
+.PHONY: setup browser run test test-fast lint bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ run: setup
 
 test: setup browser
 	$(PY) -m pytest
+
+# The quick loop: everything but the tests marked `slow` (browser, multi-process,
+# fault-injection, demo and long training tests); `make test` runs them all.
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -79,6 +79,7 @@ def test_compute_queues_an_embed_job_for_the_pair(store, trained):
     assert "1 embed job(s) queued or running" in app.info[0].value
 
 
+@pytest.mark.slow
 def test_cached_views_show_two_disks_and_the_separability_table(store, trained):
     compare_runs(store, trained[1], trained[2], "test", max_points=POINTS,
                  head=HeadConfig(steps=3), projection=ProjectionConfig(n_epochs=20))

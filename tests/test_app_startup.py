@@ -29,6 +29,7 @@ print("heavy:", [name for name in {HEAVY!r} if name in sys.modules])
 """
 
 
+@pytest.mark.slow
 def test_no_page_imports_umap_numba_or_scikit_learn_on_its_first_render(tmp_path):
     env = {**os.environ, "E2VPT_STORE": str(tmp_path), "E2VPT_AUTOSTART_WORKER": "0"}
     result = subprocess.run([sys.executable, "-c", _VISIT_PAGES], env=env, cwd=tmp_path,
@@ -67,6 +68,7 @@ print("heavy:", [name for name in ("torch", "timm", *{HEAVY!r}) if name in sys.m
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", [_RUNS_PAGE, _TRAIN_PAGE], ids=["runs", "train"])
 def test_the_sidebar_and_the_runs_and_train_pages_render_without_torch_or_timm(
         tmp_path, script):
@@ -80,6 +82,7 @@ def test_the_sidebar_and_the_runs_and_train_pages_render_without_torch_or_timm(
     assert result.stdout.strip().splitlines()[-1] == "heavy: []", result.stdout
 
 
+@pytest.mark.slow
 def test_the_package_names_load_on_first_use():
     code = ("import sys, e2vpt_core, e2vpt_core.train\n"
             "assert 'torch' not in sys.modules\n"
@@ -120,6 +123,7 @@ def _listening(port: int) -> set[str]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="needs Linux's /proc/net")
 def test_started_from_another_directory_the_app_listens_on_localhost_only(tmp_path):
     import socket

@@ -13,6 +13,7 @@ from e2vpt_core.jobs import run_worker
 from e2vpt_core.store import RunStore
 
 
+@pytest.mark.slow
 def test_the_demo_fills_every_view(tmp_path, tiny_backbone):
     store = RunStore(tmp_path)
     demo = submit_demo(store, "position", epochs=1, backbone=tiny_backbone)

@@ -4,6 +4,7 @@ a summary that matches a direct computation."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks import disk_knn_spread
@@ -17,6 +18,7 @@ from e2vpt_core.train.config import TrainConfig
 POINTS, UMAP_EPOCHS = 60, 20
 
 
+@pytest.mark.slow
 def test_each_pair_is_one_view_and_the_head_ignores_the_umap_seed(tiny_backbone, tmp_path):
     store = RunStore(tmp_path)
     config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,

@@ -170,6 +170,7 @@ def _wait(predicate, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_run_is_resumed_without_loss(tmp_path, tiny_backbone):
     store = RunStore(tmp_path)
     config = _config(tiny_backbone, epochs=3, batch_size=50)
@@ -197,6 +198,7 @@ def test_a_worker_killed_mid_run_is_resumed_without_loss(tmp_path, tiny_backbone
     assert "resumed after epoch" in " ".join(store.events(run_id)["message"])
 
 
+@pytest.mark.slow
 def test_ensure_worker_starts_one_detached_worker(tmp_path, tiny_backbone):
     store = RunStore(tmp_path)
     job_id, run_id = submit_train(store, _config(tiny_backbone))

@@ -104,6 +104,7 @@ def test_fractal_workers_draw_reseeded_streams():
     assert not np.array_equal(first[0], unseeded)
 
 
+@pytest.mark.slow
 def test_a_stop_signal_to_the_whole_process_group_still_saves(tmp_path):
     """Ctrl-C and `timeout` signal every process of the group, the workers included: the
     training process must still finish its step and save, not die of a dead worker."""

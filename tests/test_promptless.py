@@ -32,6 +32,7 @@ def test_methods_with_their_prompts_or_without_any_pass(prompt):
     check_prompts(prompt)
 
 
+@pytest.mark.slow
 def test_the_cli_refuses_it_in_one_line_and_creates_no_run(tmp_path):
     process = subprocess.run(
         [sys.executable, "-m", "e2vpt_core", "train", "--method", "e2vpt", "-P", "0", "-T", "0",

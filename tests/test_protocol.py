@@ -115,6 +115,7 @@ def test_group_mean_and_flat_mean_by_hand():
     assert "(6/19 tasks)" in flat and flat.split()[-2:] == ["65.00", "79.33"]
 
 
+@pytest.mark.slow
 def test_suite_prints_group_means_beside_the_paper(tmp_path, tiny_backbone, capsys):
     root = make_vtab_suite(tmp_path / "vtab-1k")
     assert all(8 <= VTAB_TASKS[task].num_classes for task in ("dsprites_loc", "dtd"))

@@ -119,6 +119,7 @@ def test_bad_input_exits_2_with_one_line_and_no_run(args, message, trained, caps
     assert sum(path.is_dir() for path in store.root.iterdir()) == before
 
 
+@pytest.mark.slow
 def test_sweep_prune_with_two_processes_matches_sequential_rewinds(trained, capsys):
     store, run_id = trained
     capsys.readouterr()

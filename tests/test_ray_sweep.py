@@ -79,6 +79,7 @@ def test_no_cluster_at_the_address_is_one_line_and_no_run(tmp_path, tiny_backbon
     assert RunStore(store).runs().empty
 
 
+@pytest.mark.slow
 def test_two_rewinds_run_as_ray_tasks(parent, local_ray):
     store, run_id = parent
     table = sweep_prune(store, run_id, (0.0, 0.5), ray_address="local", timing_repeats=1)
@@ -102,6 +103,7 @@ def _without_ids(value):
     return value
 
 
+@pytest.mark.slow
 def test_suite_on_ray_gives_the_results_of_the_suite_run_in_turn(
         tmp_path, tiny_backbone, local_ray, capsys):
     root = make_vtab_suite(tmp_path / "vtab-1k")

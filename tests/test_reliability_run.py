@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from cli_helpers import last_json
 from data_fixtures import make_vtab_task
 
@@ -24,6 +25,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "e2vpt_core", *args]
 
 
+@pytest.mark.slow
 def test_sigterm_cancels_the_run_and_leaves_it_resumable(tmp_path: Path,
                                                          tiny_backbone: str) -> None:
     store_dir = tmp_path / "store"

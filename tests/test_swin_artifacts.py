@@ -97,6 +97,7 @@ def test_checkpoint_file_and_directory_load_into_swin(tmp_path, images):
         create_model(tiny_swin(), 5, PromptConfig("linear"), checkpoint_path=tmp_path / "bad.pth")
 
 
+@pytest.mark.slow
 def test_train_run_on_a_tiny_swin_directory(tmp_path):
     directory = write_tiny_swin_dir(tmp_path / "swin-backbone")
     config = TrainConfig(backbone=str(directory), dataset="builtin:position", epochs=1,
@@ -122,6 +123,7 @@ def test_train_run_on_a_tiny_swin_directory(tmp_path):
     assert 0 <= pruned["val_top1_masked"] <= 100
 
 
+@pytest.mark.slow
 def test_cli_trains_a_swin_backbone(tmp_path, capsys):
 
     from e2vpt_core.cli import main

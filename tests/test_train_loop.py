@@ -90,6 +90,7 @@ def _final_state(store: RunStore, run_id: str) -> dict[str, torch.Tensor]:
     return store.load_tensors(run_id, "checkpoint")
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_backbone):
     epochs = 3
     reference = subprocess.run(_cli(*_train_args(tiny_backbone, tmp_path / "a", epochs)),
@@ -136,6 +137,7 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path, tiny_backbone)
     assert losses["value"].tolist() == reference_losses["value"].tolist()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_two_process_ddp_matches_one_process(tmp_path, tiny_backbone):
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -157,6 +159,7 @@ def test_two_process_ddp_matches_one_process(tmp_path, tiny_backbone):
     assert not torch.allclose(initial["visual_prompts"], state_one["model/visual_prompts"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="torchrun with gloo is tested on Linux")
 def test_two_process_ddp_rewind_matches_one_process(tmp_path, tiny_backbone):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
