@@ -79,6 +79,8 @@ class PretrainConfig:
     out: str = field(metadata={"help": "output directory (checkpoint, recipe, log)"})
     data: str = _opt("fractal", "pretraining data: fractal or scenes")
     steps: int = _opt(1000, "optimizer steps in this run")
+    stop_after: int = _opt(0, "stop after this many steps of the --steps schedule (0: at its "
+                           "end), as a stopped run did; its replay needs it")
     batch_size: int = _opt(64, "fresh images per step")
     num_classes: int = _opt(200, "fractal classes (IFS systems; scenes: all glyphs)")
     seed: int = _opt(0, "seed for the classes, the data stream and the init")
@@ -111,6 +113,9 @@ class PretrainConfig:
                 f"--num-heads {self.num_heads}, and --depth {self.depth} positive")
         if self.workers < 0:
             raise ValueError(f"--workers must be >= 0, not {self.workers}")
+        if not 0 <= self.stop_after <= self.steps:
+            raise ValueError(f"--stop-after must be in [0, --steps {self.steps}], not "
+                             f"{self.stop_after}")
 
     def model_kwargs(self) -> dict:
         """timm ``VisionTransformer`` arguments: the bundled ViT's, at this width and depth."""
@@ -316,7 +321,8 @@ def pretrain(cfg: PretrainConfig, command: list[str] | None = None) -> dict:
 
     stop = _Stop()
     with handling((signal.SIGTERM, signal.SIGINT), stop):
-        while step < cfg.steps and not stop.requested:
+        last = cfg.stop_after or cfg.steps
+        while step < last and not stop.requested:
             sched.step_update(step)
             images, targets = next(batches)
             x = to_input(images, device)
