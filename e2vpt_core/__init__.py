@@ -15,17 +15,19 @@ if TYPE_CHECKING:
     from .artifacts import load_adapter, save_adapter
     from .config import PromptConfig
     from .methods import METHODS, REGISTRY, Method, get_method
-    from .models import PromptedSwin, PromptedViT, create_model, merge_lora
+    from .models import PromptedSwin, PromptedViT, compact_prompts, create_model, merge_lora
 
 __version__ = "0.1.0"
 
 _SOURCES = {"METHODS": ".methods", "REGISTRY": ".methods", "Method": ".methods",
             "get_method": ".methods", "PromptConfig": ".config",
             "PromptedSwin": ".models", "PromptedViT": ".models", "create_model": ".models",
+            "compact_prompts": ".models",
             "merge_lora": ".models", "load_adapter": ".artifacts", "save_adapter": ".artifacts"}
 
 __all__ = ["METHODS", "REGISTRY", "Method", "PromptConfig", "PromptedSwin", "PromptedViT",
-           "create_model", "get_method", "load_adapter", "merge_lora", "save_adapter"]
+           "compact_prompts", "create_model", "get_method", "load_adapter", "merge_lora",
+           "save_adapter"]
 
 
 __getattr__, __dir__ = lazy_names(__name__, globals(), _SOURCES)

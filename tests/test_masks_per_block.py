@@ -11,6 +11,7 @@ from vit_helpers import tiny_vit
 
 from e2vpt_core import PromptConfig, create_model, load_adapter, save_adapter
 from e2vpt_core.cli import main
+from e2vpt_core.models import compact_prompts
 from e2vpt_core.models.layers import expand_segment_mask
 from e2vpt_core.prune import ImportanceTracker, select_masks
 from e2vpt_core.store import RunStore
@@ -107,7 +108,7 @@ def test_remove_mode_gives_each_layer_its_own_length_and_compacts(images, tmp_pa
     expected = _hand_forward(model, images)
     torch.testing.assert_close(model(images), expected)
 
-    compacted = model.compact().eval()
+    compacted = compact_prompts(model).eval()
     assert compacted.visual_prompts.shape == (L, 4, WIDTH)  # layer 0 keeps 4 of 5
     assert compacted.config.prune_mode == "remove"
     assert compacted.token_mask.sum(dim=1).tolist() == [4.0, 1.0, 4.0]

@@ -1,4 +1,4 @@
-"""Masks: `zero` and `remove` prune modes, `compact()`, segment layouts, mask gradients."""
+"""Masks: `zero` and `remove` prune modes, `compact_prompts()`, segment layouts, mask gradients."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 from vit_helpers import tiny_vit
 
 from e2vpt_core import PromptConfig, create_model
+from e2vpt_core.models import compact_prompts
 from e2vpt_core.models.layers import expand_segment_mask, segment_of_dim
 
 TOKEN_MASK = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0])
@@ -74,7 +75,7 @@ def test_remove_mode_equals_model_built_with_kept_prompts(images):
 @pytest.mark.parametrize("mode", ["zero", "remove"])
 def test_compact_equals_remove_mode(mode, images):
     model = _pruned_model(mode)
-    compacted = model.compact()
+    compacted = compact_prompts(model)
     assert compacted.visual_prompts.shape == (3, 3, 48)
     assert compacted.backbone is model.backbone
     assert compacted.backbone_source == model.backbone_source

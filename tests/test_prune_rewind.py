@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from e2vpt_core import PromptConfig, load_adapter, save_adapter
 from e2vpt_core.data import build_transform, load_dataset
+from e2vpt_core.models import compact_prompts
 from e2vpt_core.models import vit as vit_module
 from e2vpt_core.prune import (
     compute_importance,
@@ -141,7 +142,7 @@ def test_remove_mode_trains_short_and_its_compact_artifact_is_smaller(
     top1 = evaluate(model, val, model.num_classes, torch.device("cpu"))["top1"]
     assert top1 == result.metrics["val_top1"]
 
-    compact = model.compact()
+    compact = compact_prompts(model)
     save_adapter(compact, tmp_path / "compact")
     images = next(iter(val))[0][:8]
     reloaded = load_adapter(tmp_path / "compact").eval()

@@ -11,6 +11,7 @@ from swin_helpers import tiny_swin
 from timm.models.swin_transformer import SwinTransformer
 
 from e2vpt_core import PromptConfig, create_model
+from e2vpt_core.models import compact_prompts
 from e2vpt_core.prune.importance import importance_pass, pick
 from e2vpt_core.prune.noretrain import leave_one_out
 
@@ -177,7 +178,7 @@ def test_compact_shallow_equals_remove_mode_and_deep_is_refused(images):
                                                  prune_mode="remove")).eval()
     model.set_masks(torch.tensor([1.0, 0.0, 1.0, 0.0]))
     model.backbone_source = {"pretrained": True, "checkpoint_path": None}
-    compacted = model.compact()
+    compacted = compact_prompts(model)
     assert compacted.visual_prompts.shape == (1, 2, 24)
     assert compacted.backbone is model.backbone
     assert compacted.backbone_source == model.backbone_source
@@ -185,7 +186,9 @@ def test_compact_shallow_equals_remove_mode_and_deep_is_refused(images):
         assert torch.allclose(compacted(images), model(images), atol=1e-6)
     deep = create_model(tiny_swin(), 5, _config("vpt-deep", visual_prompt_len=4))
     with pytest.raises(ValueError, match="compact\\(\\) on Swin supports vpt-shallow only"):
-        deep.compact()
+        compact_prompts(deep)
+    with pytest.raises(ValueError, match="compact\\(\\) on Swin supports vpt-shallow only"):
+        deep.compact()  # the documented method delegates to compact_prompts
 
 
 def test_all_first_stage_tokens_removed_still_runs(images):

@@ -1,5 +1,7 @@
 """Prompted backbones."""
 
+from .common import PromptedModel
+from .compaction import compact_prompts
 from .factory import BUILTIN_BACKBONES, build_backbone, create_model, load_backbone_checkpoint
 from .peft_layers import merge_lora
 from .ssl import create_mae_backbone, load_moco_v3_checkpoint
@@ -8,9 +10,11 @@ from .vit import PromptedViT
 
 __all__ = [
     "BUILTIN_BACKBONES",
+    "PromptedModel",
     "PromptedSwin",
     "PromptedViT",
     "build_backbone",
+    "compact_prompts",
     "create_mae_backbone",
     "create_model",
     "load_backbone_checkpoint",

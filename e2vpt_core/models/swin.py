@@ -37,7 +37,7 @@ from torch import nn
 
 from ..config import PromptConfig
 from ..methods import methods_for
-from .common import PromptedModelMixin
+from .common import PromptedModel
 from .layers import (
     Adapter,
     init_kv_prompts,
@@ -48,7 +48,7 @@ from .peft_layers import AdapterPlus
 from .swin_layers import check_patch_merging, check_swin_block, merge_prompts, prompted_swin_block
 
 
-class PromptedSwin(PromptedModelMixin, nn.Module):
+class PromptedSwin(PromptedModel):
     """A prompt-tuned (or otherwise parameter-efficiently tuned) timm Swin Transformer.
 
     The backbone is frozen except where the method says otherwise (`partial-1`: the last
@@ -62,7 +62,6 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         config: PromptConfig,
         backbone_name: str | None = None,
     ) -> None:
-        super().__init__()
         if not isinstance(backbone, SwinTransformer):
             raise ValueError(
                 f"unsupported backbone {type(backbone).__name__}: PromptedSwin needs a timm "
@@ -76,7 +75,7 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
                 f"{list(methods_for('swin'))}"
             )
         first_layers = len(backbone.layers[0].blocks) if config.deep_prompts else 1
-        self._init_shared(backbone, num_classes, config, backbone_name, first_layers)
+        super().__init__(backbone, num_classes, config, backbone_name, first_layers)
         self.stage_depths = [len(stage.blocks) for stage in backbone.layers]
         self.stage_widths = [stage.blocks[0].dim for stage in backbone.layers]
         self._check_backbone()
@@ -151,7 +150,7 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
             prompts.append(tensor)
         return prompts
 
-    # ------------------------------------------------------ hooks of the mixin
+    # ------------------------------------------------------- hooks of the base
     def _partial_tuning_prefixes(self) -> tuple[str, ...]:
         last_stage = len(self.backbone.layers) - 1
         return (f"layers.{last_stage}.blocks.{self.stage_depths[-1] - 1}.", "norm.")
@@ -234,17 +233,13 @@ class PromptedSwin(PromptedModelMixin, nn.Module):
         }
 
     # -------------------------------------------------------------------- compact
-    def compact(self) -> PromptedSwin:
-        """A model holding only the kept prompt tokens (same logits as `remove` mode).
-
-        Only for models without later-stage prompts (`vpt-shallow`, or no visual prompts):
-        deep methods keep P prompts in later stages, which one config length cannot express.
-        The backbone module is shared with this model, not copied.
-        """
+    def _check_compactable(self) -> None:
+        """Only models without later-stage prompts (`vpt-shallow`, or no visual prompts)
+        compact: deep methods keep P prompts in later stages, which one config length
+        cannot express."""
         if len(self.later_visual_prompts):
             raise ValueError(
                 "compact() on Swin supports vpt-shallow only: deep methods prune the first "
                 "stage's prompts but keep P prompts in later stages; use "
                 "prune_mode='remove' for the same logits"
             )
-        return super().compact()

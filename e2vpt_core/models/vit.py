@@ -15,7 +15,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from ..config import PromptConfig
-from .common import PromptedModelMixin
+from .common import PromptedModel
 from .layers import (
     Adapter,
     ColumnProbe,
@@ -28,7 +28,7 @@ from .layers import (
 from .peft_layers import SSF, AdapterPlus, block_tuners
 
 
-class PromptedViT(PromptedModelMixin, nn.Module):
+class PromptedViT(PromptedModel):
     """A prompt-tuned (or otherwise parameter-efficiently tuned) timm ViT.
 
     The backbone is frozen except where the method says otherwise (`partial-1`, `bias`,
@@ -45,7 +45,6 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         config: PromptConfig,
         backbone_name: str | None = None,
     ) -> None:
-        super().__init__()
         if not isinstance(backbone, VisionTransformer):
             raise ValueError(
                 f"unsupported backbone {type(backbone).__name__}: PromptedViT needs a timm "
@@ -53,7 +52,7 @@ class PromptedViT(PromptedModelMixin, nn.Module):
             )
         depth = len(backbone.blocks)
         prompt_layers = depth if config.deep_prompts else 1
-        self._init_shared(backbone, num_classes, config, backbone_name, prompt_layers)
+        super().__init__(backbone, num_classes, config, backbone_name, prompt_layers)
         self.num_prefix_tokens = backbone.num_prefix_tokens
         width = backbone.embed_dim
 
@@ -109,7 +108,7 @@ class PromptedViT(PromptedModelMixin, nn.Module):
         self._select_trainable()
         self.backbone.eval()
 
-    # ------------------------------------------------------ hooks of the mixin
+    # ------------------------------------------------------- hooks of the base
     def _partial_tuning_prefixes(self) -> tuple[str, ...]:
         return (f"blocks.{len(self.backbone.blocks) - 1}.", "norm.", "fc_norm.")
 

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..artifacts import load_adapter
-from ..models.common import PromptedModelMixin
+from ..models.common import PromptedModel
 from ..store import RunStore
 from ..train import TrainConfig, resolve_device
 from ..train.data import build_loaders, epoch_seed, eval_loader
@@ -112,7 +112,7 @@ def pick(scores: dict[str, torch.Tensor], signed: bool = False, normalize: bool 
     return Importance(token, segment, signed, batches)
 
 
-def column_values(model: PromptedModelMixin, probes: tuple[torch.Tensor, torch.Tensor],
+def column_values(model: PromptedModel, probes: tuple[torch.Tensor, torch.Tensor],
                   ) -> dict[str, torch.Tensor]:
     """One backward's `kv` and `logit` scores from the column probes' gradients; per prompt
     layer (L, P), and per token (P,) over all layers."""
@@ -134,7 +134,7 @@ def taylor_values(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def importance_pass(
-    model: PromptedModelMixin, loader: DataLoader, device: torch.device | str | None = None,
+    model: PromptedModel, loader: DataLoader, device: torch.device | str | None = None,
     max_batches: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """One pass over `loader`: the four mean mask-gradient tensors, `taylor`, the column
@@ -182,7 +182,7 @@ def importance_pass(
 
 
 def compute_importance(
-    model: PromptedModelMixin, loader: DataLoader, signed: bool = False, normalize: bool = False,
+    model: PromptedModel, loader: DataLoader, signed: bool = False, normalize: bool = False,
     device: torch.device | str | None = None, max_batches: int | None = None,
     token_scores: str = "mask",
 ) -> Importance:
