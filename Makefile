@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup browser run test test-fast lint bench
+.PHONY: setup browser run test test-fast screenshots lint bench
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ test: setup browser
 # fault-injection, demo and long training tests); `make test` runs them all.
 test-fast: setup
 	$(PY) -m pytest -m "not slow"
+
+# The README's pictures, retaken in the browser from the quick demo as shipped (minutes).
+screenshots: setup browser
+	E2VPT_SCREENSHOTS=docs/screenshots $(PY) -m pytest tests/test_browser.py -k screenshots
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -3,8 +3,9 @@ run watched live (its name in the legend, no stale status once it completes), th
 quick demo's five jobs in the sidebar queue and through the Pruning and Embeddings pages.
 
 Uses Debian's chromium (`make test` installs it when missing) through Python Playwright,
-never a browser Playwright downloads itself. Screenshots go to $E2VPT_SCREENSHOTS (default:
-the test's tmp dir).
+never a browser Playwright downloads itself. With $E2VPT_SCREENSHOTS set (`make
+screenshots`), a third test runs the quick demo as shipped and retakes the README's pictures
+there.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ def _page():
             browser.close()
 
 
-def _screenshots(tmp_path: Path) -> Path:
-    shots = Path(os.environ.get("E2VPT_SCREENSHOTS", tmp_path))
+def _screenshots(tmp_path: Path, retake: bool = False) -> Path:
+    """Where a test's pictures go: $E2VPT_SCREENSHOTS for the README's, else the tmp dir."""
+    shots = Path(os.environ["E2VPT_SCREENSHOTS"]) if retake else tmp_path
     shots.mkdir(parents=True, exist_ok=True)
     return shots
 
@@ -206,3 +208,64 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         page.get_by_role("link", name="Parameter budget").click()
         page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
         page.screenshot(path=str(shots / "budget.png"))
+
+
+@pytest.mark.skipif(not os.environ.get("E2VPT_SCREENSHOTS"),
+                    reason="only when retaking docs/screenshots (make screenshots)")
+def test_screenshots_of_the_quick_demo_as_shipped(app_url, tmp_path):
+    """The README's pictures: the quick demo at its default epochs, every page with data."""
+    shots = _screenshots(tmp_path, retake=True)
+    store = RunStore(tmp_path / "runs")
+    with _page() as page:
+        page.goto(app_url)
+        page.get_by_role("button", name="Run the quick demo").click()
+        page.get_by_text("Queued the demo").wait_for(timeout=30_000)
+        _wait_until(lambda: len(store.metrics(_run_of(store, "e2vpt"), ["val/top1"])) >= 2,
+                    600, "two epochs of the demo's E²VPT run")
+        page.reload()
+        page.get_by_text("running: step").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(shots / "train-live.png"))
+
+        e2vpt_name = f"e2vpt P10 T5 · {DEMO_TASK}"
+        _open_pruning_on(page, e2vpt_name)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(shots / "pruning-live.png"))
+
+        _wait_until(lambda: set(store.jobs()["status"]) == {"done"}, 900,
+                    "every job of the demo")
+        page.get_by_role("link", name="Runs").click()
+        page.get_by_role("heading", name="One run").wait_for(timeout=60_000)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(shots / "runs.png"))
+
+        _open_pruning_on(page, e2vpt_name)
+        page.wait_for_timeout(3000)
+        page.screenshot(path=str(shots / "pruning.png"))
+
+        page.get_by_role("link", name="Embeddings").click()
+        page.locator(".js-plotly-plot .gtitle").first.wait_for(timeout=120_000)
+        page.get_by_text("Separability").first.wait_for(timeout=30_000)
+        page.wait_for_timeout(2000)
+        page.screenshot(path=str(shots / "embeddings.png"))
+
+        page.get_by_role("link", name="Parameter budget").click()
+        page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
+        page.get_by_text("e2vpt").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / "budget.png"))
+
+
+def _open_pruning_on(page, run_name: str) -> None:
+    """The Pruning page showing `run_name`'s scores."""
+    page.get_by_role("link", name="Pruning").click()
+    page.get_by_role("combobox", name="Run").first.wait_for(timeout=60_000)
+    page.get_by_role("combobox", name="Run").first.click()
+    page.get_by_role("option", name=run_name).first.click()
+    page.get_by_text("Scores: ").first.wait_for(timeout=120_000)
+
+
+def _run_of(store: RunStore, method: str) -> str:
+    runs = store.runs()
+    chosen = runs[(runs["method"] == method) & (runs["kind"] == "train")]
+    return str(chosen["id"].iloc[0]) if not chosen.empty else ""

@@ -30,6 +30,7 @@ from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.store import RunStore
 from e2vpt_core.store.leases import Holder
 from e2vpt_core.train import TrainConfig
+from e2vpt_core.train.checkpoint import CHECKPOINT
 
 
 def _config(backbone: str, **changes) -> TrainConfig:
@@ -179,7 +180,8 @@ def test_a_worker_killed_mid_run_is_resumed_without_loss(tmp_path, tiny_backbone
                                 str(tmp_path), "--poll", "0.05"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait(lambda: not store.metrics(run_id, ["val/top1"]).empty, 120, "the first epoch")
+        # the epoch's val figure is logged just before its checkpoint is written
+        _wait(lambda: store.has_tensors(run_id, CHECKPOINT), 120, "the first checkpoint")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
