@@ -35,14 +35,16 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "BENCHMARKS.md"
 BACKBONE_ROW = "frozen backbone, forward + backward"
 E2VPT_ROW = "e2vpt P=10 T=5"
 VPT_ROW = "vpt-deep P=10"
+CHECKPOINTING = "grad checkpointing"  # rows whose model runs `set_grad_checkpointing(True)`
 NO_GPU = ("gpu_check: no CUDA GPU is visible to torch (torch.cuda.is_available() is False; "
           "torch {version}, CUDA build {cuda}). Run it on a machine with an NVIDIA GPU, or "
           "pass --cpu-smoke to check the logic on the CPU with a tiny model.")
 
 
 def step_configs() -> dict[str, PromptConfig]:
-    """Every method at its defaults (new methods join by themselves), and E²VPT with half
-    its tokens pruned in both prune modes."""
+    """Every method at its defaults (new methods join by themselves), E²VPT with half its
+    tokens pruned in both prune modes, and E²VPT and full fine-tuning with activation
+    checkpointing (the step memory column compares them)."""
     configs = {}
     for method in METHODS:
         config = PromptConfig(method)
@@ -51,6 +53,8 @@ def step_configs() -> dict[str, PromptConfig]:
         configs[" ".join([method, *lengths])] = config
     for mode in ("zero", "remove"):
         configs[f"e2vpt P=10 T=5, 50% pruned, {mode}"] = PromptConfig("e2vpt", prune_mode=mode)
+    for method in ("e2vpt", "full"):  # memory against time: `set_grad_checkpointing`
+        configs[f"{method}, {CHECKPOINTING}"] = PromptConfig(method)
     return configs
 
 
@@ -115,6 +119,11 @@ def step_table(backbone_name: str, device: torch.device, batch: int, rounds: int
     if E2VPT_ROW in median and VPT_ROW in median:
         ratios.append(f"E²VPT / VPT-deep step time at P = 10: "
                       f"{median[E2VPT_ROW] / median[VPT_ROW]:.3f}.")
+    checkpointed, full = f"e2vpt, {CHECKPOINTING}", "full"
+    if checkpointed in memory and full in memory and E2VPT_ROW in median:
+        ratios.append(f"E²VPT with grad checkpointing: step memory "
+                      f"{memory[checkpointed] / memory[full]:.2f}× full fine-tuning's, step "
+                      f"time {median[checkpointed] / median[E2VPT_ROW]:.2f}× E²VPT's without.")
     return rows, failed, ratios
 
 

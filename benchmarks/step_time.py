@@ -37,6 +37,7 @@ CONFIGS = {
     "e2vpt P=10 T=5 zero, 50% pruned": PromptConfig("e2vpt", prune_mode="zero"),
     "e2vpt P=10 T=5 remove, 50% pruned": PromptConfig("e2vpt", prune_mode="remove"),
     "full": PromptConfig("full"),
+    "e2vpt P=10 T=5, grad checkpointing": PromptConfig("e2vpt"),
 }
 
 
@@ -46,6 +47,7 @@ def build(name: str, config: PromptConfig, backbone: str, device: torch.device):
         mask = torch.zeros(config.visual_prompt_len)
         mask[: config.visual_prompt_len // 2] = 1.0
         model.set_masks(mask)
+    model.set_grad_checkpointing("grad checkpointing" in name)
     model.train()
     params = [p for _, p in model.trainable_parameters()]
     return model, torch.optim.SGD(params, lr=0.01, momentum=0.9)

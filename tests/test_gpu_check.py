@@ -41,6 +41,8 @@ def test_cpu_smoke_covers_every_method_and_stage(tmp_path):
         name = next(n for n in rows if n.split()[0] == method)
         assert "failed" not in rows[name]
     assert gpu_check.BACKBONE_ROW in rows and "e2vpt P=10 T=5, 50% pruned, remove" in rows
+    for name in ("e2vpt, grad checkpointing", "full, grad checkpointing"):
+        assert "failed" not in rows[name]
     assert "E²VPT training throughput / the frozen backbone's" in report
     for stage in ("train e2vpt", "importance pass", "rewind, 50 % tokens removed",
                   "embeddings of the rewound model", "inference fp32"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
+import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from ..config import PromptConfig
 from .accounting import ParameterAccountingMixin
@@ -23,6 +26,8 @@ class PromptedModel(PromptMaskMixin, ColumnProbeMixin, ParameterAccountingMixin,
     modules and calls `_select_trainable()`. It provides `visual_prompts` (the prompts the
     masks act on, or None) and the hooks `_prompt_width()`, `_probed_blocks()` and
     `_partial_tuning_prefixes()`."""
+
+    grad_checkpointing = False
 
     def __init__(
         self, backbone: nn.Module, num_classes: int, config: PromptConfig,
@@ -46,6 +51,21 @@ class PromptedModel(PromptMaskMixin, ColumnProbeMixin, ParameterAccountingMixin,
         super().train(mode)
         self.backbone.eval()
         return self
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations during backward instead of keeping them
+        (timm's convention). Prompt tuning backpropagates through the whole frozen backbone,
+        so its activation memory is close to full fine-tuning's; this trades it for one more
+        forward per block, with the same logits and gradients."""
+        self.grad_checkpointing = enable
+
+    def _run_block(self, block_forward: Callable[..., Any], *args: Any) -> Any:
+        """`block_forward(*args)`, checkpointed while grad checkpointing is on and autograd
+        records (non-reentrant, so parameters it closes over still get their gradients and
+        dropout inside it replays the same mask)."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block_forward, *args, use_reentrant=False)
+        return block_forward(*args)
 
     @property
     def prompt_len(self) -> int:

@@ -188,6 +188,24 @@ class PromptedSwin(PromptedModel):
         prompts = prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1)
         return self.prompt_dropout(prompts)
 
+    def _block_forward(
+        self, s: int, b: int, x: torch.Tensor, prompts: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Block b of stage s on the windows' tokens x and the visual prompts (or None)."""
+        block = self.backbone.layers[s].blocks[b]
+        kv_prompt = self._kv_prompt(s, b)
+        adapter = None if self.adapters is None else self.adapters[s][b]
+        probe = self._prompt_probe(b) if s == 0 else None
+        if prompts is None and kv_prompt is None and adapter is None:
+            x = block(x)
+        else:
+            x, prompts = prompted_swin_block(
+                block, x, prompts, kv_prompt, adapter, self.config.kv_position, probe
+            )
+        if self.post_adapters is not None:
+            x = self.post_adapters[s][b](x)
+        return x, prompts
+
     def forward_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised backbone output (B, d_last): the head's input."""
         backbone, deep = self.backbone, self.config.deep_prompts
@@ -198,20 +216,10 @@ class PromptedSwin(PromptedModel):
             x = stage.downsample(x)
             if prompts is not None and not deep:
                 prompts = merge_prompts(stage.downsample, prompts)
-            for b, block in enumerate(stage.blocks):
+            for b in range(len(stage.blocks)):
                 if stage_prompts and (deep or (s == 0 and b == 0)):
                     prompts = self._batch_prompts(stage_prompts[s][b], x)
-                kv_prompt = self._kv_prompt(s, b)
-                adapter = None if self.adapters is None else self.adapters[s][b]
-                probe = self._prompt_probe(b) if s == 0 else None
-                if prompts is None and kv_prompt is None and adapter is None:
-                    x = block(x)
-                else:
-                    x, prompts = prompted_swin_block(
-                        block, x, prompts, kv_prompt, adapter, self.config.kv_position, probe
-                    )
-                if self.post_adapters is not None:
-                    x = self.post_adapters[s][b](x)
+                x, prompts = self._run_block(self._block_forward, s, b, x, prompts)
         x = backbone.norm(x)
         return backbone.forward_head(x, pre_logits=True)
 

@@ -146,6 +146,22 @@ class PromptedViT(PromptedModel):
         prompts = self.prompt_dropout(prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1))
         return torch.cat([x[:, :prefix], prompts, x[:, prefix + replacing:]], dim=1)
 
+    def _block_forward(self, index: int, x: torch.Tensor, num_prompts: int) -> torch.Tensor:
+        """Block `index` on x (B, N, d) holding `num_prompts` prompt tokens after the prefix,
+        with this method's key-value prompts, adapters, probes or tuners."""
+        block = self.backbone.blocks[index]
+        kv_prompt = self._kv_prompt(index)
+        adapter = None if self.adapters is None else self.adapters[index]
+        probe = self._block_probe(index, x.shape[1], num_prompts)
+        run = None if self.tuners is None else self.tuners[index].run
+        if kv_prompt is None and adapter is None and probe is None and run is None:
+            x = block(x)
+        else:
+            x = prompted_block_forward(
+                block, x, kv_prompt, adapter, self.config.kv_position, probe, run
+            )
+        return x if self.post_adapters is None else self.post_adapters[index](x)
+
     def forward_embedding(self, images: torch.Tensor) -> torch.Tensor:
         """Pooled, normalised backbone output (B, d): the head's input.
 
@@ -161,23 +177,12 @@ class PromptedViT(PromptedModel):
 
         prompts = [] if self.visual_prompts is None else self.layer_visual_prompts()
         num_prompts = 0  # prompt tokens now in x, after the prefix
-        for index, block in enumerate(backbone.blocks):
+        for index in range(len(backbone.blocks)):
             if prompts and (index == 0 or self.config.deep_prompts):
                 layer_prompts = prompts[index if self.config.deep_prompts else 0]
                 x = self._with_prompts(x, layer_prompts, replacing=num_prompts)
                 num_prompts = layer_prompts.shape[0]
-            kv_prompt = self._kv_prompt(index)
-            adapter = None if self.adapters is None else self.adapters[index]
-            probe = self._block_probe(index, x.shape[1], num_prompts)
-            run = None if self.tuners is None else self.tuners[index].run
-            if kv_prompt is None and adapter is None and probe is None and run is None:
-                x = block(x)
-            else:
-                x = prompted_block_forward(
-                    block, x, kv_prompt, adapter, self.config.kv_position, probe, run
-                )
-            if self.post_adapters is not None:
-                x = self.post_adapters[index](x)
+            x = self._run_block(self._block_forward, index, x, num_prompts)
         if num_prompts:
             prefix = self.num_prefix_tokens
             x = torch.cat([x[:, :prefix], x[:, prefix + num_prompts:]], dim=1)
