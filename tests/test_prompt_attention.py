@@ -102,3 +102,29 @@ def test_a_forward_the_probe_cannot_reproduce_is_refused(monkeypatch):
     monkeypatch.setattr(model.backbone.blocks[1].attn, "scale", 0.5)  # not what SDPA used
     with pytest.raises(RuntimeError, match="block 1: the recomputed attention differs"):
         prompt_attention(model, torch.randn(3, 32, 32))
+
+
+def test_the_cli_reports_a_stored_runs_attention(tmp_path, tiny_backbone, capsys):
+    from cli_helpers import last_json
+
+    from e2vpt_core.cli import main
+    from e2vpt_core.store import RunStore
+    from e2vpt_core.train import TrainConfig, train_run
+
+    store = RunStore(tmp_path)
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=100, eval_splits=("val",), device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=3, kv_prompt_len=2,
+                                             num_segments=4))
+    run_id = train_run(config, store).run_id
+    assert main(["attention", run_id, "--store", str(tmp_path), "--split", "val",
+                 "--index", "5", "--json"]) == 0
+    out = capsys.readouterr().out
+    result = last_json(out)
+    assert (result["run_id"], result["split"], result["index"]) == (run_id, "val", 5)
+    blocks = len(result["cls_to_prompts"])
+    assert blocks == 2 and len(result["cls_to_prompts"][0]) == 3
+    assert len(result["cls_to_kv"][0]) == 2 and result["kept_tokens"] == [1, 1, 1]
+    assert "block | visual prompts | key-value prompts | patches" in out
+    assert main(["attention", run_id, "--store", str(tmp_path), "--index", "100000"]) == 2
+    assert "--index 100000 is outside split 'test'" in capsys.readouterr().err
