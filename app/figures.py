@@ -1,11 +1,14 @@
 """Every figure of the app: pure functions from data to a plotly Figure.
 
 No Streamlit here, so pages stay thin and each figure is unit-tested without a browser.
-Metrics frames are the run store's long format (`step`, `epoch`, `name`, `value`).
+Metrics frames are the run store's long format (`step`, `epoch`, `name`, `value`). Every
+accuracy axis names its split; user text (run and class names) is escaped, since plotly
+reads tags such as `<a href>` in names and titles.
 """
 
 from __future__ import annotations
 
+import html
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -24,6 +27,11 @@ def _empty(title: str, message: str = "no data yet") -> go.Figure:
     return figure
 
 
+def _text(text: object) -> str:
+    """User text as plotly shows it literally (no link, no bold)."""
+    return html.escape(str(text), quote=False)
+
+
 def _series(metrics: pd.DataFrame, name: str) -> pd.DataFrame:
     if metrics.empty:
         return metrics
@@ -34,8 +42,9 @@ def training_curves(runs: Mapping[str, pd.DataFrame],
                     references: Mapping[str, float] | None = None) -> go.Figure:
     """Loss and lr per step, val top-1 per epoch; one colour per run so runs overlay.
 
-    `references` (name → top-1 %, e.g. chance, linear probe) are dotted lines on the
-    top-1 panel, so an accuracy is never read without what it should beat."""
+    `references` (label → top-1 %: chance, and the linear probe and parent on val, named
+    so: `context.labelled_references(runs, run, "val")`) are dotted lines on the top-1
+    panel, so an accuracy is never read without what it should beat."""
     if not any(not frame.empty for frame in runs.values()):
         return _empty("Training curves")
     figure = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Learning rate",
@@ -46,11 +55,11 @@ def training_curves(runs: Mapping[str, pd.DataFrame],
             series = _series(metrics, name)
             x = series["epoch"] + 1 if name == VAL_TOP1 else series["step"]
             figure.add_trace(go.Scatter(
-                x=list(x), y=list(series["value"]), name=label, legendgroup=label,
+                x=list(x), y=list(series["value"]), name=_text(label), legendgroup=label,
                 showlegend=column == 1, line={"color": colour},
                 mode="lines+markers" if name == VAL_TOP1 else "lines"), row=1, col=column)
     for column, (x_title, y_title) in enumerate(
-            (("step", "loss"), ("step", "lr"), ("epoch", "top-1 (%)")), start=1):
+            (("step", "loss"), ("step", "lr"), ("epoch", "val top-1 (%)")), start=1):
         figure.update_xaxes(title_text=x_title, row=1, col=column)
         figure.update_yaxes(title_text=y_title, row=1, col=column)
     for name, value in (references or {}).items():
@@ -68,7 +77,7 @@ def importance_heatmap(segment_scores: np.ndarray | Sequence[Sequence[float]]) -
         return _empty("Segment importance", "no importance scores")
     figure = go.Figure(go.Heatmap(
         z=scores, x=list(range(scores.shape[1])), y=list(range(scores.shape[0])),
-        colorscale="Viridis", colorbar={"title": "score"},
+        colorscale="Viridis", colorbar=_SCORE_BAR,
         hovertemplate="token %{y}, segment %{x}: %{z:.3g}<extra></extra>"))
     figure.update_layout(title="Segment importance", xaxis_title="segment",
                          yaxis_title="prompt token", yaxis={"autorange": "reversed"})
@@ -83,7 +92,7 @@ def layer_importance_heatmap(layer_scores: np.ndarray | Sequence[Sequence[float]
         return _empty(title, "no per-layer scores")
     figure = go.Figure(go.Heatmap(
         z=scores, x=list(range(scores.shape[1])), y=list(range(scores.shape[0])),
-        colorscale="Viridis", colorbar={"title": "score"},
+        colorscale="Viridis", colorbar=_SCORE_BAR,
         hovertemplate="layer %{y}, token %{x}: %{z:.3g}<extra></extra>"))
     figure.update_layout(title=title, xaxis_title="prompt token", yaxis_title="layer",
                          yaxis={"autorange": "reversed"})
@@ -98,12 +107,12 @@ def token_importance_bar(token_scores: np.ndarray | Sequence[float]) -> go.Figur
     figure = go.Figure(go.Bar(x=list(range(scores.size)), y=scores,
                               hovertemplate="token %{x}: %{y:.3g}<extra></extra>"))
     figure.update_layout(title="Token importance", xaxis_title="prompt token",
-                         yaxis_title="importance")
+                         yaxis={"title": "importance", **_SCIENTIFIC})
     return figure
 
 
-def prune_curve(results: pd.DataFrame,
-                parent: Mapping[str, float] | None = None) -> go.Figure:
+def prune_curve(results: pd.DataFrame, parent: Mapping[str, float] | None = None,
+                split: str = "test") -> go.Figure:
     """Rewound runs: top-1 (upper panel) and effective parameters (lower panel, so neither
     marker hides the other) against the token prune ratio; one colour per segment ratio,
     the unpruned parent at ratio 0, and random-mask rewinds (mean ± sd over their seeds)
@@ -111,7 +120,7 @@ def prune_curve(results: pd.DataFrame,
 
     Columns: `ratio`, `accuracy`, `effective_params`, optional `segment_ratio` and
     `order` (`random` marks the controls); `parent`: its `accuracy` and
-    `effective_params`."""
+    `effective_params`; every accuracy is the `split` top-1."""
     if results.empty and parent is None:
         return _empty("Pruning trade-off", "no rewinds yet")
     results = results.assign(
@@ -156,18 +165,19 @@ def prune_curve(results: pd.DataFrame,
                               "seeds<extra></extra>"), row=1, col=1)
     figure.update_xaxes(range=[-0.05, 0.95], tickformat=".0%")
     figure.update_xaxes(title_text="token prune ratio", row=2, col=1)
-    figure.update_yaxes(title_text="top-1 (%)", range=[0, 100], row=1, col=1)
+    figure.update_yaxes(title_text=f"{split} top-1 (%)", range=[0, 100], row=1, col=1)
     figure.update_yaxes(title_text="effective parameters", rangemode="tozero",
                         tickformat=",d", row=2, col=1)
-    figure.update_layout(title="Pruning trade-off", legend={"groupclick": "togglegroup"})
+    figure.update_layout(title=f"Pruning trade-off ({split} top-1)",
+                         legend={"groupclick": "togglegroup"})
     return figure
 
 
-def no_retrain_curve(rows: pd.DataFrame) -> go.Figure:
+def no_retrain_curve(rows: pd.DataFrame, split: str = "val") -> go.Figure:
     """The parent's top-1 without retraining against the token prune ratio: the scores'
     order, the reverse order, and random orders as mean ± sd over their draws.
 
-    Columns: `order`, `seed`, `token_ratio`, `top1`."""
+    Columns: `order`, `seed`, `token_ratio`, `top1` (on `split`)."""
     title = "Accuracy without retraining"
     if rows.empty:
         return _empty(title, "not computed yet")
@@ -194,7 +204,7 @@ def no_retrain_curve(rows: pd.DataFrame) -> go.Figure:
                                         line={"color": colour}))
     figure.update_layout(title=title, xaxis={"title": "token prune ratio", "tickformat": ".0%",
                                              "range": [-0.05, 0.95]},
-                         yaxis={"title": "top-1 (%)", "range": [0, 100]})
+                         yaxis={"title": f"{split} top-1 (%)", "range": [0, 100]})
     return figure
 
 
@@ -212,16 +222,19 @@ def poincare_disk(disk: np.ndarray, labels: Sequence[int] | np.ndarray,
                                   hoverinfo="skip", showlegend=False))
     for label in np.unique(labels):
         chosen = labels == label
-        name = class_names[int(label)] if class_names is not None else f"class {label}"
+        name = _text(class_names[int(label)]) if class_names is not None else f"class {label}"
         figure.add_trace(go.Scatter(
             x=points[chosen, 0], y=points[chosen, 1], mode="markers", name=name,
             marker={"size": 5}, customdata=indices[chosen],
             hovertemplate=f"{name}<br>sample %{{customdata}}<extra></extra>"))
     axis = {"range": [-1.05, 1.05], "zeroline": False, "showgrid": False}
-    figure.update_layout(title=title, xaxis=axis, yaxis={**axis, "scaleanchor": "x"},
+    figure.update_layout(title=_text(title), xaxis=axis, yaxis={**axis, "scaleanchor": "x"},
                          legend_title_text="class")
     return figure
 
 
+# Scores are often ~1e-6: plotly's default SI suffixes would read "3µ"; say 3e-6.
+_SCIENTIFIC = {"exponentformat": "e", "showexponent": "all"}
+_SCORE_BAR = {"title": "score", **_SCIENTIFIC}
 _COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
             "#7f7f7f", "#bcbd22", "#17becf")

@@ -1,14 +1,20 @@
 """The job queue in the sidebar of every page: what runs now (with its progress), what
-waits, and a cancel button for each, redrawn every 2 s on its own.
+waits (in the order the worker takes it), a cancel button for each and "Cancel all" (with a
+confirmation), redrawn every 2 s on its own.
 
 Without it the importance, rewind and embedding jobs of the quick demo are invisible;
 with it the queue reads like a W&B or SLURM job list. `queue_rows` is plain data (tested
-directly); `queue_view` draws it.
+directly); `queue_view` draws it. `queue_sidebar` draws it before the page and again
+after, when the page changed the queue: drawn only before, it showed the store as it was
+before the page queued the demo ("Nothing running or queued") until its next redraw; drawn
+only after, a page that stops early (`st.stop()`) would have none. Run and job names are
+user text: drawn with `st.text`, never as Markdown.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -16,19 +22,21 @@ import streamlit as st
 
 from app.names import job_name, run_names
 from app.state import format_seconds, progress
-from e2vpt_core.jobs import cancel_job, worker_alive
+from e2vpt_core.jobs import cancel_job, cancel_jobs, worker_alive
 from e2vpt_core.store import RunStore
 
 ACTIVE = ("running", "cancelling")
 FINISHED = ("done", "failed", "cancelled")
 RECENT = 5  # finished jobs listed under the queue
-ICONS = {"done": ":material/check_circle:", "failed": ":material/error:",
-         "cancelled": ":material/block:"}
+SYMBOLS = {"done": "✓", "failed": "✗", "cancelled": "⊘"}
+ARMED = "queue:cancel-all"  # session key: the job ids "Cancel all" waits to confirm
 
 
-def queue_rows(jobs: pd.DataFrame, runs: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
-    """Running, queued (in the order the worker takes them) and the last finished jobs,
-    each as id, kind, status, readable name, run id and start time."""
+def queue_rows(jobs: pd.DataFrame, runs: pd.DataFrame,
+               order: list[int] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Running, queued (in `order`, the order the worker takes them: `queue_order()`;
+    by id without it) and the last finished jobs, each as id, kind, status, readable
+    name, run id and start time."""
     names = run_names(runs)
     groups: dict[str, list[dict[str, Any]]] = {"running": [], "queued": [], "finished": []}
     for _, job in jobs.iterrows():
@@ -38,19 +46,46 @@ def queue_rows(jobs: pd.DataFrame, runs: pd.DataFrame) -> dict[str, list[dict[st
                               "status": job["status"], "name": job_name(job, names),
                               "run_id": job["run_id"], "started_at": job["started_at"],
                               "error": job["error"]})
+    rank = {job_id: position for position, job_id in enumerate(order or [])}
+    groups["queued"].sort(key=lambda row: (rank.get(row["id"], len(rank)), row["id"]))
     groups["finished"] = groups["finished"][::-1][:RECENT]
     return groups
 
 
-def _cancel_button(store: RunStore, job: dict[str, Any], column: Any) -> None:
+def _cancel_button(store: RunStore, job: dict[str, Any], column: Any, suffix: str) -> None:
     """Cancels in the click's callback, so the redraw that follows already shows it."""
-    column.button("Cancel", key=f"cancel-job-{job['id']}", type="tertiary",
+    column.button("Cancel", key=f"cancel-job-{job['id']}{suffix}", type="tertiary",
                   help=f"Cancel job {job['id']} ({job['kind']})", on_click=cancel_job,
                   args=(store, job["id"]))
 
 
-def _running(store: RunStore, job: dict[str, Any]) -> None:
-    st.markdown(f"**Running**  \n{job['name']}")
+def _arm(job_ids: list[int] | None) -> None:
+    st.session_state[ARMED] = job_ids
+
+
+def _cancel_armed(store: RunStore) -> None:
+    cancel_jobs(store, ids=st.session_state.pop(ARMED, None) or [])
+
+
+def _cancel_all(store: RunStore, job_ids: list[int], suffix: str) -> None:
+    """"Cancel all", then a confirmation naming how many: the jobs listed when it was
+    pressed are cancelled, not ones queued since."""
+    armed = st.session_state.get(ARMED)
+    if not armed:
+        st.button("Cancel all", key=f"cancel-all{suffix}", on_click=_arm, args=(job_ids,),
+                  help="Cancel every queued and running job (asks to confirm)")
+        return
+    st.warning(f"Cancel {len(armed)} job{'s' * (len(armed) != 1)}? Running ones stop at "
+               "their next step.")
+    yes, no = st.columns(2)
+    yes.button("Yes, cancel them", key=f"cancel-all-yes{suffix}", type="primary",
+               on_click=_cancel_armed, args=(store,))
+    no.button("Keep them", key=f"cancel-all-no{suffix}", on_click=_arm, args=(None,))
+
+
+def _running(store: RunStore, job: dict[str, Any], suffix: str) -> None:
+    st.markdown("**Running**")
+    st.text(job["name"])
     run_id = job["run_id"]  # NaN for jobs without a run of their own (importance, embed)
     state = progress(store, run_id) if isinstance(run_id, str) else None
     if state and state["total"]:
@@ -62,24 +97,30 @@ def _running(store: RunStore, job: dict[str, Any]) -> None:
     if job["status"] == "cancelling":
         st.caption("Stopping at the next step…")
     else:
-        _cancel_button(store, job, st)
+        _cancel_button(store, job, st, suffix)
 
 
 @st.fragment(run_every=2)
-def queue_view(store: RunStore) -> None:
-    """Draw the queue (call it inside `st.sidebar`)."""
-    rows = queue_rows(store.jobs(), store.runs())
+def queue_view(store: RunStore, suffix: str = "") -> None:
+    """Draw the queue, read from the store on every draw (call it inside `st.sidebar`);
+    `suffix` keeps its widgets' keys apart when it is drawn twice in one run."""
+    rows = queue_rows(store.current_jobs(RECENT), store.runs(), store.queue_order())
     st.subheader("Jobs")
     if not rows["running"] and not rows["queued"]:
         st.caption("Nothing running or queued.")
+        st.session_state.pop(ARMED, None)
     for job in rows["running"]:
-        _running(store, job)
+        _running(store, job, suffix)
     if rows["queued"]:
         st.markdown(f"**Queued ({len(rows['queued'])})**")
         for position, job in enumerate(rows["queued"], start=1):
             left, right = st.columns([4, 1.3], vertical_alignment="center")
-            left.markdown(f"{position}. {job['name']}")
-            _cancel_button(store, job, right)
+            left.text(f"{position}. {job['name']}")
+            _cancel_button(store, job, right, suffix)
+    active = [job["id"] for job in rows["running"] + rows["queued"]
+              if job["status"] != "cancelling"]
+    if active:
+        _cancel_all(store, active, suffix)
     if (rows["running"] or rows["queued"]) and not worker_alive(store):
         st.warning("No worker is running: start one with "
                    f"`python -m e2vpt_core.jobs --store {store.root}`.")
@@ -87,4 +128,23 @@ def queue_view(store: RunStore) -> None:
         with st.expander("Recently finished"):  # a fixed label keeps it open across redraws
             for job in rows["finished"]:
                 note = f" ({job['error']})" if job["status"] == "failed" and job["error"] else ""
-                st.markdown(f"{ICONS[job['status']]} {job['name']}{note}")
+                st.text(f"{SYMBOLS[job['status']]} {job['name']}{note}")
+
+
+def _signature(store: RunStore) -> list[tuple[int, str]]:
+    return list(store.current_jobs(RECENT)[["id", "status"]].itertuples(index=False))
+
+
+def queue_sidebar(store: RunStore) -> Callable[[], None]:
+    """Draw the queue where the caller is (the sidebar) and return what redraws it in place
+    after the page ran, if the page changed it: call that once the page has run."""
+    slot, before = st.empty(), _signature(store)
+    with slot.container():
+        queue_view(store)
+
+    def redraw() -> None:
+        if _signature(store) != before:
+            with slot.container():
+                queue_view(store, "-after-page")
+
+    return redraw

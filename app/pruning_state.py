@@ -19,6 +19,7 @@ import streamlit as st
 import torch
 from safetensors import safe_open
 
+from app.context import accuracy
 from e2vpt_core.artifacts import load_adapter
 from e2vpt_core.methods import methods_where
 from e2vpt_core.models.vit import PromptedViT
@@ -48,6 +49,26 @@ def prompt_runs(runs: pd.DataFrame) -> pd.DataFrame:
         lambda config: json.loads(config)["prompt"].get("visual_prompt_len", 0) > 0)
     runs = runs[runs["method"].isin(methods_where(prunable=True)) & prompted]
     return runs.sort_values("kind", key=lambda kind: kind != "train", kind="stable")
+
+
+def default_run(store: RunStore, runs: pd.DataFrame, followed: str | None) -> str:
+    """The run the Pruning page opens on (`runs`: `prompt_runs`, not empty): the one this
+    tab's Train page followed, else the newest trained run with the most to show: full-pass
+    scores, then live ones, then an E²VPT run (the quick demo's) before others."""
+    if followed in set(runs["id"]):
+        return str(followed)
+
+    def rank(row: dict) -> tuple:
+        full, live = (store.has_tensors(row["id"], name) for name in (IMPORTANCE, LIVE))
+        return (row["kind"] == "train", full, full or live, row["method"] == "e2vpt",
+                row["created_at"])
+
+    return str(max(runs.to_dict("records"), key=rank)["id"])
+
+
+def eval_split(run: dict) -> str:
+    """The split a run's masks are evaluated on without retraining (its first eval split)."""
+    return (run["config"].get("eval_splits") or ["val"])[0]
 
 
 def tensor_metadata(store: RunStore, run_id: str, name: str) -> dict[str, str]:
@@ -246,35 +267,51 @@ def curve_progress(store_root: str, run_id: str) -> tuple[int, int] | None:
     return None
 
 
-def parent_point(runs: pd.DataFrame, run_id: str) -> dict[str, float] | None:
-    """The unpruned run as the trade-off curve's ratio-0 point (test top-1, else val)."""
-    row = runs.set_index("id").loc[run_id]
-    for column in ("test_top1", "val_top1"):
-        if column in row and pd.notna(row[column]) and pd.notna(row.get("effective_params")):
-            return {"accuracy": float(row[column]),
-                    "effective_params": float(row["effective_params"])}
-    return None
-
-
-def rewind_results(runs: pd.DataFrame, parent_id: str) -> pd.DataFrame:
-    """Finished rewinds of `parent_id`: ratios, the order their masks were pruned in
-    (`random` ones are the controls), top-1 (test, else val), effective params."""
-    columns = ["id", "token_ratio", "segment_ratio", "order", "accuracy", "effective_params"]
+def _rewinds(runs: pd.DataFrame, parent_id: str) -> pd.DataFrame:
     if runs.empty or "parent_id" not in runs.columns:
-        return pd.DataFrame(columns=columns)
-    children = runs[(runs["parent_id"] == parent_id) & (runs["kind"] == "rewind")
-                    & (runs["status"] == "completed")].copy()
+        return runs.iloc[:0]
+    return runs[(runs["parent_id"] == parent_id) & (runs["kind"] == "rewind")
+                & (runs["status"] == "completed")]
+
+
+class TradeOff(NamedTuple):
+    """What the trade-off chart draws, every accuracy on one split."""
+
+    results: pd.DataFrame  # finished rewinds (`rewind_results`)
+    parent: dict[str, float] | None  # the unpruned run at ratio 0 (`parent_point`)
+    split: str
+
+
+def trade_off(runs: pd.DataFrame, parent_id: str) -> TradeOff:
+    """The parent's finished rewinds and the parent itself, read on one split: test when
+    the parent and each rewind have a test top-1, else val."""
+    members = pd.concat([runs[runs["id"] == parent_id], _rewinds(runs, parent_id)])
+    split = "test" if "test_top1" in members and members["test_top1"].notna().all() else "val"
+    return TradeOff(rewind_results(runs, parent_id, split),
+                    parent_point(runs, parent_id, split), split)
+
+
+def parent_point(runs: pd.DataFrame, run_id: str, split: str) -> dict[str, float] | None:
+    """The unpruned run as the trade-off curve's ratio-0 point (its `split` top-1)."""
+    row = runs.set_index("id").loc[run_id]
+    found = accuracy(row, split)
+    if found is None or pd.isna(row.get("effective_params")):
+        return None
+    return {"accuracy": found[1], "effective_params": float(row["effective_params"])}
+
+
+def rewind_results(runs: pd.DataFrame, parent_id: str, split: str) -> pd.DataFrame:
+    """Finished rewinds of `parent_id`: ratios, the order their masks were pruned in
+    (`random` ones are the controls), `split` top-1, effective params."""
+    columns = ["id", "token_ratio", "segment_ratio", "order", "accuracy", "effective_params"]
+    children = _rewinds(runs, parent_id).copy()
     if children.empty or "token_ratio" not in children.columns:
         return pd.DataFrame(columns=columns)
-    accuracy = children["test_top1"] if "test_top1" in children.columns else None
-    if "val_top1" in children.columns:
-        accuracy = children["val_top1"] if accuracy is None else \
-            accuracy.fillna(children["val_top1"])
-    children["accuracy"] = accuracy
+    children["accuracy"] = children.get(f"{split}_top1", np.nan)
     for column in columns:
         if column not in children.columns:
             children[column] = np.nan
-    children["order"] = children["order"].fillna("importance")
+    children["order"] = children["order"].astype(object).fillna("importance")
     return children[columns].sort_values(["token_ratio", "segment_ratio"])
 
 

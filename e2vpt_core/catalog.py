@@ -33,4 +33,5 @@ BUILTIN_DESCRIPTIONS: dict[str, str] = {
     "builtin-vit-tiny": "the same ViT after its fractal pretraining only (the first default; "
     "reads the built-in tasks far worse)",
 }
+DEFAULT_BACKBONE = "builtin-vit-tiny-layout"  # TrainConfig.backbone
 BUILTIN_BACKBONES: dict[str, Path] = {name: ASSETS / name for name in BUILTIN_DESCRIPTIONS}

@@ -4,7 +4,9 @@ On a fresh machine the store is empty, so the Train, Pruning and Embeddings page
 nothing to show. The demo queues, in this order, on one built-in task with the bundled
 backbone: an E²VPT run and a VPT-deep run (the paper's pair), the E²VPT run's full-pass
 importance, one rewind of it at a fixed prune ratio, and the Poincaré comparison of the
-two runs. The jobs run in order in the worker like any others: nothing here trains.
+two runs. The worker runs them like any others, each after the runs it needs (importance
+and the rewind after the E²VPT run's training, the comparison after both): nothing here
+trains.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@ pretraining write and read with them."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +29,9 @@ def atomic_write(target: Path, write: Callable[[str], None]) -> None:
     """Call `write(tmp_path)`, then rename onto `target`: readers never see a partial file.
 
     The temporary file stays locked (flock) until it is renamed, so `remove_orphan_tmp`
-    can tell one being written from one a killed writer left behind.
+    can tell one being written from one a killed writer left behind. Its data reach the
+    disk (fsync) before the rename, and the rename before we return (the directory's
+    fsync): without them a power cut can leave the new name on an empty file.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
@@ -36,12 +40,42 @@ def atomic_write(target: Path, write: Callable[[str], None]) -> None:
             fcntl.flock(handle, fcntl.LOCK_EX)
         write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; artifacts are meant to be shared
+        _fsync(tmp)  # the file `write` wrote, whichever descriptor it used
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
         os.close(handle)
+    _fsync(target.parent, directory=True)
+
+
+def _fsync(path: str | os.PathLike, directory: bool = False) -> None:
+    """Flush a file (or a directory's entries) to disk. Directories cannot be opened on
+    Windows, and some file systems refuse to sync them: there the rename is all we have."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if not directory:
+            raise
+        return
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if not directory or error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def copy_files(source: Path, target: Path) -> None:
+    """Copy the files under `source` to the same places under `target`, each atomically:
+    a name already there (a file, or a link) is replaced, never written through."""
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            atomic_write(target / path.relative_to(source),
+                         lambda tmp, path=path: shutil.copyfile(path, tmp))
 
 
 def remove_orphan_tmp(root: Path) -> list[Path]:

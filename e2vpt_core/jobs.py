@@ -2,8 +2,11 @@
 
 Training must outlive a Streamlit rerun, a closed tab or an app restart, so it never runs
 in the app's process. Jobs live in the run store's `jobs` table; a single worker per store
-(`python -m e2vpt_core.jobs --store DIR`) claims them in order, one at a time, and runs them
-through the same engine functions as the CLI.
+(`python -m e2vpt_core.jobs --store DIR`) claims them one at a time, short analysis jobs
+ahead of long training ones without starving either, and never a job before the run it needs
+is trained (`store.jobs_table`); it runs them through the same engine functions as the CLI.
+Submitting a job equal to one queued or running returns that job (a train job is always new:
+each trains its own run).
 
 One worker per store is guaranteed by an exclusive `flock` on `<store>/worker.lock`, held
 for the worker's whole life and released by the kernel when it dies (even by SIGKILL).
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import inspect
 import os
 import subprocess
 import sys
@@ -28,7 +32,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from .store import RunOwned, RunStore, store_dir
+from .store import RunOwned, RunStore, resolve_store
+from .store.jobs_table import Estimate, estimate_rewinds  # noqa: F401 (engine API)
 from .train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -53,7 +58,8 @@ def submit_train(store: RunStore, config: TrainConfig) -> tuple[int, str]:
 def submit_rewind(store: RunStore, parent_run_id: str, token_ratio: float,
                   segment_ratio: float = 0.0, **options: Any) -> int:
     """Queue a rewind of a completed run, or of one whose training job is still queued or
-    running (it runs first); the child run is created when the rewind job starts."""
+    running (it runs first); the child run is created when the rewind job starts. An equal
+    rewind already queued or running is returned instead of a new job."""
     from .prune.importance import check_token_scores
     from .prune.rewind import check_rewind_options, prunable_config
     from .prune.selection import check_ratio
@@ -63,10 +69,40 @@ def submit_rewind(store: RunStore, parent_run_id: str, token_ratio: float,
     check_token_scores(options.get("token_scores", "mask"))
     check_ratio("token_ratio", token_ratio)
     check_ratio("segment_ratio", segment_ratio)
+    key = _rewind_key(options)
     prunable_config(store, parent_run_id, pending_ok=True)
     payload = {"parent": parent_run_id, "token_ratio": token_ratio,
                "segment_ratio": segment_ratio, **options}
-    return store.enqueue_job("rewind", payload)[0]
+    return store.enqueue_job("rewind", payload, merge=True, key=key)[0]
+
+
+def _rewind_key(options: dict[str, Any] | None = None
+                ) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """A rewind's payload with `create_rewind_run`'s defaults filled in: what makes two
+    rewinds the same (`init='fresh'` given or left out). Refuses unknown `options`."""
+    from .prune.rewind import create_rewind_run
+
+    defaults = {name: parameter.default for name, parameter
+                in inspect.signature(create_rewind_run).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
+    unknown = sorted(set(options or {}) - set(defaults))
+    if unknown:
+        raise ValueError(f"unknown rewind option(s) {unknown}; known: {sorted(defaults)}")
+    return lambda payload: {**defaults, **payload}
+
+
+def queued_rewinds(store: RunStore, parent_run_id: str, ratios: list[tuple[float, float]],
+                   **options: Any) -> dict[tuple[float, float], int]:
+    """Of these (token, segment) ratios, those whose rewind of the parent with these options
+    is already queued or running, with its job id: what a sweep leaves out."""
+    key, found = _rewind_key(options), {}
+    for token, segment in ratios:
+        payload = {"parent": parent_run_id, "token_ratio": token, "segment_ratio": segment,
+                   **options}
+        job_id = store.find_job("rewind", payload, key)
+        if job_id is not None:
+            found[(token, segment)] = job_id
+    return found
 
 
 def submit_importance(store: RunStore, run_id: str, max_batches: int | None = None) -> int:
@@ -77,7 +113,8 @@ def submit_importance(store: RunStore, run_id: str, max_batches: int | None = No
     prunable_config(store, run_id, pending_ok=True)
     if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
         raise ValueError(f"max_batches={max_batches!r} must be an integer >= 1 or None")
-    return store.enqueue_job("importance", {"run": run_id, "max_batches": max_batches})[0]
+    return store.enqueue_job("importance", {"run": run_id, "max_batches": max_batches},
+                             merge=True)[0]
 
 
 def submit_embed(store: RunStore, run_ids: list[str], split: str = "test",
@@ -88,13 +125,21 @@ def submit_embed(store: RunStore, run_ids: list[str], split: str = "test",
     for run_id in run_ids:
         store.get_run(run_id)
     return store.enqueue_job("embed", {"runs": list(run_ids), "split": split,
-                                       "options": options})[0]
+                                       "options": options}, merge=True)[0]
 
 
 def cancel_job(store: RunStore, job_id: int) -> str:
     """Queued: cancelled at once, never runs. Running: flagged; the worker's `should_stop`
     sees the flag at the next step and the run ends `cancelled`. Returns the new status."""
     return store.cancel_job(job_id)
+
+
+def cancel_jobs(store: RunStore, kind: str | None = None, run: str | None = None,
+                ids: list[int] | None = None) -> dict[int, str]:
+    """Cancel all queued and running jobs, or a group: one `kind`, the jobs of one `run`
+    (its training, or jobs reading it: with `kind="rewind"` a sweep's rewinds of a parent),
+    or `ids`; as `cancel_job` each, in one transaction. The new status by job id."""
+    return store.cancel_jobs(kind, run, ids)
 
 
 # ---------------------------------------------------------------------------- running
@@ -329,16 +374,20 @@ def main(argv: list[str] | None = None) -> int:
                                      description="Run the store's queued jobs, one at a time.")
     parser.add_argument("--store", default=None,
                         help="run store directory (default: $E2VPT_STORE, else ./runs)")
+    parser.add_argument("--create-store", action="store_true",
+                        help="create the store named by --store or $E2VPT_STORE if it does "
+                             "not exist (without it, a missing named store is a typo: an error)")
     parser.add_argument("--idle-exit", type=float, default=None,
                         help="exit after this many idle seconds (default: never)")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between queue checks")
     parser.add_argument("--lock-fd", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    try:
-        run_worker(RunStore(store_dir(args.store)), args.lock_fd, args.idle_exit, args.poll,
+    try:  # a worker waiting on a store nobody submits to would wait forever
+        store = RunStore(resolve_store(args.store, makes_runs=True, create=args.create_store))
+        run_worker(store, args.lock_fd, args.idle_exit, args.poll,
                    log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
-    except RuntimeError as error:
-        print(error, file=sys.stderr)
+    except (ValueError, RuntimeError) as error:  # StoreError is a RuntimeError
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1
     return 0
 

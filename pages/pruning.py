@@ -31,27 +31,29 @@ from app.mask_slider import mask_sliders, reachable_masks
 from app.names import run_names
 from app.pruning_state import (
     SETTLE,
-    SWEEP_RATIOS,
     StoredScores,
     curve_progress,
+    default_run,
     effective_params,
+    eval_split,
     frozen,
     importance_scores,
     masked_accuracy,
-    parent_point,
-    pending_jobs,
     prompt_runs,
     ratio_options,
-    rewind_results,
     run_state,
     start_curve,
+    trade_off,
 )
+from app.rewind_controls import rewind_controls
 from app.state import get_store, start_worker
-from e2vpt_core.jobs import submit_importance, submit_rewind
+from e2vpt_core.jobs import (
+    submit_importance,
+)
 from e2vpt_core.prune import select_masks
 from e2vpt_core.prune.importance import IMPORTANCE, TOKEN_SCORES, UNSIGNED
 from e2vpt_core.prune.noretrain import LOO, run_leave_one_out
-from e2vpt_core.prune.rewind import INITS, MODES
+from e2vpt_core.prune.rewind import MODES
 from e2vpt_core.prune.selection import default_min_segments
 from e2vpt_core.store import RunStore
 
@@ -61,7 +63,6 @@ TOKEN_SCORE_NAMES = {"mask": "token-mask gradient (paper)",
                      "logit": "log-mask bias on its attention logits",
                      "taylor": "Σ |gradient × prompt|",
                      "loo": "leave-one-out on the training split (exact)"}
-RANDOM_SEEDS = (0, 1, 2)  # random-mask rewinds beside each rewound ratio
 CURVE_DRAWS = 5  # random masks per ratio on the no-retrain curve
 
 
@@ -85,6 +86,7 @@ class Scoring:
         self.rounding = "floor" if official else "nearest"
         self.masks_per_block = bool(run["config"]["prompt"].get("masks_per_block", False))
         self.prune_mode = run["config"]["prompt"].get("prune_mode", "zero")
+        self.importance_every = run["config"].get("importance_every", "few")
         self.token_key, self.segment_key = (f"token_ratio:{self.run_id}",
                                             f"segment_ratio:{self.run_id}")
         self.mode_key, self.mask_key = f"eval_mode:{self.run_id}", f"mask:{self.run_id}"
@@ -107,8 +109,8 @@ class Scoring:
                 st.warning(f"{error}: {where}.")
             return None
         if found is None and report:
-            st.info("No importance scores yet: training writes a snapshot every "
-                    "`importance_every` steps; or compute the full pass below.")
+            st.info(f"No importance scores yet: training saves a snapshot of them every "
+                    f"{self.importance_every} steps; or compute the full pass below.")
         return found
 
 
@@ -207,9 +209,10 @@ def accuracy_view(store: RunStore, scoring: Scoring) -> None:
         return
     split, masked = found
     right.metric("Top-1 without retraining", f"{masked:.1f} %",
-                 delta=f"{masked - parent[1]:+.1f} points vs the parent ({parent[1]:.1f} %)",
-                 help=f"The trained run on its {split} split with this mask applied, "
-                      "before any rewind; kept per mask")
+                 delta=f"{masked - parent[1]:+.1f} points vs unpruned, both on {split} "
+                       f"({parent[1]:.1f} %)",
+                 help=f"The trained run's {split} top-1 with this mask applied, before any "
+                      "rewind, against the same run unpruned on the same split; kept per mask")
 
 
 def leave_one_out_button(store: RunStore, run_id: str, completed: bool) -> None:
@@ -218,7 +221,9 @@ def leave_one_out_button(store: RunStore, run_id: str, completed: bool) -> None:
     label = ("Recompute leave-one-out scores" if store.has_tensors(run_id, LOO)
              else "Compute leave-one-out scores")
     if st.button(label, disabled=not completed,
-                 help="Remove each prompt token in turn and measure the val loss"):
+                 help="Remove each prompt token in turn, from every layer, and measure the "
+                      "rise in mean loss on the training split (eval transform); P + 1 "
+                      "passes"):
         with st.spinner("Leave-one-out on the training split…"):
             run_leave_one_out(store, run_id, recompute=True)
         st.rerun()
@@ -240,53 +245,6 @@ def compute_importance_button(store: RunStore, run_id: str, completed: bool,
             return
         start_worker(store)
         st.success(f"Queued importance job {job_id}.")
-
-
-def queue_rewinds(store: RunStore, parent: str, ratios: list[tuple[float, float]],
-                  options: dict) -> None:
-    try:
-        jobs = [submit_rewind(store, parent, token, segment, **options)
-                for token, segment in ratios]
-    except (ValueError, KeyError) as error:
-        st.error(str(error))
-        return
-    start_worker(store)
-    st.success(f"Queued {len(jobs)} rewind job(s): " + ", ".join(map(str, jobs)) + ".")
-
-
-def rewind_controls(store: RunStore, run: dict, scoring: Scoring) -> None:
-    """Init, mode and epochs of the rewind; one rewind, its random-mask controls, or a
-    10–90 % token-ratio sweep."""
-    token_ratio, segment_ratio = scoring.ratios()
-    token_scores = scoring.token_scores
-    left, middle, right = st.columns(3)
-    init = left.selectbox("Init", INITS, help="fresh: new random prompts (reference code); "
-                          "original: the parent's own initial values (lottery ticket)")
-    mode = middle.selectbox("Mode", MODES, help="zero: pruned entries are zeroed; "
-                            "remove: pruned tokens leave the sequence")
-    epochs = right.number_input("Rewind epochs", 1, 1000, int(run["config"]["epochs"]))
-    options = {"init": init, "mode": mode, "epochs": int(epochs), "token_scores": token_scores}
-    completed = run["status"] == "completed"
-    if not completed:
-        st.caption("Rewinds start from a completed run.")
-    left, middle, right = st.columns(3)
-    if left.button("Rewind", type="primary", disabled=not completed):
-        queue_rewinds(store, run["id"], [(token_ratio, segment_ratio)], options)
-    if middle.button("Random-mask controls", disabled=not completed,
-                     help=f"{len(RANDOM_SEEDS)} rewinds at these ratios with random masks "
-                          "of the same counts, rewound the same way: does the score beat "
-                          "chance after retraining?"):
-        for seed in RANDOM_SEEDS:
-            queue_rewinds(store, run["id"], [(token_ratio, segment_ratio)],
-                          {**options, "order": "random", "seed": seed})
-    if right.button("Sweep 10–90 %", disabled=not completed,
-                    help="One rewind per token ratio 0.1 … 0.9, at this segment ratio"):
-        queue_rewinds(store, run["id"], [(ratio, segment_ratio) for ratio in SWEEP_RATIOS],
-                      options)
-    queued = pending_jobs(store, "rewind")
-    queued = queued[[payload.get("parent") == run["id"] for payload in queued["payload"]]]
-    if not queued.empty:
-        st.caption(f"{len(queued)} rewind job(s) of this run queued or running.")
 
 
 def no_retrain_view(store: RunStore, run: dict, scoring: Scoring, completed: bool) -> None:
@@ -315,11 +273,13 @@ def no_retrain_view(store: RunStore, run: dict, scoring: Scoring, completed: boo
     if running:
         st.fragment(run_every=1)(curve_progress_view)(root, run_id)
     curve = store.get_run(run_id)["summary"].get("no_retrain_curve")
-    if curve:
-        st.caption(f"Scores: {TOKEN_SCORE_NAMES[curve['token_scores']]} "
-                   f"({curve['importance']}); segments {_percent(curve['segment_ratio'])} "
-                   f"pruned; {curve['mode']} mode; on {curve['split']}.")
-    st.plotly_chart(no_retrain_curve(pd.DataFrame(curve["rows"] if curve else [])),
+    if not curve:  # a caption, not an empty chart
+        st.caption("Not computed yet: the curve appears here once computed.")
+        return
+    st.caption(f"Scores: {TOKEN_SCORE_NAMES[curve['token_scores']]} ({curve['importance']}); "
+               f"segments {_percent(curve['segment_ratio'])} pruned; {curve['mode']} mode; "
+               f"on {curve['split']}.")
+    st.plotly_chart(no_retrain_curve(pd.DataFrame(curve["rows"]), curve["split"]),
                     key="no-retrain-curve")
 
 
@@ -338,13 +298,17 @@ def curve_progress_view(root: str, run_id: str) -> None:
                 text=f"Evaluating masks on val: {done} of {total or '…'}")
 
 
-def trade_off(runs: pd.DataFrame, parent: str) -> None:
-    results = rewind_results(runs, parent)
-    st.plotly_chart(prune_curve(results.rename(columns={"token_ratio": "ratio"}),
-                                parent_point(runs, parent)), key="prune-curve")
+def trade_off_view(runs: pd.DataFrame, parent: str) -> None:
+    results, point, split = trade_off(runs, parent)
+    if results.empty and point is None:  # a caption, not an empty chart
+        st.caption("No rewinds yet: the trade-off appears once the run completes.")
+        return
+    st.plotly_chart(prune_curve(results.rename(columns={"token_ratio": "ratio"}), point, split),
+                    key="prune-curve")
     if not results.empty:
         results.insert(0, "name", results["id"].map(run_names(runs)))
-        st.dataframe(results, hide_index=True, width="stretch")
+        st.dataframe(results.rename(columns={"accuracy": f"{split}_top1"}), hide_index=True,
+                     width="stretch")
 
 
 store = get_store()
@@ -358,12 +322,12 @@ if runs.empty:
 labels = run_names(all_runs)
 ids = list(runs["id"])
 followed = st.session_state.get("train_run")  # the run the Train page follows
-run_id = st.selectbox("Run", ids, index=ids.index(followed) if followed in ids else 0,
+run_id = st.selectbox("Run", ids, index=ids.index(default_run(store, runs, followed)),
                       format_func=labels.get)
 # read before the run itself, so that any newer status the page draws is caught by score_view
 drawn = status, scoring_job = run_state(store, run_id)
 run = store.get_run(run_id)
-st.caption(accuracy_text(all_runs, run_id))
+st.caption(accuracy_text(all_runs, run_id, eval_split(run)))
 live = status in ("queued", "running") or scoring_job
 
 token_scores = st.radio(
@@ -384,8 +348,8 @@ if token_scores == "loo":
     leave_one_out_button(store, run_id, completed)
 
 st.subheader("Rewind")
-rewind_controls(store, run, scoring)
+rewind_controls(store, run, *scoring.ratios(), scoring.token_scores)
 st.subheader("Accuracy against the prune ratio without retraining")
 no_retrain_view(store, run, scoring, completed)
 st.subheader("Accuracy and parameters against the prune ratio after rewinding")
-trade_off(store.runs(), run_id)
+trade_off_view(store.runs(), run_id)

@@ -1,6 +1,8 @@
 """Runs: every run in the store by readable name, grouped by task or filtered by tag, with
-chance and the linear probe beside each accuracy; curves and final figures compared; each
-run's config, the command reproducing it, its adapter, its name and tags, deletion."""
+chance and the linear probe beside each accuracy (on test, and named so; the val curves'
+lines are val figures); curves and final figures compared; each run's config, the command
+reproducing it, its adapter, its name and tags (shown as typed, never as Markdown),
+deletion."""
 
 from __future__ import annotations
 
@@ -9,17 +11,40 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app.context import references, with_references
+from app.context import labelled_references, reference_label, with_references
 from app.figures import training_curves
 from app.names import parse_tags, rename, run_names, run_tags, task_name
-from app.state import adapter_zip, final_figures, get_store, reproduce_command
+from app.state import adapter_zip, as_text, final_figures, get_store, reproduce_command
 from e2vpt_core.store import RunStore
 
-COLUMNS = ["name", "tags", "kind", "status", "val_top1", "test_top1", "chance",
-           "linear probe", "parent", "trainable_params", "effective_params", "created", "id",
-           "reason"]
-COUNTS = {column: st.column_config.NumberColumn(format="localized")  # 1,234,567
-          for column in ("trainable_params", "effective_params")}
+SPLIT = "test"  # the split the table's linear probe and parent are read on
+REFERENCES = [reference_label(name, SPLIT) for name in ("chance", "linear probe", "parent")]
+ACCURACIES = ["val_top1", "test_top1", *REFERENCES]
+COLUMNS = ["name", "tags", "status", *ACCURACIES, "trainable_params", "effective_params",
+           "created", "id"]
+SHOWN = COLUMNS[:-1]  # the id is in the data (and under "One run"), not worth its width
+SELECTED = "runs_page_run"  # the run "One run" shows, kept across renames
+_WIDTHS = {"name": 200, "tags": 80, "status": 80, "created": 110, "id": 150, "run": 200}
+_NUMBER = st.column_config.NumberColumn
+# Accuracies to one decimal (58.3, not 58.3333), counts with thousands separators; widths
+# chosen so every column, effective parameters included, fits a wide page.
+COLUMN_CONFIG = {
+    **{column: st.column_config.TextColumn(width=width) for column, width in _WIDTHS.items()},
+    **{column: _NUMBER(column.replace("_top1", " top-1"), format="%.1f", width=70)
+       for column in ACCURACIES},
+    **{column: _NUMBER(column.replace("_", " "), format="localized", width=100)
+       for column in ("trainable_params", "effective_params")}}
+
+
+def show_table(table: pd.DataFrame, shown: list[str] | None = None) -> None:
+    """A run table that fits the page; a missing figure is blank, not "None"."""
+    numbers = [column for column in (*ACCURACIES, "trainable_params", "effective_params")
+               if column in table.columns]
+    table = table.assign(**{column: pd.to_numeric(table[column], errors="coerce")
+                            for column in numbers})
+    st.dataframe(table, hide_index=True, width="stretch", column_config=COLUMN_CONFIG,
+                 column_order=[c for c in shown or table.columns if c in table.columns],
+                 placeholder="")
 
 
 def run_table(runs: pd.DataFrame, names: dict[str, str],
@@ -30,7 +55,7 @@ def run_table(runs: pd.DataFrame, names: dict[str, str],
         tags=[", ".join(tags[run_id]) for run_id in runs["id"]],
         created=[time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
                  for t in runs["created_at"]])
-    table = with_references(runs, table)
+    table = with_references(runs, table, SPLIT)
     return table[[c for c in COLUMNS if c in table.columns]].reset_index(drop=True)
 
 
@@ -40,14 +65,16 @@ def tagged(runs: pd.DataFrame, tags: dict[str, list[str]], wanted: list[str]) ->
 
 
 def overlay_references(runs: pd.DataFrame, compared: list[str]) -> dict[str, float]:
-    """Lines for the overlaid top-1 curves: all of one run's references; for several runs
-    on one task only those they share (chance, linear probe); none across tasks."""
+    """Lines for the overlaid val top-1 curves, read on val: all of one run's references;
+    for several runs on one task only those they share (chance, linear probe); none
+    across tasks."""
+    lines = labelled_references(runs, compared[0], "val")
     if len(compared) == 1:
-        return references(runs, compared[0])
+        return lines
     if runs.set_index("id").loc[compared, "dataset"].nunique() > 1:
         return {}
-    return {name: value for name, value in references(runs, compared[0]).items()
-            if name != "parent"}
+    return {label: value for label, value in lines.items()
+            if label != reference_label("parent", "val")}
 
 
 def name_editor(store: RunStore, runs: pd.DataFrame, run_id: str) -> None:
@@ -60,7 +87,18 @@ def name_editor(store: RunStore, runs: pd.DataFrame, run_id: str) -> None:
     if st.button("Save name and tags", key=f"save-{run_id}"):
         derived = run_names(runs.assign(display_name=None))[run_id]
         rename(store, run_id, "" if name.strip() == derived else name, parse_tags(text))
+        st.session_state[SELECTED] = run_id  # the renamed run stays selected
         st.rerun()
+
+
+def selected_run(ids: list[str], names: dict[str, str]) -> str:
+    """The "One run" selector, on the run it showed last (a rename changes the labels, so
+    the widget is new and would fall back to the newest run)."""
+    kept = st.session_state.get(SELECTED)
+    run_id = st.selectbox("Run", ids, index=ids.index(kept) if kept in ids else 0,
+                          format_func=names.get)
+    st.session_state[SELECTED] = run_id
+    return run_id
 
 
 store = get_store()
@@ -78,29 +116,29 @@ wanted = right.multiselect("Only runs tagged", all_tags, disabled=not all_tags)
 shown = tagged(runs, tags, wanted)
 if group == "task":
     for task, members in shown.groupby(shown["dataset"].map(task_name), sort=True):
-        st.markdown(f"**{task}** · {len(members)} run(s)")
-        st.dataframe(run_table(members, names, tags), hide_index=True, width="stretch",
-                     column_config=COUNTS)
+        st.markdown(f"**{as_text(task)}** · {len(members)} run(s)")
+        show_table(run_table(members, names, tags), SHOWN)
 else:
-    st.dataframe(run_table(shown, names, tags), hide_index=True, width="stretch",
-                 column_config=COUNTS)
+    show_table(run_table(shown, names, tags), SHOWN)
 
 ids = list(shown["id"]) or list(runs["id"])
 compared = st.multiselect("Overlay curves of", ids, default=ids[:1], format_func=names.get)
 if compared:
     st.plotly_chart(training_curves({names[run]: store.metrics(run) for run in compared},
                                     references=overlay_references(runs, compared)))
-    figures = with_references(runs, final_figures(runs, compared))
-    st.dataframe(figures.assign(id=[names[run] for run in compared]).rename(
-        columns={"id": "run"}), hide_index=True, width="stretch", column_config=COUNTS)
+    figures = with_references(runs, final_figures(runs, compared), SPLIT)
+    show_table(figures.assign(id=[names[run] for run in compared]).rename(
+        columns={"id": "run"}))
 
 st.subheader("One run")
-run_id = st.selectbox("Run", ids, format_func=names.get)
+run_id = selected_run(ids, names)
 run = store.get_run(run_id)
 name_editor(store, runs, run_id)
 left, right = st.columns(2)
 with left:
     st.caption(f"Configuration of `{run_id}`")
+    if run["reason"]:
+        st.text(f"{run['status']}: {run['reason']}")
     st.json(run["config"], expanded=False)
 with right:
     if run["kind"] == "train":
@@ -112,22 +150,28 @@ with right:
                        "the defaults in this run.")
     else:
         parent = names.get(run["parent_id"], run["parent_id"])
-        st.caption(f"A `{run['kind']}` run of {parent}: see the pruning tools.")
+        st.caption(f"A `{run['kind']}` run of {as_text(parent)}: see the pruning tools.")
     if run["summary"]:
         st.caption("Summary")
         st.json(run["summary"], expanded=False)
     if (store.run_dir(run_id) / "adapter").is_dir():
-        st.download_button("Export adapter (.zip)", adapter_zip(store, run_id),
-                           file_name=f"{run_id}-adapter.zip", mime="application/zip",
-                           help="safetensors + JSON; unzip and `load_adapter(folder)`")
+        try:
+            archive = adapter_zip(store, run_id)
+        except ValueError as error:  # a damaged artifact: named, never downloaded
+            st.error(as_text(str(error)))
+        else:
+            st.download_button("Export adapter (.zip)", archive,
+                               file_name=f"{run_id}-adapter.zip", mime="application/zip",
+                               help="safetensors + JSON; unzip and `load_adapter(folder)`")
 
 with st.expander("Delete this run"):
     busy = run["status"] in ("queued", "running")
-    confirmed = st.checkbox(f"Yes, delete {names[run_id]} and its files",
-                            key=f"confirm-{run_id}", disabled=busy)
+    st.text(names[run_id])  # the name as typed: a label would read it as Markdown
+    confirmed = st.checkbox("Yes, delete this run and its files", key=f"confirm-{run_id}",
+                            disabled=busy)
     if busy:
         st.caption("Cancel its job in the sidebar's job queue first.")
     if st.button("Delete", disabled=not confirmed or busy):
         store.delete_run(run_id)
-        st.success(f"Deleted {names[run_id]}.")
+        st.success(f"Deleted {as_text(names[run_id])}.")
         st.rerun()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app.context import accuracy_text, references
+from app.context import accuracy_text, labelled_references
 from app.figures import training_curves
 from app.names import config_name, run_names
-from app.state import format_seconds, get_store, progress, start_worker
+from app.state import as_text, get_store, progress, progress_bar, start_worker
 from e2vpt_core.catalog import BUILTIN_DESCRIPTIONS, BUILTIN_TASKS
 from e2vpt_core.config import (
     AUGMENTATIONS,
@@ -98,11 +98,16 @@ def method_inputs() -> dict:
                              help="The official code's pruning pipeline: 16 interleaved "
                                   "segments, masks trained with the prompts, signed scores, "
                                   "pruned counts rounded down, fresh-init rewinds")
+    checkpointing = right.checkbox("Gradient checkpointing",
+                                   help="Recompute each block's activations in backward: "
+                                        "much less memory on a GPU, about one more forward "
+                                        "per step, the same results")
     return dict(method=method, prompt_len=int(prompt_len), kv_len=int(kv_len),
                 masks_per_block=per_block and spec.prunable,
                 preset="official" if official and spec.prunable else None,
                 epochs=int(epochs), batch_size=int(batch_size), base_lr=float(base_lr),
-                weight_decay=float(weight_decay), seed=int(seed), **peft_inputs(method))
+                weight_decay=float(weight_decay), seed=int(seed),
+                grad_checkpointing=checkpointing, **peft_inputs(method))
 
 
 def peft_inputs(method: str) -> dict:
@@ -140,7 +145,8 @@ def build_config(backbone: str, dataset: str, values: dict,
                          augment=values.get("augment", "auto"), prompt=prompt,
                          epochs=values["epochs"], batch_size=values["batch_size"],
                          base_lr=values["base_lr"], weight_decay=values["weight_decay"],
-                         seed=values["seed"], preset=values.get("preset"))
+                         seed=values["seed"], preset=values.get("preset"),
+                         grad_checkpointing=values.get("grad_checkpointing", False))
     from e2vpt_core.train.preflight import check_sources  # torch: only on submit
 
     check_sources(config)
@@ -175,7 +181,7 @@ def start(store: RunStore, config: TrainConfig) -> None:
     job_id, run_id = submit_train(store, config)
     st.session_state["train_run"] = st.session_state[FOLLOWED] = run_id
     start_worker(store)
-    st.success(f"Queued run {config_name(config.to_dict())} ({run_id}, job {job_id}).")
+    st.success(f"Queued run {as_text(config_name(config.to_dict()))} ({run_id}, job {job_id}).")
 
 
 def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
@@ -194,17 +200,11 @@ def live_view(store: RunStore, run_id: str) -> None:
 
     The status is drawn here, never in the run selector above, so it cannot go stale."""
     state = progress(store, run_id)
-    total = state["total"]
-    if total:
-        st.progress(min(state["done"] / total, 1.0),
-                    text=f"{state['status']}: step {state['done']} / {total} · "
-                         f"ETA {format_seconds(state['eta_seconds'])}")
-    else:
-        st.write(f"Status: **{state['status']}**, step {state['done']}")
+    st.progress(*progress_bar(state))
     run = store.get_run(run_id)
     if run["reason"]:
         show = st.error if run["status"] == "failed" else st.info  # a cancel is no error
-        show(f"{run['status']}: {run['reason']}")
+        show(f"{run['status']}: {as_text(run['reason'])}")
     runs = store.runs()
     st.caption(accuracy_text(runs, run_id))
     jobs = store.jobs()
@@ -215,9 +215,13 @@ def live_view(store: RunStore, run_id: str) -> None:
     if state["status"] in ("queued", "running") and not worker_alive(store):
         st.warning("No worker is running: start one with "
                    f"`python -m e2vpt_core.jobs --store {store.root}`.")
-    name = run_names(runs)[run_id]
-    st.plotly_chart(training_curves({name: store.metrics(run_id)},
-                                    references=references(runs, run_id)), key="curves")
+    metrics = store.metrics(run_id)
+    if metrics.empty:  # no empty chart: it would push the demo's message below the fold
+        st.caption("Curves appear here once the run logs its first step.")
+        return
+    st.plotly_chart(training_curves({run_names(runs)[run_id]: metrics},
+                                    references=labelled_references(runs, run_id, "val")),
+                    key="curves")
 
 
 def follow(store: RunStore) -> None:

@@ -22,6 +22,13 @@ def private_store(source: Path, tmp_path: Path, monkeypatch) -> RunStore:
     return RunStore(root)
 
 
+def empty_store(tmp_path: Path, monkeypatch) -> RunStore:
+    """An empty store of the test's own, the app's; no worker is started for its jobs."""
+    monkeypatch.setenv("E2VPT_STORE", str(tmp_path))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    return RunStore(tmp_path)
+
+
 def open_page(page: str | None = None) -> AppTest:
     """The app (on `pages/<page>` when given), checked to have rendered without an exception."""
     app = AppTest.from_file(APP, default_timeout=120).run()

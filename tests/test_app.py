@@ -169,6 +169,7 @@ def test_runs_page_deletes_only_after_confirmation(store):
 
 def test_budget_page_lists_every_method_with_its_budget(store):
     app = open_page("budget.py")
+    by_label(app.selectbox, "Backbone").set_value("vit_base_patch16_224").run()
     table = app.dataframe[0].value.set_index("method")
     assert list(table.index) == list(METHODS)
     assert table.loc["e2vpt", "trainable params"] == 12 * 15 * 768 + 768 * 100 + 100
@@ -194,6 +195,7 @@ def test_budget_page_lists_every_method_with_its_budget(store):
     {"prompt": PromptConfig("adapter-plus", adapter_bottleneck=16)},
     {"prompt": PromptConfig("linear"), "base_lr": 0.5},
     {"prompt": PromptConfig("e2vpt"), "base_lr": 0.1},
+    {"grad_checkpointing": True},
 ])
 def test_the_reproduce_command_rebuilds_the_config(changes):
     config = TrainConfig(**changes)

@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 from app_helpers import by_label, open_page, private_store
 
+from app.names import rename
 from app.pruning_state import default_pair
+from app.state import as_text
 from e2vpt_core import PromptConfig
-from e2vpt_core.hyperbolic import HeadConfig, ProjectionConfig, compare_runs
+from e2vpt_core.hyperbolic import (
+    DEFAULT_MAX_POINTS,
+    HeadConfig,
+    ProjectionConfig,
+    compare_runs,
+)
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
 
@@ -58,6 +65,13 @@ def test_the_default_pair_is_the_newest_vpt_deep_and_e2vpt_runs(store, trained):
     assert default_pair(store.runs()[lambda runs: runs["method"] != "vpt-deep"]) is None
 
 
+def test_run_names_in_messages_are_text_not_markdown(store, trained):
+    rename(store, trained[1], "[vpt](http://evil) **deep**", [])
+    app = open_page("embeddings.py")
+    assert "**deep**" not in app.info[0].value and "](http" not in app.info[0].value
+    assert as_text("[vpt](http://evil) **deep**") in app.info[0].value
+
+
 def test_a_rewind_child_does_not_displace_its_parent_from_the_default_pair(store, trained):
     parent = store.get_run(trained[2])
     child = store.create_run(parent["config"], kind="rewind", parent_id=trained[2])
@@ -81,9 +95,11 @@ def test_compute_queues_an_embed_job_for_the_pair(store, trained):
 
 @pytest.mark.slow
 def test_cached_views_show_two_disks_and_the_separability_table(store, trained):
+    app = open_page("embeddings.py")
+    assert by_label(app.number_input, "Points (0: all)").value == DEFAULT_MAX_POINTS
     compare_runs(store, trained[1], trained[2], "test", max_points=POINTS,
                  head=HeadConfig(steps=3), projection=ProjectionConfig(n_epochs=20))
-    app = open_page("embeddings.py")
+    app.run()  # as the page's poll finds the views: the field now says what is drawn
     assert not app.info
     charts = [json.loads(chart.proto.spec) for chart in app.get("plotly_chart")]
     backbone = Path(store.get_run(trained[1])["config"]["backbone"]).name
@@ -94,7 +110,11 @@ def test_cached_views_show_two_disks_and_the_separability_table(store, trained):
     legend = {trace["name"] for trace in charts[0]["data"][1:]}
     assert legend and legend <= {f"x{i}" for i in range(8)}  # position's class names
     assert by_label(app.number_input, "Points (0: all)").value == POINTS  # what is drawn
-    assert any("chance 12.5 %" in caption.value for caption in app.caption)
+    captions = [caption.value for caption in app.caption]
+    assert any("chance 12.5 %" in caption for caption in captions)
+    assert sum(caption.startswith(f"{POINTS} points drawn · ") for caption in captions) == 2
+    assert not any("settings" in caption for caption in captions)  # the hash: an expander
+    assert app.expander[-1].label == "Cache settings"
     table = app.dataframe[0].value
     assert list(table["run"].unique()) == [f"vpt-deep P4 · position · {backbone}",
                                            f"e2vpt P4 T2 · position · {backbone}"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from data_fixtures import make_folder_tree
 
-from app.context import accuracy_text, class_names, references
+from app.context import accuracy_text, class_names, labelled_references, references
 from app.jobs_view import queue_rows
 from app.names import (
     config_name,
@@ -122,21 +122,30 @@ def test_job_names_follow_their_payload(store):
 def test_chance_is_one_over_the_classes_and_the_linear_probe_is_the_best_one(store):
     run = _run(store, test_top1=60.0)
     _run(store, method="linear", test_top1=30.0)
-    _run(store, method="linear", val_top1=35.0)
+    _run(store, method="linear", test_top1=25.0, val_top1=35.0)
     _run(store, method="linear", dataset="builtin:digits", test_top1=90.0)  # another task
     _run(store, method="linear", status="running")
-    assert references(store.runs(), run) == {"chance": 12.5, "linear probe": 35.0}
-    assert accuracy_text(store.runs(), run) == \
-        "test top-1 60.0 % (chance 12.5 %, linear probe 35.0 %)"
+    runs = store.runs()
+    assert references(runs, run, "test") == {"chance": 12.5, "linear probe": 30.0}
+    assert references(runs, run, "val") == {"chance": 12.5, "linear probe": 35.0}
+    assert references(runs, run, None) == {"chance": 12.5}  # chance has no split
+    assert accuracy_text(runs, run) == "test top-1 60.0 % (chance 12.5 %, linear probe 30.0 %)"
 
 
-def test_a_rewind_is_read_against_its_parent(store):
+def test_a_rewind_is_read_against_its_parent_on_the_same_split(store):
     parent = _run(store, val_top1=50.0, test_top1=48.0, num_classes=4)
     child = _run(store, kind="rewind", parent=parent, token_ratio=0.5, val_top1=47.0)
-    assert references(store.runs(), child) == {"chance": 12.5, "parent": 48.0}
-    assert references(store.runs(), parent) == {"chance": 25.0}  # the recorded count wins
+    runs = store.runs()
+    assert references(runs, child, "test") == {"chance": 12.5, "parent": 48.0}
+    assert references(runs, child, "val") == {"chance": 12.5, "parent": 50.0}
+    assert labelled_references(runs, child, "val") == {"chance": 12.5, "parent (val)": 50.0}
+    # the child has only val: its line reads val against the parent's val, never test
+    assert accuracy_text(runs, child) == "val top-1 47.0 % (chance 12.5 %, parent 50.0 %)"
+    assert accuracy_text(runs, parent, "val") == "val top-1 50.0 % (chance 25.0 %)"
+    assert references(runs, parent, "test") == {"chance": 25.0}  # the recorded count wins
     queued = _run(store, dataset="folder:/somewhere", status="queued")
     assert accuracy_text(store.runs(), queued) == "top-1 not yet measured"
+    assert accuracy_text(store.runs(), queued, "val") == "val top-1 not yet measured"
 
 
 def test_class_names_come_from_the_task_or_the_datasets_files(tmp_path):

@@ -131,6 +131,7 @@ def test_rewind_queues_a_job_with_the_chosen_ratios(store, trained):
                        "init": "fresh", "mode": "remove", "epochs": 2,
                        "token_scores": "segments"}
     by_label(app.button, "Sweep 10–90 %").click().run()
+    by_label(app.button, "Queue 9 rewinds").click().run()  # after its estimate
     ratios = [json.loads(p)["token_ratio"] for p in store.jobs()["payload"]]
     assert ratios == [0.25, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
 
@@ -157,7 +158,9 @@ def test_the_curve_shows_a_finished_rewind_child(store, trained):
     params = next(t for t in curve["data"] if t["name"] == "effective params, segments 0%")
     assert params["yaxis"] == "y2" and accuracy["yaxis"] == "y"  # separate panels
     assert curve["layout"]["yaxis"]["range"] == [0, 100]
+    assert curve["layout"]["yaxis"]["title"]["text"] == "test top-1 (%)"  # all points on test
     table = app.dataframe[0].value
+    assert table.set_index("id")["test_top1"][result.run_id] == child["test_top1"]
     assert set(table["id"]) == {result.run_id, control.run_id}
     assert set(table["order"]) == {"importance", "random"}
     assert table.set_index("id")["effective_params"][result.run_id] == child["effective_params"]
@@ -258,7 +261,10 @@ def test_the_preview_shows_the_masks_accuracy_without_retraining(store, trained)
     masked = evaluate(model, loader, model.num_classes, torch.device("cpu"))["top1"]
     assert shown == f"{masked:.1f} %"
     delta = next(m.delta for m in app.metric if m.label == "Top-1 without retraining")
-    assert delta.startswith(f"{masked - parent:+.1f} points")
+    assert delta == f"{masked - parent:+.1f} points vs unpruned, both on val ({parent:.1f} %)"
+    summary = store.get_run(trained[1])["summary"]  # the caption: val as well, never test
+    assert f"val top-1 {summary['val_top1']:.1f} % (chance 12.5 %)" in \
+        [caption.value for caption in app.caption]
 
 
 def test_scores_are_read_once_per_version_of_their_files(store, trained):

@@ -109,6 +109,30 @@ def test_the_settings_next_to_the_script_keep_the_app_local():
     assert settings["browser"]["gatherUsageStats"] is False
 
 
+def test_no_icon_is_fetched_from_a_font_cdn(tmp_path, monkeypatch):
+    """A `:material/…:` page icon becomes the tab's favicon, which the browser fetches from
+    fonts.gstatic.com (offline: errors in the console), and an emoji needs an emoji font:
+    no page has an icon, the tab keeps Streamlit's local favicon. (The browser test checks
+    that no request leaves localhost.)"""
+    import streamlit as st
+    from app_helpers import open_page
+
+    icons = []
+
+    def recorded(original):
+        def call(*args, **kwargs):
+            icons.append(kwargs.get("icon", kwargs.get("page_icon")))
+            return original(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(st, "Page", recorded(st.Page))
+    monkeypatch.setattr(st, "set_page_config", recorded(st.set_page_config))
+    monkeypatch.setenv("E2VPT_STORE", str(tmp_path))
+    monkeypatch.setenv("E2VPT_AUTOSTART_WORKER", "0")
+    open_page()
+    assert icons == [None] * 6  # the tab's and five pages'
+
+
 def _listening(port: int) -> set[str]:
     """Local addresses (hex, as the kernel writes them) listening on `port`."""
     found = set()

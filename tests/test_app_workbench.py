@@ -8,10 +8,12 @@ import json
 import sqlite3
 
 import pytest
+import streamlit as st
 from app_helpers import by_label, open_page, set_prune_ratios
 from streamlit.proto.Metric_pb2 import Metric
 
 from app.pruning_state import prompt_runs
+from app.state import as_text
 from e2vpt_core import PromptConfig
 from e2vpt_core.demo import submit_demo
 from e2vpt_core.jobs import submit_importance
@@ -39,7 +41,7 @@ def _run(store: RunStore, prompt: PromptConfig, status: str = "completed",
 
 
 def _sidebar_text(app) -> str:
-    return "\n".join(element.value for element in app.sidebar.markdown)
+    return "\n".join(element.value for element in (*app.sidebar.markdown, *app.sidebar.text))
 
 
 def test_the_sidebar_queue_shows_the_demos_five_jobs_and_cancels_one(store):
@@ -47,10 +49,11 @@ def test_the_sidebar_queue_shows_the_demos_five_jobs_and_cancels_one(store):
     app = open_page("runs.py")  # any page: the queue sits in every page's sidebar
     text = _sidebar_text(app)
     assert "**Queued (5)**" in text
-    for line in ("1. train e2vpt P10 T5 · orientation", "2. train vpt-deep P10 · orientation",
-                 "3. importance of e2vpt P10 T5 · orientation",
-                 "4. rewind 50 % tok / 25 % seg of e2vpt P10 T5 · orientation",
-                 "5. embed vpt-deep P10 · orientation vs e2vpt P10 T5 · orientation"):
+    for line in ("1. train e2vpt P10 T5 · orientation",  # in the order the worker takes them
+                 "2. importance of e2vpt P10 T5 · orientation",
+                 "3. train vpt-deep P10 · orientation",
+                 "4. embed vpt-deep P10 · orientation vs e2vpt P10 T5 · orientation",
+                 "5. rewind 50 % tok / 25 % seg of e2vpt P10 T5 · orientation"):
         assert line in text
     assert "No worker is running" in app.sidebar.warning[0].value
     app.sidebar.button(key=f"cancel-job-{demo.rewind_job}").click().run()
@@ -65,7 +68,7 @@ def test_the_sidebar_shows_the_running_job_with_its_progress(store):
         connection.execute("UPDATE jobs SET status='running', started_at=1 WHERE id=?",
                            (job_id,))
     app = open_page()
-    assert "**Running**  \ntrain vpt-deep P10 · orientation" in _sidebar_text(app)
+    assert "**Running**\ntrain vpt-deep P10 · orientation" in _sidebar_text(app)
     assert app.sidebar.get("progress")[0].proto.text.startswith("step 1 / 2")
     assert app.sidebar.button(key=f"cancel-job-{job_id}") is not None
 
@@ -99,19 +102,49 @@ def test_a_reopened_tab_follows_the_training_run_not_the_newest_queued(store):
     assert app.get("progress")[0].proto.text.startswith("queued: step 1 / 2")
 
 
+def _lines(chart) -> list[str]:
+    """The texts on a training-curves chart: subplot titles and reference lines."""
+    return [note["text"] for note in json.loads(chart.proto.spec)["layout"]["annotations"]]
+
+
 def test_the_live_view_sits_above_the_form_and_reads_accuracy_against_chance(store):
+    """The caption reads test against test; the val curve's lines are val figures."""
     run_id = _run(store, PromptConfig("e2vpt"), val_top1=30.0, test_top1=25.0)
-    _run(store, PromptConfig("linear"), test_top1=20.0)
+    _run(store, PromptConfig("linear"), val_top1=22.0, test_top1=20.0)
     app = open_page()
     labels = [box.label for box in app.selectbox]
     assert labels.index("Follow run") < labels.index("Method")
     by_label(app.selectbox, "Follow run").set_value(run_id).run()
     assert "test top-1 25.0 % (chance 12.5 %, linear probe 20.0 %)" in \
         [caption.value for caption in app.caption]
-    figure = json.loads(app.get("plotly_chart")[0].proto.spec)
-    assert figure["data"][0]["name"] == "e2vpt P10 T5 · orientation"  # the legend
-    notes = [note["text"] for note in figure["layout"]["annotations"]]
-    assert "chance 12.5 %" in notes and "linear probe 20.0 %" in notes
+    chart = app.get("plotly_chart")[0]
+    assert json.loads(chart.proto.spec)["data"][0]["name"] == "e2vpt P10 T5 · orientation"
+    lines = _lines(chart)
+    assert "Validation top-1" in lines and "chance 12.5 %" in lines
+    assert "linear probe (val) 22.0 %" in lines and not any("20.0" in line for line in lines)
+
+
+def test_reference_lines_on_the_validation_chart_are_val_figures(store):
+    """Train and Runs pages: a rewind's val curve is drawn against its parent's val top-1
+    and the probe's val top-1 (not their test figures, which differ here), each line
+    saying "val"; a line from another split fails this test."""
+    parent = _run(store, PromptConfig("e2vpt"), val_top1=60.0, test_top1=67.5)
+    _run(store, PromptConfig("linear"), val_top1=55.0, test_top1=65.0)
+    child = store.create_run(TrainConfig(dataset=TASK, epochs=1).to_dict(), kind="rewind",
+                             parent_id=parent, status="completed")
+    store.log_metrics(child, 1, 0, {"train/loss": 1.0, "train/lr": 0.1, "val/top1": 50.0})
+    store.update_summary(child, total_steps=2, token_ratio=0.5, val_top1=58.0, test_top1=66.0)
+    expected = {"chance 12.5 %", "linear probe (val) 55.0 %", "parent (val) 60.0 %"}
+    app = open_page("runs.py")
+    lines = set(_lines(app.get("plotly_chart")[0])) - {"Loss", "Learning rate",
+                                                       "Validation top-1"}
+    assert by_label(app.multiselect, "Overlay curves of").value == [child]  # the newest
+    assert lines == expected
+    train = open_page()
+    by_label(train.selectbox, "Follow run").set_value(child).run()
+    assert set(_lines(train.get("plotly_chart")[0])) >= expected
+    assert not any(figure in line for line in _lines(train.get("plotly_chart")[0])
+                   for figure in ("67.5", "65.0"))
 
 
 def test_a_cancelled_run_is_no_error(store):
@@ -120,9 +153,9 @@ def test_a_cancelled_run_is_no_error(store):
     app = open_page()
     assert not app.error
     assert app.info[0].value == "cancelled: cancelled before it started"
-    store.set_status(run_id, "failed", "ValueError: boom")
+    store.set_status(run_id, "failed", "ValueError: **boom**")
     app.run()
-    assert app.error[0].value == "failed: ValueError: boom"
+    assert app.error[0].value == f"failed: {as_text('ValueError: **boom**')}"  # not bold
 
 
 @pytest.mark.parametrize("method, words", [("e2vpt", "P = 0 and T = 0"), ("vpt-deep", "P = 0")])
@@ -169,14 +202,23 @@ def test_runs_are_renamed_tagged_and_grouped_by_task(store):
     assert other in set(app.dataframe[0].value["id"])
 
 
-def test_the_budget_offers_the_bundled_backbone_with_separated_counts(store):
+def test_the_budget_opens_on_the_bundled_backbone_with_every_row_in_view(store, monkeypatch):
+    drawn, dataframe = [], st.dataframe  # the height is layout, not in the element's proto
+
+    def recorded(*args, **kwargs):
+        drawn.append(kwargs)
+        return dataframe(*args, **kwargs)
+
+    monkeypatch.setattr(st, "dataframe", recorded)
     app = open_page("budget.py")
-    by_label(app.selectbox, "Backbone").set_value(DEFAULT_BACKBONE).run()
+    assert by_label(app.selectbox, "Backbone").value == DEFAULT_BACKBONE  # not ViT-B
     table = app.dataframe[0].value.set_index("method")
-    # the bundled ViT (the default one): 6 blocks of width 192; E²VPT P10 T5 shares K and V prompts
+    # the bundled ViT: 6 blocks of width 192; E²VPT P10 T5 shares K and V prompts
     assert table.loc["e2vpt", "trainable params"] == 6 * 15 * 192 + 192 * 100 + 100
     columns = json.loads(app.dataframe[0].proto.columns)  # thousands separators
     assert columns["trainable params"]["type_config"]["format"] == "localized"
+    # as tall as its rows (35 px each, and the header): e2vpt and full need no scrolling
+    assert drawn[0]["height"] >= 35 * (len(table) + 1)
 
 
 def test_pruning_names_the_run_recomputes_and_shows_fewer_parameters_as_a_gain(

@@ -19,6 +19,7 @@ import time
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 
@@ -98,6 +99,25 @@ def _wait_until(predicate, timeout: float, what: str) -> None:
         time.sleep(0.5)
 
 
+def _record_requests(page) -> list[str]:
+    """Every URL the page asks for, from now on (websockets aside)."""
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    return urls
+
+
+def _off_localhost(urls: list[str]) -> list[str]:
+    """Requests that left this machine: an icon font from a CDN would be one (issue 36)."""
+    return [url for url in urls if not url.startswith(("data:", "blob:"))
+            and urlparse(url).hostname not in ("127.0.0.1", "localhost")]
+
+
+def _reference_lines(page) -> list[str]:
+    """The dotted reference lines' labels on the page's charts (`… %`)."""
+    texts = page.locator(".js-plotly-plot .annotation-text").all_text_contents()
+    return [text for text in texts if text.endswith("%")]
+
+
 def _start_with_epochs(page, url: str, button: str, epochs_label: str, epochs: int) -> None:
     """Open the Train page, set an epochs input, press a button."""
     page.goto(url)
@@ -112,6 +132,7 @@ def _start_with_epochs(page, url: str, button: str, epochs_label: str, epochs: i
 def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
     shots = _screenshots(tmp_path)
     with _page() as page:
+        requests = _record_requests(page)
         _start_with_epochs(page, app_url, "Start", "Epochs", 2)
         page.get_by_text("Queued run").wait_for(timeout=30_000)
         page.get_by_text("running: step").first.wait_for(timeout=180_000)
@@ -119,6 +140,9 @@ def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
         page.wait_for_timeout(1500)
         page.screenshot(path=str(shots / "train-live.png"))
         page.get_by_text("Validation top-1").first.wait_for(timeout=30_000)
+        _wait_until(lambda: _reference_lines(page), 30, "chance on the top-1 panel")
+        for line in _reference_lines(page):  # chance, or a figure read on val, named so
+            assert line.startswith("chance ") or " (val) " in line, line
         legend = page.locator(".js-plotly-plot .legendtext")
         _wait_until(lambda: "e2vpt P10 T5 · counting" in legend.all_text_contents(), 60,
                     "the run's readable name in the curves' legend")
@@ -133,7 +157,11 @@ def test_train_a_short_run_and_watch_it_live(app_url, tmp_path):
         page.get_by_role("link", name="Runs").click()
         page.get_by_text("e2vpt train").first.wait_for(timeout=60_000)
         page.screenshot(path=str(shots / "runs.png"))
+        page.get_by_role("link", name="Parameter budget").click()
+        page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)
     assert (shots / "train-live.png").stat().st_size > 10_000
+    assert requests and not _off_localhost(requests)  # no icon font from a CDN, offline
 
 
 def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path):
@@ -143,6 +171,8 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
     with _page() as page:
         _start_with_epochs(page, app_url, "Run the quick demo", "Demo epochs", 1)
         page.get_by_text("Queued the demo").wait_for(timeout=30_000)
+        page.get_by_text("Curves appear here once the run logs its first step.").wait_for(
+            timeout=10_000)  # above the message: a line, not an empty chart pushing it down
         sidebar = page.get_by_test_id("stSidebar")
         e2vpt_name, vpt_name = f"e2vpt P10 T5 · {DEMO_TASK}", f"vpt-deep P10 · {DEMO_TASK}"
         jobs = [f"train {vpt_name}", f"importance of {e2vpt_name}",
@@ -188,6 +218,9 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         _wait_until(rewind.is_enabled, 30, "the Rewind button to be enabled")
         rewind.click()
         page.get_by_text("Queued 1 rewind job(s)").wait_for(timeout=30_000)
+        # the caption and the no-retrain metric both read val, and say so
+        page.get_by_text("both on val").first.wait_for(timeout=120_000)
+        assert page.get_by_text("val top-1 ").count() >= 1
         legend = page.locator(".js-plotly-plot .legendtext")
         _wait_until(lambda: "parent (unpruned)" in legend.all_text_contents(), 60,
                     "the parent at ratio 0 on the trade-off chart")
@@ -207,6 +240,7 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
 
         page.get_by_role("link", name="Parameter budget").click()
         page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
+        page.get_by_test_id("stDataFrame").wait_for(timeout=60_000)  # counted after the inputs
         page.screenshot(path=str(shots / "budget.png"))
 
 
@@ -251,6 +285,7 @@ def test_screenshots_of_the_quick_demo_as_shipped(app_url, tmp_path):
 
         page.get_by_role("link", name="Parameter budget").click()
         page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
+        page.get_by_test_id("stDataFrame").wait_for(timeout=60_000)  # counted after the inputs
         page.get_by_text("e2vpt").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1000)
         page.screenshot(path=str(shots / "budget.png"))

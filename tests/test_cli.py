@@ -36,7 +36,7 @@ def test_every_builtin_task_trains_from_the_cli(task, tmp_path, tiny_backbone, c
     assert out.splitlines()[0].startswith(f"run {result['run_id']}: completed")
 
 
-def test_runs_export_and_params(tmp_path, tiny_backbone, capsys):
+def test_runs_export_and_params(tmp_path, tmp_path_factory, tiny_backbone, capsys):
     main(["train", "--backbone", tiny_backbone, "--dataset", "builtin:digits", "--method",
           "vpt-deep", "-P", "3", "--num-segments", "4", "--epochs", "1", "--store",
           str(tmp_path), "--json", "--quiet"])
@@ -49,8 +49,9 @@ def test_runs_export_and_params(tmp_path, tiny_backbone, capsys):
     assert main(["runs", "--store", str(tmp_path)]) == 0
     assert run_id in capsys.readouterr().out
 
-    assert main(["export", run_id, str(tmp_path / "artifact"), "--store", str(tmp_path)]) == 0
-    model = load_adapter(tmp_path / "artifact").eval()
+    artifact = tmp_path_factory.mktemp("export") / "artifact"  # outside the store
+    assert main(["export", run_id, str(artifact), "--store", str(tmp_path)]) == 0
+    model = load_adapter(artifact).eval()
     dataset = load_dataset("builtin:digits", "val")
     images = torch.stack([dataset[i][0] for i in range(4)])
     assert model(images * 2 - 1).shape == (4, 10)

@@ -1,5 +1,5 @@
 """The quick demo: one call queues two runs, importance, a rewind and the embedding view,
-in an order the single worker can run top to bottom; the Train page offers it."""
+all at once, each run by the worker after what it needs; the Train page offers it."""
 
 from __future__ import annotations
 

@@ -34,8 +34,16 @@ def test_training_curves_overlay_runs_with_one_legend_entry_each():
     assert [trace.showlegend for trace in figure.data] == [True, False, False] * 2
     assert figure.data[0].line.color != figure.data[3].line.color
     assert figure.layout.xaxis.title.text == "step"
-    assert figure.layout.yaxis3.title.text == "top-1 (%)"
+    assert figure.layout.yaxis3.title.text == "val top-1 (%)"
     assert figure.layout.xaxis3.title.text == "epoch"
+
+
+def test_reference_lines_and_legend_names_are_drawn_as_given():
+    figure = figures.training_curves({"<a href='http://evil'>x</a>": _metrics()},
+                                     references={"chance": 12.5, "parent (val)": 60.0})
+    notes = [note.text for note in figure.layout.annotations]
+    assert "chance 12.5 %" in notes and "parent (val) 60.0 %" in notes
+    assert figure.data[0].name == "&lt;a href='http://evil'&gt;x&lt;/a&gt;"  # no live link
 
 
 def test_training_curves_without_data():
@@ -53,6 +61,9 @@ def test_importance_figures_pass_scores_through():
     assert list(bar.data[0].y) == [0.5, 0.1, 0.9] and list(bar.data[0].x) == [0, 1, 2]
     assert _is_empty(figures.importance_heatmap(np.zeros((0, 4))))
     assert _is_empty(figures.token_importance_bar([]))
+    # scores are often ~1e-6: ticks read 3e-6, never plotly's SI "3µ"
+    assert bar.layout.yaxis.exponentformat == "e"
+    assert heatmap.data[0].colorbar.exponentformat == "e"
     layers = np.arange(6.0).reshape(2, 3)
     per_layer = figures.layer_importance_heatmap(layers)
     assert np.array_equal(np.asarray(per_layer.data[0].z), layers)
@@ -69,6 +80,8 @@ def test_poincare_disk_draws_the_unit_circle_and_one_trace_per_class():
     radius = np.hypot(np.asarray(circle.x), np.asarray(circle.y))
     assert np.allclose(radius, 1.0) and circle.mode == "lines"
     assert [trace.name for trace in classes] == ["a", "b", "c"]
+    assert figures.poincare_disk(disk, [0, 0, 0, 0], title="**run** <b>x</b>").layout \
+        .title.text == "**run** &lt;b&gt;x&lt;/b&gt;"
     assert list(classes[0].customdata) == [10, 12] and list(classes[0].x) == [0.1, 0.7]
     assert "sample %{customdata}" in classes[0].hovertemplate
     assert figure.layout.yaxis.scaleanchor == "x"

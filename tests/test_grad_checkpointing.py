@@ -72,3 +72,31 @@ def test_checkpointing_recomputes_blocks_in_backward_and_only_when_autograd_reco
     with torch.no_grad():
         model(images)
     assert len(calls) == depth
+
+
+def test_a_run_and_its_rewind_train_with_checkpointing_as_asked(tmp_path, tiny_backbone,
+                                                                 monkeypatch):
+    from e2vpt_core.models.common import PromptedModel
+    from e2vpt_core.prune import rewind_run
+    from e2vpt_core.prune.importance import compute_run_importance
+    from e2vpt_core.store import RunStore
+    from e2vpt_core.train import TrainConfig, train_run
+
+    seen = []
+    setter = PromptedModel.set_grad_checkpointing
+    monkeypatch.setattr(PromptedModel, "set_grad_checkpointing",
+                        lambda self, enable=True: (seen.append(enable), setter(self, enable)))
+    store = RunStore(tmp_path)
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=100, eval_splits=("val",), device="cpu",
+                         grad_checkpointing=True,
+                         prompt=PromptConfig("vpt-deep", visual_prompt_len=2, num_segments=4))
+    parent = train_run(config, store).run_id
+    assert seen == [True]
+    assert store.get_run(parent)["config"]["grad_checkpointing"] is True
+    compute_run_importance(store, parent)
+    inherited = rewind_run(store, parent, 0.5, epochs=1)
+    assert store.get_run(inherited.run_id)["config"]["grad_checkpointing"] is True
+    off = rewind_run(store, parent, 0.5, epochs=1, grad_checkpointing=False)
+    assert store.get_run(off.run_id)["config"]["grad_checkpointing"] is False
+    assert seen[1:] == [True, False]

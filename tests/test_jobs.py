@@ -128,8 +128,8 @@ def test_submit_rewind_refuses_a_run_that_cannot_be_pruned(tmp_path, tiny_backbo
 
 
 def test_jobs_queued_behind_a_training_job_see_its_result(tmp_path, tiny_backbone):
-    """Importance and rewind jobs may be queued before their parent trains: jobs run in
-    order, so they find it completed, and fail with its state when it did not complete."""
+    """Importance and rewind jobs may be queued before their parent trains: they wait for
+    its training, so they find it completed, and fail with its state when it did not."""
     store = RunStore(tmp_path / "store")
     _, parent = submit_train(store, _config(tiny_backbone))
     importance = submit_importance(store, parent)

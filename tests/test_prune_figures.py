@@ -33,6 +33,9 @@ def test_trade_off_puts_the_parent_at_zero_and_params_on_their_own_panel():
     assert random.error_y.array[0] == pytest.approx(pd.Series([60.0, 50.0]).std())
     assert "random masks (mean ± sd), segments 25%" not in traces
     assert list(figure.layout.yaxis.range) == [0, 100]
+    assert figure.layout.yaxis.title.text == "test top-1 (%)"  # the split is named
+    assert figures.prune_curve(results, None, "val").layout.yaxis.title.text == \
+        "val top-1 (%)"
     assert figure.layout.yaxis2.rangemode == "tozero" and figure.layout.yaxis2.tickformat == ",d"
     assert list(figure.layout.xaxis2.range) == [-0.05, 0.95]
     assert figure.layout.xaxis2.title.text == "token prune ratio"
@@ -65,4 +68,5 @@ def test_no_retrain_curve_draws_scores_reverse_and_random_band():
     assert list(traces["scores"].y) == [90.0, 80.0]
     assert list(traces["reverse (most important first)"].y) == [90.0, 20.0]
     assert list(figure.layout.yaxis.range) == [0, 100]
+    assert figure.layout.yaxis.title.text == "val top-1 (%)"
     assert _empty(figures.no_retrain_curve(pd.DataFrame()))

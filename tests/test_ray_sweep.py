@@ -120,7 +120,10 @@ def test_suite_on_ray_gives_the_results_of_the_suite_run_in_turn(
     assert code == 0, out
     result = last_json(out)
     assert result["report"] == expected["report"]
-    assert _without_ids(result) == _without_ids(json.loads(json.dumps(expected, default=str)))
+    got, want = _without_ids(result), _without_ids(json.loads(json.dumps(expected, default=str)))
+    for index, (ours, theirs) in enumerate(zip(got.pop("rows"), want.pop("rows"), strict=True)):
+        assert ours == theirs, f"row {index}: on Ray {ours}, in turn {theirs}"
+    assert got == want
     on_ray = RunStore(store)
     for task, summary in result["tasks"].items():
         ours = json.loads((on_ray.run_dir(summary["run_id"]) / "results.json").read_text())

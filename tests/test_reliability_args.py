@@ -3,6 +3,7 @@ user means (issue 14, items 4 and 8)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -234,3 +235,89 @@ def test_a_dataset_warning_is_one_line_shown_once(tmp_path: Path, tiny_backbone:
     warned = [line for line in capsys.readouterr().err.splitlines() if ": warning: " in line]
     assert warned == [f"e2vpt train: warning: {listing}: 1 duplicate line(s), each counted "
                       "as a sample: line 7 repeats line 1"]
+
+
+# --- issue 36 (the fault probe), items 4, 7 and 8c: refused before a run exists ----------
+
+
+def test_an_image_above_the_pixel_limit_creates_no_run(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    from data_fixtures import make_folder_tree, write_image
+
+    from e2vpt_core.data import common
+
+    monkeypatch.setattr(common, "MAX_IMAGE_PIXELS", 25)  # the tree's images are 5 × 5
+    root = make_folder_tree(tmp_path / "data", {"a": 4, "b": 4})
+    big = write_image(root / "b" / "big.png", (1, 2, 3))  # 6 × 6
+    err = _refused(["--dataset", f"folder:{root}", "--batch-size", "2"], tmp_path / "s", capsys)
+    assert f"{big} (listed at " in err and "6 × 6 pixels, above the limit of 25" in err
+
+
+def test_more_loader_workers_than_cpus_creates_no_run(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(preflight, "usable_cpus", lambda: 2)
+    err = _refused(["--workers", "3"], tmp_path / "s", capsys)
+    assert "--workers 3: more data-loading processes than the 2 CPU(s)" in err
+    preflight.check_workers(TrainConfig(num_workers=2))  # as many as CPUs is fine
+    preflight.check_workers(TrainConfig(num_workers=None))
+
+
+def test_the_workers_bound_is_the_cpus_this_process_may_use() -> None:
+    expected = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else os.cpu_count()
+    assert preflight.usable_cpus() == expected >= 1
+
+
+def _weights(tmp_path: Path) -> dict[str, Path]:
+    """Weight files in every format --checkpoint takes, and damaged ones."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    state = {"weight": torch.ones(4, 4)}
+    files = {name: tmp_path / name for name in (
+        "zip.pth", "legacy.pth", "model.safetensors", "array.npy", "garbage.pth",
+        "truncated.pth", "truncated.safetensors", "empty.pth")}
+    torch.save(state, files["zip.pth"])
+    torch.save(state, files["legacy.pth"], _use_new_zipfile_serialization=False)
+    save_file(state, files["model.safetensors"])
+    np.save(files["array.npy"], np.ones(3))
+    files["garbage.pth"].write_bytes(os.urandom(256).replace(b"\x80", b"\x00"))
+    files["truncated.pth"].write_bytes(files["zip.pth"].read_bytes()[:300])
+    files["truncated.safetensors"].write_bytes(files["model.safetensors"].read_bytes()[:-8])
+    files["empty.pth"].write_bytes(b"")
+    return files
+
+
+def test_readable_weights_pass_and_damaged_ones_are_named(tmp_path: Path) -> None:
+    files = _weights(tmp_path)
+    for name in ("zip.pth", "legacy.pth", "model.safetensors", "array.npy"):
+        preflight.check_checkpoint(str(files[name]))
+    for name in ("garbage.pth", "truncated.pth", "truncated.safetensors", "empty.pth"):
+        with pytest.raises(ValueError, match=f"cannot read checkpoint {files[name]}: ") as raised:
+            preflight.check_checkpoint(str(files[name]))
+        assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "no read permission"])
+def test_an_unreadable_checkpoint_creates_no_run(damage: str, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    import builtins
+
+    weights = _weights(tmp_path)["truncated.pth" if damage == "truncated" else "zip.pth"]
+    if damage == "no read permission":
+        weights.chmod(0)
+        if os.geteuid() == 0:  # root reads any file: refuse this one as the kernel would
+            real_open = builtins.open
+
+            def denied(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+                if isinstance(file, (str, os.PathLike)) and Path(file) == weights:
+                    raise PermissionError(13, "Permission denied", str(file))
+                return real_open(file, *args, **kwargs)
+
+            monkeypatch.setattr(builtins, "open", denied)
+    err = _refused(["--backbone", "vit_tiny_patch16_224", "--checkpoint", str(weights)],
+                   tmp_path / "s", capsys)
+    assert f"cannot read checkpoint {weights}: " in err

@@ -84,8 +84,8 @@ def test_batches_are_seeded_per_epoch_and_split_across_ranks():
     single = EpochBatchSampler(100, 16, seed=3)
     single.set_epoch(2)
     batches = list(single)
-    assert len(batches) == 6 and all(len(b) == 16 for b in batches)
-    assert len(set(sum(batches, []))) == 96
+    assert [len(b) for b in batches] == [16] * 6 + [4] and len(single) == 7
+    assert sorted(sum(batches, [])) == list(range(100))  # every image, every epoch
     again = EpochBatchSampler(100, 16, seed=3)
     again.set_epoch(2)
     assert list(again) == batches
@@ -100,6 +100,19 @@ def test_batches_are_seeded_per_epoch_and_split_across_ranks():
         EpochBatchSampler(100, 16, seed=0, world=3)
     with pytest.raises(ValueError, match="larger than the training set"):
         EpochBatchSampler(10, 16, seed=0)
+
+
+def test_a_small_dataset_loses_no_image_and_ranks_get_equal_shares():
+    """180 images at batch 64: 64, 64, 52 (dropping the last batch lost 52 an epoch). Under
+    DDP the last batch is cut to a multiple of the processes: 182 images on 4 ranks end
+    with 52 (13 each), and 2 images wait for another epoch."""
+    sampler = EpochBatchSampler(180, 64, seed=0)
+    assert [len(b) for b in sampler] == [64, 64, 52]
+    ranks = [EpochBatchSampler(182, 64, seed=0, rank=r, world=4) for r in range(4)]
+    shares = [list(sampler) for sampler in ranks]
+    assert [[len(b) for b in share] for share in shares] == [[16, 16, 13]] * 4
+    seen = sum((b for share in shares for b in share), [])
+    assert len(seen) == len(set(seen)) == 180  # 2 of 182 wait for another epoch
 
 
 def test_train_config_validation_names_the_field():

@@ -9,6 +9,8 @@ import argparse
 import json
 from typing import Any
 
+from .common import add_json_argument, add_store_argument
+
 
 def register(subparsers: Any) -> None:
     """Add the `embed` command to the `e2vpt` parser."""
@@ -17,22 +19,27 @@ def register(subparsers: Any) -> None:
         description="Extract a run's CLS embeddings, fit the hyperbolic head, project to the "
                     "Poincaré disk with UMAP, print class-separability figures and store the "
                     "disk coordinates in the run directory.")
-    parser.add_argument("run")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--store", default="runs", help="run store directory")
+    parser.add_argument("run", help="id of a completed run (see `e2vpt runs`)")
+    parser.add_argument("--split", default="test",
+                        help="split whose images are embedded and drawn (train, val, test)")
+    add_store_argument(parser)
     parser.add_argument("--max-points", type=int, default=2000,
                         help="seeded subset of the split (0: all points)")
     parser.add_argument("--head-split", default=None,
                         help="split the head is trained on (default: the run's training split)")
-    parser.add_argument("--head-steps", type=int, default=50)
-    parser.add_argument("--head-lr", type=float, default=3e-5)
-    parser.add_argument("--curvature", type=float, default=0.1)
-    parser.add_argument("--umap-epochs", type=int, default=200)
-    parser.add_argument("--neighbors", type=int, default=15)
+    parser.add_argument("--head-steps", type=int, default=50,
+                        help="training steps of the hyperbolic head")
+    parser.add_argument("--head-lr", type=float, default=3e-5,
+                        help="learning rate of the hyperbolic head")
+    parser.add_argument("--curvature", type=float, default=0.1,
+                        help="curvature of the hyperbolic head's Poincaré ball")
+    parser.add_argument("--umap-epochs", type=int, default=200,
+                        help="UMAP optimisation epochs")
+    parser.add_argument("--neighbors", type=int, default=15, help="UMAP's n_neighbors")
     parser.add_argument("--seed", type=int, default=0, help="head, UMAP and subset seed")
     parser.add_argument("--device", default="auto", help="for the embedding extraction")
     parser.add_argument("--refresh", action="store_true", help="recompute, ignoring the cache")
-    parser.add_argument("--json", action="store_true", help="last stdout line is JSON")
+    add_json_argument(parser, "the separability summary")
     parser.set_defaults(handler=_embed)
 
 

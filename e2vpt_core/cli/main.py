@@ -15,17 +15,34 @@ import warnings
 from typing import Any
 
 from ..methods import describe_default_base_lr
-from ..store.location import resolve_store
 from ..train.config import PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
-from . import embed, protocol, prune
+from . import attention, embed, protocol, prune, runs
 from .common import (
+    HelpFormatter,
     ProgressBar,
+    add_json_argument,
     add_model_arguments,
+    add_store_argument,
     add_train_arguments,
     print_result,
     prompt_config,
     train_config,
 )
+
+DESCRIPTION = """\
+E²VPT visual prompt tuning on timm vision transformers: train, sweep and resume runs,
+prune and rewind them, embed them in the Poincaré disk, run the paper's protocol.
+
+Every run lives in a run store: --store DIR, else $E2VPT_STORE, else ./runs (the store
+the app reads too), named on stderr when a command ends. Only train, sweep and protocol
+create a missing store, and only with --create-store; reading commands never do.
+
+Every command exits 0 when done, 1 when a run it trained did not complete, 2 with a
+one-line reason on bad input, 128 + N when stopped by signal N (the run is resumable).
+With --json the last line of stdout is one JSON value (a list for `runs`, else an object).
+
+`e2vpt COMMAND --help` shows a command's options and their defaults. Docs: README.md,
+docs/METHOD.md (the method), docs/ARCHITECTURE.md (the code); `make run` starts the app."""
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -90,39 +107,29 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0 if result["status"] == "completed" else 1
 
 
-RUN_COLUMNS = ["id", "kind", "status", "method", "dataset", "val_top1", "test_top1",
-               "trainable_params", "effective_params", "parent_id", "reason"]
-
-
-def _runs(args: argparse.Namespace) -> int:
-    from ..store import RunStore
-
-    table = RunStore(args.store).runs()
-    columns = [c for c in RUN_COLUMNS if c in table.columns]
-    table = table[columns]
-    if args.json:
-        print(table.astype(object).where(table.notna(), None).to_json(orient="records"))
-    elif table.empty:
-        print(f"no runs in {args.store}")
-    else:
-        print(table.to_string(index=False))
-    return 0
-
-
 def _export(args: argparse.Namespace) -> int:
-    import shutil
+    from pathlib import Path
 
     from ..artifacts import check_adapter
+    from ..fileio import copy_files
     from ..store import RunStore
 
     store = RunStore(args.store)
     store.get_run(args.run)
-    source = store.run_dir(args.run) / "adapter"
+    source, target = store.run_dir(args.run) / "adapter", Path(args.directory)
     if not source.is_dir():
         raise ValueError(f"run {args.run} has no adapter artifact (not completed?)")
+    if store.contains(target):  # the run's own adapter folder included
+        raise ValueError(f"{target} is inside the run store {store.root}; export writes "
+                         "only outside it, --force or not")
+    if (target.exists() or target.is_symlink()) and not args.force:
+        raise ValueError(f"{target} exists ({'a folder' if target.is_dir() else 'a file'});"
+                         " choose a new path, or pass --force to overwrite it")
     check_adapter(source)  # a damaged artifact is refused, not copied
-    shutil.copytree(source, args.directory, dirs_exist_ok=True)
-    check_adapter(args.directory)
+    if not target.is_dir():
+        target.unlink(missing_ok=True)  # --force: a file (or a dangling link) is replaced
+    copy_files(source, target)
+    check_adapter(target)
     print(f"exported run {args.run} to {args.directory}")
     return 0
 
@@ -142,12 +149,14 @@ def _params(args: argparse.Namespace) -> int:
 
 
 # Modules that add their own subcommands: each has `register(subparsers)`.
-COMMAND_MODULES = (prune, embed, protocol)
+COMMAND_MODULES = (runs, prune, embed, attention, protocol)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="e2vpt", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="e2vpt", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     title="commands")
 
     train = commands.add_parser("train", help="train one run")
     add_train_arguments(train)
@@ -163,45 +172,47 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = commands.add_parser("sweep", help="lr × wd grid on train→val, then seeds → test")
     add_train_arguments(sweep)
-    sweep.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID))
-    sweep.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID))
-    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    sweep.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID),
+                       help="base learning rates of the grid (the paper's)")
+    sweep.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID),
+                       help="weight decays of the grid (the paper's)")
+    sweep.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                       help="seeds of the final runs at the best lr and wd")
     sweep.add_argument("--grid-epochs", type=int, default=None,
                        help="epochs of each grid run, a cheaper search; the final seeds "
                             "train --epochs (default: --epochs)")
     sweep.set_defaults(handler=_sweep)
 
     resume = commands.add_parser("resume", help="continue a run from its last checkpoint")
-    resume.add_argument("run")
-    for name, kwargs in (("--store", {"default": "runs"}), ("--json", {"action": "store_true"}),
-                         ("--quiet", {"action": "store_true"})):
-        resume.add_argument(name, **kwargs)
+    resume.add_argument("run", help="id of a run that did not complete (see `e2vpt runs`)")
+    add_store_argument(resume)
+    add_json_argument(resume, "the result")
+    resume.add_argument("--quiet", action="store_true", help="no progress bar")
     resume.add_argument("--restart", action="store_true",
                         help="start the run over, discarding its checkpoint (e.g. a damaged one)")
     resume.set_defaults(handler=_resume)
 
-    runs = commands.add_parser("runs", help="list runs")
-    runs.add_argument("--store", default="runs")
-    runs.add_argument("--json", action="store_true")
-    runs.set_defaults(handler=_runs)
-
     export = commands.add_parser("export", help="copy a run's adapter artifact")
-    export.add_argument("run")
-    export.add_argument("directory")
-    export.add_argument("--store", default="runs")
+    export.add_argument("run", help="id of a completed run")
+    export.add_argument("directory", help="where to write the adapter artifact")
+    add_store_argument(export)
+    export.add_argument("--force", action="store_true",
+                        help="overwrite an existing DIRECTORY: a file there is replaced, a "
+                             "folder gets the artifact's files over its own (never a path "
+                             "inside the run store)")
     export.set_defaults(handler=_export)
 
     params = commands.add_parser("params", help="trainable-parameter summary of a method")
     add_model_arguments(params, "vit_base_patch16_224")
-    params.add_argument("--num-classes", type=int, default=100)
-    params.add_argument("--json", action="store_true", help="print one JSON object")
+    params.add_argument("--num-classes", type=int, default=100,
+                        help="classes of the head (its size counts)")
+    add_json_argument(params, "the summary")
     params.set_defaults(handler=_params)
 
     for module in COMMAND_MODULES:
         module.register(commands)
-    for command in commands.choices.values():  # --store, else $E2VPT_STORE, else ./runs
-        if command.get_default("store") is not None:
-            command.set_defaults(store=None)
+    for command in commands.choices.values():
+        command.formatter_class = HelpFormatter  # defaults shown in every command's help
     return parser
 
 
@@ -214,6 +225,8 @@ def _print_warning(command: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..store.location import resolve_store  # after parsing: --help never loads the store
+
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning(args.command)

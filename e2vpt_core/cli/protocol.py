@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..prune.sweep import DEFAULT_RATIOS
+from ..prune.options import DEFAULT_RATIOS, DEFAULT_SEGMENT_RATIOS
 from ..train.config import PAPER_LR_GRID, PAPER_WD_GRID
 from .common import ProgressBar, add_train_arguments, train_config
 
@@ -41,8 +41,6 @@ def _protocol(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `protocol` to the `e2vpt` parser."""
-    from ..protocol.pipeline import DEFAULT_SEGMENT_RATIOS
-
     parser = subparsers.add_parser(
         "protocol", help="grid → prune sweep → final seeds (the paper's pipeline)",
         description="The paper's pipeline: lr × wd grid on train → val, rewind at every "
@@ -53,12 +51,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--suite", default=None,
                         help="vtab:/path/vtab-1k or fgvc:/path: every task folder found "
                              "(replaces --dataset), compared with the paper's numbers")
-    parser.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID))
-    parser.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID))
-    parser.add_argument("--token-ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS))
+    parser.add_argument("--lrs", type=float, nargs="+", default=list(PAPER_LR_GRID),
+                        help="base learning rates of the grid (the paper's)")
+    parser.add_argument("--wds", type=float, nargs="+", default=list(PAPER_WD_GRID),
+                        help="weight decays of the grid (the paper's)")
+    parser.add_argument("--token-ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
+                        help="token prune ratios of the rewind sweep")
     parser.add_argument("--segment-ratios", type=float, nargs="+",
-                        default=list(DEFAULT_SEGMENT_RATIOS))
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+                        default=list(DEFAULT_SEGMENT_RATIOS),
+                        help="segment prune ratios of the rewind sweep (a grid with the "
+                             "token ratios)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                        help="seeds of the final runs on trainval → test")
     parser.add_argument("--ray", metavar="ADDRESS", default=None,
                         help="spread the trainings (grid, importance and rewinds, seeds; all "
                              "tasks of a suite at once) over a Ray cluster: 'local' starts "

@@ -1,4 +1,8 @@
-"""`e2vpt prune`, `e2vpt rewind`, `e2vpt sweep-prune`: pruning commands of a stored run."""
+"""`e2vpt prune`, `e2vpt rewind`, `e2vpt sweep-prune`: pruning commands of a stored run.
+
+The choices and defaults come from `prune.options` (no torch); the engine is imported
+inside the handlers, so `--help` and argument errors answer at once.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +10,42 @@ import argparse
 import json
 from typing import Any
 
-from ..prune.importance import TOKEN_SCORES
-from ..prune.selection import MAX_RATIO, ORDERS
-from ..prune.sweep import DEFAULT_RATIOS
-from .common import ProgressBar, print_result
+from ..prune.options import (
+    DEFAULT_RATIOS,
+    INITS,
+    LEAVE_ONE_OUT,
+    MAX_RATIO,
+    MODES,
+    ORDERS,
+    TOKEN_SCORES,
+)
+from .common import (
+    GRAD_CHECKPOINTING_HELP,
+    ProgressBar,
+    add_json_argument,
+    add_store_argument,
+    print_result,
+)
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", help="id of a completed vpt / e2vpt run")
+    parser.add_argument("run", help="id of a completed run with visual prompts "
+                        "(vpt-shallow, vpt-deep, e2vpt)")
     parser.add_argument("--signed", action="store_true",
                         help="signed mean gradient (reference code) instead of E|grad| (paper)")
     parser.add_argument("--token-scores", default="mask", choices=TOKEN_SCORES,
                         help="token score: d/d token mask (paper; ~0 for deep prompts), sum "
                              "of its segment scores, a key/value mask (kv) or log-mask "
                              "logit bias (logit) after the LayerNorm, sum |grad * prompt| "
-                             "(taylor), or exact leave-one-out on val (loo)")
+                             f"(taylor), or loo: {LEAVE_ONE_OUT}")
     parser.add_argument("--order", default="importance", choices=ORDERS,
                         help="prune lowest scores first, at random (a control with the same "
                              "counts), or highest first (reverse)")
     parser.add_argument("--seed", type=int, default=0, help="the draw of --order random")
     parser.add_argument("--min-segments", type=int, default=None,
-                        help="segments always kept per token (default max(1, R // 4))")
-    parser.add_argument("--store", default="runs", help="run store directory")
-    parser.add_argument("--json", action="store_true", help="last stdout line is JSON")
+                        help="segments always kept per token (default: max(1, R // 4))")
+    add_store_argument(parser)
+    add_json_argument(parser, "the result")
 
 
 def _add_ratios(parser: argparse.ArgumentParser) -> None:
@@ -39,11 +56,12 @@ def _add_ratios(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_rewind_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--init", default="fresh", choices=("fresh", "original"),
+    parser.add_argument("--init", default="fresh", choices=INITS,
                         help="fresh random init (reference) or the parent's initial values")
-    parser.add_argument("--mode", default="zero", choices=("zero", "remove"),
+    parser.add_argument("--mode", default="zero", choices=MODES,
                         help="zero pruned prompts, or drop them from the sequence")
-    parser.add_argument("--epochs", type=int, default=None, help="default: the parent's")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="epochs of each rewind (default: the parent's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -84,7 +102,8 @@ def _rewind(args: argparse.Namespace) -> int:
                                 progress=bar, signed=args.signed,
                                 token_scores=args.token_scores,
                                 min_segments=args.min_segments, rank=rank,
-                                broadcast=broadcast, order=args.order, seed=args.seed)
+                                broadcast=broadcast, order=args.order, seed=args.seed,
+                                grad_checkpointing=args.grad_checkpointing or None)
         finally:
             bar.close()
     if rank != 0:
@@ -134,7 +153,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     prune.add_argument("--evaluate", action="store_true",
                        help="also evaluate the parent with the masks on its first eval split, "
                             "no retraining (val_top1_masked, val_top1_parent)")
-    prune.add_argument("--mode", default="zero", choices=("zero", "remove"),
+    prune.add_argument("--mode", default="zero", choices=MODES,
                        help="with --evaluate: zero pruned prompts, or drop them from the "
                             "sequence")
     prune.set_defaults(handler=_prune)
@@ -143,13 +162,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(rewind)
     _add_ratios(rewind)
     _add_rewind_options(rewind)
+    rewind.add_argument("--grad-checkpointing", action="store_true",
+                        help=GRAD_CHECKPOINTING_HELP + " (default: as the parent)")
     rewind.set_defaults(handler=_rewind)
 
     sweep = subparsers.add_parser("sweep-prune", help="rewind at every ratio, pick the best")
     _add_common(sweep)
     sweep.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
                        help="token prune ratios")
-    sweep.add_argument("--segment-ratios", type=float, nargs="+", default=[0.0])
+    sweep.add_argument("--segment-ratios", type=float, nargs="+", default=[0.0],
+                       help="segment prune ratios; every token ratio is rewound at each")
     sweep.add_argument("--combined", action="store_true",
                        help="prune tokens and segments at one ratio each (r, r), no grid")
     sweep.add_argument("--workers", type=int, default=1, help="local processes")

@@ -19,6 +19,7 @@ from .builtin import (
     load_builtin,
 )
 from .common import (
+    MAX_IMAGE_PIXELS,
     SPLIT_ROLES,
     VTAB_SPLIT_NAMES,
     ArrayDataset,
@@ -42,6 +43,7 @@ __all__ = [
     "BUILTIN_TASKS",
     "BUILTIN_TEST_SIZE",
     "DATASET_KINDS",
+    "MAX_IMAGE_PIXELS",
     "SPLIT_ROLES",
     "VTAB_GROUPS",
     "VTAB_SPLIT_NAMES",

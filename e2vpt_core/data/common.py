@@ -83,11 +83,37 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.fromarray(grey).convert("RGB")
 
 
+# The most pixels an image may have (docs/METHOD.md, "Datasets on disk"): 8192 × 8192,
+# 192 MiB decoded as RGB. Pillow's own guard is set to it too; by default it only warns up
+# to 179 MP, and decodes such an image at well over a gigabyte in every loader worker.
+MAX_IMAGE_PIXELS = 8192 * 8192
+Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS  # it warns above it, raises above twice it
+
+
+class ImageTooLarge(ValueError):
+    """An image above MAX_IMAGE_PIXELS, refused before it is decoded."""
+
+
+def open_image(path: Path) -> Image.Image:
+    """`Image.open` (which reads only the header), refusing an image above
+    MAX_IMAGE_PIXELS before any pixel is decoded; use it as a context manager."""
+    limit = f"the limit of {MAX_IMAGE_PIXELS:,} pixels; downscale it"
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError:  # Pillow's own check, at twice the limit
+        raise ImageTooLarge(f"more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels, above {limit}") \
+            from None
+    if image.width * image.height > MAX_IMAGE_PIXELS:
+        image.close()
+        raise ImageTooLarge(f"{image.width} × {image.height} pixels, above {limit}")
+    return image
+
+
 def load_rgb(path: Path, origin: str | None = None) -> Image.Image:
     """Open an image as RGB, turning any failure into a DatasetError naming the file."""
     where = f" (listed at {origin})" if origin else ""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             return to_rgb(image)
     except FileNotFoundError:
         raise DatasetError(f"image file not found: {path}{where}") from None

@@ -14,12 +14,14 @@ Two shapes are understood:
 
 Classes are the sorted class folder names of the training tree. Files are found
 recursively; only image extensions count, other files are skipped and their number is
-reported by ``describe()``. An empty class folder, and two class folders whose names
+reported by ``describe()``. Files and folders whose names are not UTF-8 text are skipped
+with a warning naming them. An empty class folder, and two class folders whose names
 differ only in case (``Dog``, ``dog``), are errors.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,13 +29,38 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .common import IMAGE_EXTENSIONS, DatasetError, ImageListDataset, ImageRecord, normalize_split
+from .common import (
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    ImageListDataset,
+    ImageRecord,
+    normalize_split,
+    warn_dataset,
+)
 
 VAL_FRACTION = 0.2
 
 
+def _text_names(paths: list[Path]) -> list[Path]:
+    """`paths` without those whose name is not UTF-8 text: they are skipped with a warning
+    naming them (as bytes), since no message, store or page could carry their names."""
+    kept, skipped = [], []
+    for path in paths:
+        try:
+            str(path).encode("utf-8")
+            kept.append(path)
+        except UnicodeEncodeError:
+            skipped.append(repr(os.fsencode(path)))
+    if skipped:
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        warn_dataset(f"{len(skipped)} file or folder name(s) are not UTF-8 text and are "
+                     f"skipped (rename them to use them): {', '.join(skipped[:3])}{more}")
+    return kept
+
+
 def _class_dirs(tree: Path) -> list[Path]:
-    return sorted(p for p in tree.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return _text_names(sorted(p for p in tree.iterdir()
+                              if p.is_dir() and not p.name.startswith(".")))
 
 
 def _scan(tree: Path) -> tuple[dict[str, list[Path]], int]:
@@ -44,7 +71,7 @@ def _scan(tree: Path) -> tuple[dict[str, list[Path]], int]:
     found: dict[str, list[Path]] = {}
     skipped = sum(1 for p in tree.iterdir() if p.is_file())
     for folder in classes:
-        files = sorted(p for p in folder.rglob("*") if p.is_file())
+        files = _text_names(sorted(p for p in folder.rglob("*") if p.is_file()))
         images = [
             p for p in files
             if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")

@@ -67,6 +67,11 @@ def parse_dataset_spec(spec: str | DatasetSpec, *, image_root: str | None = None
     if not rest:
         raise DatasetError(f"dataset spec {text!r} names no path")
     path = os.path.abspath(os.path.expanduser(rest))
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # stored with the run as text, shown on the pages
+        raise DatasetError(f"dataset path {os.fsencode(path)!r} is not UTF-8 text: rename "
+                           "it") from None
     if not os.path.exists(path):
         raise DatasetError(f"dataset path for {kind!r} does not exist: {path}")
     if not os.path.isdir(path):

@@ -15,9 +15,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
-from .common import DatasetError, ImageListDataset, ImageRecord, LabeledDataset
+from .common import DatasetError, ImageListDataset, ImageRecord, LabeledDataset, open_image
 from .load import load_dataset
 
 # Bump when the decode check changes, so earlier passes are not trusted.
@@ -88,7 +88,7 @@ def _verify_files(spec: str, records: list[ImageRecord]) -> None:
 def _decode_problem(path: Path) -> str | None:
     """None when the image decodes; otherwise why not (PIL releases the GIL meanwhile)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.draft("RGB", _DRAFT_SIZE)
             image.load()
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as error:

@@ -31,7 +31,6 @@ from ..train.grid import (
 from ..train.loop import ProgressFn
 from ..train.preflight import check_sources
 
-DEFAULT_SEGMENT_RATIOS = (0.0, 0.25, 0.5)
 ROW_KEYS = ("stage", "run_id", "status", "base_lr", "weight_decay", "token_ratio",
             "segment_ratio", "seed", "val_top1", "test_top1", "effective_params", "chosen")
 

@@ -16,7 +16,7 @@ log-mask bias on its attention logits), each as E|grad|, signed and per layer li
 (ViTs of timm's standard blocks; on Swin in the first stage's blocks, where the masks act),
 and `taylor` = E Σ|∂L/∂p ⊙ p| (absolute value inside the sum; per layer `taylor_layer`;
 every prompted model, Swin too). Exact leave-one-out (`loo`) lives in
-`noretrain`, stored apart: it costs P + 1 evaluations of the validation split.
+`noretrain`, stored apart: it costs P + 1 evaluations of the training split.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from ..train import TrainConfig, resolve_device
 from ..train.data import build_loaders, epoch_seed, eval_loader
 from ..train.tracker import ImportanceTracker
 from .noretrain import run_leave_one_out
+from .options import TOKEN_SCORES, UNSIGNED
 
 IMPORTANCE = "importance"
 _KEYS = ("token", "segment", "token_signed", "segment_signed")
@@ -59,10 +60,6 @@ def normalize_segment_scores(segment: torch.Tensor) -> torch.Tensor:
     """
     norm = segment.pow(2).sum(dim=-1, keepdim=True).sqrt()
     return segment / (norm + 1e-20)
-
-
-TOKEN_SCORES = ("mask", "segments", "kv", "logit", "taylor", "loo")
-UNSIGNED = ("taylor", "loo")  # no signed variant: absolute values inside the sum / a loss rise
 
 
 def check_token_scores(token_scores: str, signed: bool = False) -> None:

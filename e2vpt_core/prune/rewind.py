@@ -16,10 +16,9 @@ from ..train import RunResult, TrainConfig, train_run
 from ..train.loop import ProgressFn
 from .importance import UNSIGNED, Importance, run_importance
 from .noretrain import evaluate_selection, masked, no_retrain_curve, run_batches
+from .options import INITS, MODES
 from .selection import Selection, check_ratio, order_scores, select_masks
 
-INITS = ("fresh", "original")
-MODES = ("zero", "remove")
 MASKS = "masks"
 
 
@@ -152,9 +151,10 @@ def check_rewind_options(init: str, mode: str, epochs: int | None) -> None:
 
 def rewind_config(
     parent: TrainConfig, parent_id: str, selection: Selection, init: str = "fresh",
-    mode: str = "zero", epochs: int | None = None,
+    mode: str = "zero", epochs: int | None = None, grad_checkpointing: bool | None = None,
 ) -> TrainConfig:
     """The parent's recipe with fixed masks; a shorter run keeps the warm-up fraction.
+    `grad_checkpointing` None keeps the parent's.
 
     `fresh` draws new starting values (init seed = the parent's + 1; with the parent's own
     seed they would be the parent's initial values again, i.e. `original`); `original`
@@ -163,6 +163,8 @@ def rewind_config(
     check_rewind_options(init, mode, epochs)
     changes: dict[str, Any] = {
         "init_seed": parent.prompt_init_seed + 1 if init == "fresh" else None}
+    if grad_checkpointing is not None:
+        changes["grad_checkpointing"] = grad_checkpointing
     if epochs is not None:
         changes["epochs"] = epochs
         if parent.warmup_epochs is not None:
@@ -180,7 +182,7 @@ def create_rewind_run(
     store: RunStore, parent_run_id: str, token_ratio: float, segment_ratio: float = 0.0,
     init: str = "fresh", mode: str = "zero", epochs: int | None = None,
     signed: bool = False, token_scores: str = "mask", min_segments: int | None = None,
-    order: str = "importance", seed: int = 0,
+    order: str = "importance", seed: int = 0, grad_checkpointing: bool | None = None,
 ) -> tuple[str, TrainConfig, dict[str, Any]]:
     """Select masks from the parent's importance and create the `rewind` child run (not yet
     trained): its id, config and the rewind settings recorded in its summary.
@@ -194,7 +196,8 @@ def create_rewind_run(
         raise ValueError(f"run {parent_run_id} has no stored init values for init='original'")
     selection, importance = select_for_run(store, parent_run_id, token_ratio, segment_ratio,
                                            signed, token_scores, min_segments, order, seed)
-    config = rewind_config(parent, parent_run_id, selection, init, mode, epochs)
+    config = rewind_config(parent, parent_run_id, selection, init, mode, epochs,
+                           grad_checkpointing)
     run_id = store.create_run(config.to_dict(), kind="rewind", parent_id=parent_run_id)
     scoring = scoring_info(importance.signed, token_scores, order, seed)
     save_masks(store, run_id, selection, scoring)
@@ -209,6 +212,7 @@ def rewind_run(
     progress: ProgressFn | None = None, signed: bool = False, token_scores: str = "mask",
     min_segments: int | None = None, rank: int = 0,
     broadcast: Callable[[Any], Any] | None = None, order: str = "importance", seed: int = 0,
+    grad_checkpointing: bool | None = None,
 ) -> RunResult:
     """Create a `rewind` child run (`create_rewind_run`) and train it; a failed training
     returns a `failed` result.
@@ -221,7 +225,7 @@ def rewind_run(
         try:
             created = create_rewind_run(
                 store, parent_run_id, token_ratio, segment_ratio, init, mode, epochs, signed,
-                token_scores, min_segments, order, seed)
+                token_scores, min_segments, order, seed, grad_checkpointing)
         except (ValueError, KeyError) as error:
             created = error
     if broadcast is not None:

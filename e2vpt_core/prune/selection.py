@@ -21,9 +21,7 @@ from dataclasses import dataclass
 
 import torch
 
-MAX_RATIO = 0.9
-ORDERS = ("importance", "random", "reverse")
-ROUNDINGS = ("nearest", "floor")
+from .options import MAX_RATIO, ORDERS, ROUNDINGS
 
 
 @dataclass

@@ -25,6 +25,7 @@ from ..store import RunStore
 from ..train.device import resolve_device
 from ..train.loop import ProgressFn
 from .importance import run_importance
+from .options import DEFAULT_RATIOS
 from .rewind import (
     check_rewind_options,
     prunable_config,
@@ -34,7 +35,6 @@ from .rewind import (
 )
 from .selection import check_ratio
 
-DEFAULT_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 # Sweeps of a suite on Ray run in driver threads, one per task: their timings take turns,
 # so that no model is timed while another sweep's model runs beside it.
 _DRIVER_WORK = threading.Lock()

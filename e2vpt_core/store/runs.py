@@ -5,7 +5,9 @@ while a writer trains (WAL), every row change is a transaction, and every file i
 to a temporary name and renamed, so a kill at any point leaves the store consistent. One
 process at a time owns a run (`ownership`): setting a run `running` takes its lease.
 A damaged database or tensor file is reported naming the file (`StoreError`,
-`DamagedFileError`); a store the process cannot write is opened read-only.
+`DamagedFileError`), never repaired (an emptied database is not rebuilt); a store the
+process cannot write is opened read-only. Paths are built only from ids of `RUN_ID`'s form
+and plain file names, so a crafted row cannot lead outside the store.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -83,6 +87,8 @@ CREATE TABLE IF NOT EXISTS jobs (
 CREATE INDEX IF NOT EXISTS metrics_by_run ON metrics(run_id, name, step);
 """ + leases.SCHEMA
 _READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+# The ids `jobs_table.new_run_id` makes (YYYYmmdd-HHMMSS-xxxx); nothing else names a folder.
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")
 
 __all__ = ["DamagedFileError", "RunOwned", "RunStore", "StoreError", "read_safetensors"]
 
@@ -97,9 +103,29 @@ def _store_error(db_path: Path, error: Exception) -> StoreError:
     if "readonly" in message or "read-only" in message:
         return StoreError(f"the run store {db_path.parent} is read-only ({db_path}: "
                           f"{message}); this command needs to write to it")
-    if "not a database" in message or "malformed" in message:
+    if any(sign in message for sign in ("not a database", "malformed", "no such table")):
         message += "; the store database is damaged (restore it from a backup)"
     return StoreError(f"{db_path}: {message}")
+
+
+def _check_existing(connection: sqlite3.Connection, db_path: Path) -> None:
+    """A database file that is there but holds no run store (emptied, overwritten, another
+    program's) is damage to report: building a fresh store in it would orphan the runs."""
+    tables = {row[0] for row in connection.execute(
+        "SELECT name FROM sqlite_master WHERE type='table'")}
+    if "runs" not in tables:
+        what = "is empty (0 bytes)" if db_path.stat().st_size == 0 else "holds no run table"
+        raise StoreError(f"{db_path} {what}: the store database is damaged (restore it from a "
+                         "backup); it is left as it is, and so are the run folders beside it")
+
+
+def _check_new(root: Path, db_path: Path) -> None:
+    """No database yet: a new store, unless run folders are there (its database was lost)."""
+    folders = [p.name for p in root.iterdir() if RUN_ID.fullmatch(p.name) and p.is_dir()]
+    if folders:
+        raise StoreError(f"{db_path} is missing but {root} holds {len(folders)} run folder(s) "
+                         f"(e.g. {folders[0]}): restore the database from a backup, or move "
+                         "the folders away to start a new store")
 
 
 class RunStore(JobQueue):
@@ -127,9 +153,14 @@ class RunStore(JobQueue):
         with lock:
             if fcntl is not None:
                 fcntl.flock(lock, fcntl.LOCK_EX)
+            existed = self.db_path.exists()
+            if not existed:
+                _check_new(self.root, self.db_path)
             try:
                 connection = sqlite3.connect(self.db_path, timeout=60.0)
                 try:
+                    if existed:  # checked before anything writes to it
+                        _check_existing(connection, self.db_path)
                     connection.execute("PRAGMA journal_mode=WAL")  # stored in the file
                     connection.executescript(_SCHEMA)
                     columns = {row[1] for row in connection.execute("PRAGMA table_info(jobs)")}
@@ -194,7 +225,22 @@ class RunStore(JobQueue):
         return run_id
 
     def run_dir(self, run_id: str) -> Path:
+        """`<root>/<run id>`. Ids come from rows anyone with the file can edit, so one not
+        of `RUN_ID`'s form (`../victim`) is refused rather than joined to a path."""
+        if not isinstance(run_id, str) or not RUN_ID.fullmatch(run_id):
+            raise StoreError(f"{self.db_path}: {run_id!r} is not a run id (YYYYmmdd-HHMMSS-"
+                             "xxxx); no file is read or changed for it")
         return self.root / run_id
+
+    def contains(self, path: str | os.PathLike) -> bool:
+        """Whether `path`, links followed, is the store's directory or inside it."""
+        return Path(path).resolve().is_relative_to(self.root.resolve())
+
+    def _tensor_path(self, run_id: str, name: str) -> Path:
+        """A run's `<name>.safetensors`; `name` must be a plain file name."""
+        if not name or Path(name).name != name or name.startswith("."):
+            raise ValueError(f"{name!r} is not a tensor file name")
+        return self.run_dir(run_id) / f"{name}.safetensors"
 
     def get_run(self, run_id: str) -> dict[str, Any]:
         with self._connect() as connection:
@@ -278,15 +324,17 @@ class RunStore(JobQueue):
         return pd.concat([frame.drop(columns=["summary"]), extra], axis=1)
 
     def delete_run(self, run_id: str) -> None:
+        """Rows, then folder; one leading outside the store (a link) is refused first."""
+        directory = self.run_dir(run_id)
+        if directory.is_symlink() or not self.contains(directory):
+            raise StoreError(f"{directory} leads outside the run store {self.root} (a link); "
+                             "nothing was deleted")
         with self._connect(immediate=True) as connection:
             leases.check_not_owned(connection, run_id)
             connection.execute("UPDATE runs SET parent_id=NULL WHERE parent_id=?", (run_id,))
             connection.execute("DELETE FROM runs WHERE id=?", (run_id,))
-        directory = self.run_dir(run_id)
         if directory.exists():
-            for path in sorted(directory.rglob("*"), reverse=True):
-                path.unlink() if path.is_file() else path.rmdir()
-            directory.rmdir()
+            shutil.rmtree(directory)
 
     # --------------------------------------------------------------------- metrics
     def log_metrics(self, run_id: str, step: int, epoch: int, values: dict[str, float]) -> None:
@@ -333,7 +381,7 @@ class RunStore(JobQueue):
         if self.read_only:
             raise StoreError(f"the run store {self.root} is read-only; this command needs to "
                              f"write {name}.safetensors to it")
-        path = self.run_dir(run_id) / f"{name}.safetensors"
+        path = self._tensor_path(run_id, name)
         write_safetensors(path, tensors, metadata)
         return path
 
@@ -343,13 +391,13 @@ class RunStore(JobQueue):
     def load_tensors_with_metadata(
         self, run_id: str, name: str,
     ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-        path = self.run_dir(run_id) / f"{name}.safetensors"
+        path = self._tensor_path(run_id, name)
         if not path.is_file():
             raise FileNotFoundError(f"run {run_id} has no {name}.safetensors ({path})")
         return read_safetensors(path)
 
     def delete_tensors(self, run_id: str, name: str) -> None:
-        (self.run_dir(run_id) / f"{name}.safetensors").unlink(missing_ok=True)
+        self._tensor_path(run_id, name).unlink(missing_ok=True)
 
     def has_tensors(self, run_id: str, name: str) -> bool:
-        return (self.run_dir(run_id) / f"{name}.safetensors").is_file()
+        return self._tensor_path(run_id, name).is_file()

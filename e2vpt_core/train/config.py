@@ -7,12 +7,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalog import DEFAULT_BACKBONE
 from ..config import AUGMENTATIONS, OFFICIAL_PROMPT, PromptConfig
 
 # The paper's grid (docs/METHOD.md, "Training recipe"): base learning rates and weight decays.
 PAPER_LR_GRID = (50.0, 25.0, 10.0, 5.0, 2.5, 1.0, 0.5, 0.25, 0.1, 0.05)
 PAPER_WD_GRID = (0.01, 0.001, 0.0001, 0.0)
-DEFAULT_BACKBONE = "builtin-vit-tiny-layout"
 PRESETS = ("official",)
 
 
@@ -58,6 +58,9 @@ class TrainConfig:
     num_workers: int | None = None
     device: str = "auto"
     amp: bool = True
+    # Recompute each block's activations in backward (`set_grad_checkpointing`): less
+    # memory, about one more forward per step, the same results.
+    grad_checkpointing: bool = False
     log_every: int = 1
     importance_every: int = 10
     # Rewinding (pruning): fixed 0/1 masks, and optionally the `init` tensors of an earlier

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import torch
 from timm.data import resolve_model_data_config
@@ -20,8 +21,16 @@ def epoch_seed(seed: int, epoch: int) -> int:
 class EpochBatchSampler(Sampler[list[int]]):
     """Global batches from a seeded permutation; rank r of W takes the r-th slice of each.
 
-    With W processes of batch B/W each, the averaged gradient equals one process of batch
-    B on the same indices. The last incomplete batch is dropped so every rank has work.
+    An epoch's order depends on (seed, epoch) alone (`set_epoch`), so a resumed run replays
+    the batches an uninterrupted one would have seen. With W processes of batch B/W each,
+    the averaged gradient equals one process of batch B on the same indices.
+
+    Every image is used every epoch: the last batch is smaller when B does not divide the
+    training set (180 images at B = 64: 64, 64, 52), where dropping it would lose 52 images
+    an epoch on a small dataset. A smaller batch is harmless here: the ViTs have LayerNorm,
+    no batch statistics. Under DDP the last batch is cut to a multiple of W, so each rank
+    gets an equal share and the averaged gradient is still exact; at most W - 1 images of
+    an epoch wait for the next one, a different few each epoch.
     """
 
     def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
@@ -35,14 +44,20 @@ class EpochBatchSampler(Sampler[list[int]]):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def __len__(self) -> int:
-        return self.size // self.batch_size
+    def _batch_sizes(self) -> list[int]:
+        """Global batch sizes of an epoch: full ones, then the rest cut to a multiple of W."""
+        full, rest = divmod(self.size, self.batch_size)
+        rest -= rest % self.world
+        return [self.batch_size] * full + ([rest] if rest else [])
 
-    def __iter__(self):
+    def __len__(self) -> int:
+        return len(self._batch_sizes())
+
+    def __iter__(self) -> Iterator[list[int]]:
         generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=generator).tolist()
-        local = self.batch_size // self.world
-        for index in range(len(self)):
+        for index, size in enumerate(self._batch_sizes()):
+            local = size // self.world
             start = index * self.batch_size + self.rank * local
             yield order[start:start + local]
 

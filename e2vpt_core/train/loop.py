@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ import torch.distributed as dist
 from ..artifacts import save_adapter, trainable_state_dict
 from ..models import PromptedViT, build_backbone, create_model
 from ..signals import handling
-from ..store import RunStore
+from ..store import RunStore, StoreError
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build_loaders, epoch_seed
@@ -92,10 +94,9 @@ def train_run(
         _finish(store, run_id, rank, "cancelled",
                 f"{how}; continue from its last checkpoint with: e2vpt resume {run_id}")
         raise
-    except Exception as error:  # bad data, bad config: stored as the reason, not lost
-        if rank == 0:
-            store.log_event(run_id, traceback.format_exc(), level="error")
-        return _finish(store, run_id, rank, "failed", f"{type(error).__name__}: {error}")
+    except Exception as error:  # bad data, bad config, a full disk: stored as the reason
+        return _finish(store, run_id, rank, "failed", f"{type(error).__name__}: {error}",
+                       traceback.format_exc())
     if metrics is None:
         return _finish(store, run_id, rank, "cancelled", "stop requested")
     if rank == 0:
@@ -104,10 +105,21 @@ def train_run(
     return RunResult(run_id, "completed", metrics=metrics)
 
 
-def _finish(store: RunStore, run_id: str, rank: int, status: str, reason: str) -> RunResult:
+def _finish(store: RunStore, run_id: str, rank: int, status: str, reason: str,
+            details: str | None = None) -> RunResult:
+    """Record how the run ended: its status first (one small row), then the events. On a
+    full disk the events may not fit where the status did; they go to stderr instead, and
+    the run still does not stay `running`."""
     if rank == 0:
         store.set_status(run_id, status, reason)
-        store.log_event(run_id, f"{status}: {reason}", level="error")
+        for message in (details, f"{status}: {reason}"):
+            if message is None:
+                continue
+            try:
+                store.log_event(run_id, message, level="error")
+            except StoreError as error:
+                print(f"run {run_id}: could not record an event ({error}): {message}",
+                      file=sys.stderr)
     return RunResult(run_id, status, reason)
 
 
@@ -149,6 +161,10 @@ def _train(
             store.truncate_metrics(run_id, after_step=step)
             store.log_event(run_id, f"resumed after epoch {start_epoch} (step {step})")
     elif rank == 0:
+        if resume:  # deleted, or never written: starting over must not pass for resuming
+            message = f"run {run_id} has no checkpoint: resuming starts it over from epoch 0"
+            store.log_event(run_id, message, level="warning")
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
         store.truncate_metrics(run_id, after_step=-1)
         store.save_tensors(run_id, "init", trainable_state_dict(run.model))
         store.update_summary(run_id, num_classes=run.num_classes,
@@ -186,6 +202,7 @@ def _build(config: TrainConfig, store: RunStore, run_id: str, rank: int) -> _Ses
     model.backbone_name = config.backbone
     model.backbone_source = {"pretrained": config.pretrained, "checkpoint_path": config.checkpoint}
     _apply_rewind(model, config, store)
+    model.set_grad_checkpointing(config.grad_checkpointing)
     model.to(device)
     optimizer = build_optimizer(model, config)
     steps_per_epoch = len(train_loader)

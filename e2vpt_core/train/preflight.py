@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -207,6 +208,53 @@ def check_prompts(prompt: PromptConfig) -> None:
                          "head alone. Give it prompts, or choose the method linear.")
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity: a container's or a job's share)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def check_workers(config: TrainConfig) -> None:
+    """More data-loading processes than CPUs only compete with each other and the training
+    process for them (and each holds a copy of the dataset's state): refused."""
+    cpus = usable_cpus()
+    if config.num_workers is not None and config.num_workers > cpus:
+        raise ValueError(f"--workers {config.num_workers}: more data-loading processes than "
+                         f"the {cpus} CPU(s) this process may use; give at most {cpus}, or "
+                         "leave it out for the default")
+
+
+# How the weight files `--checkpoint` takes begin: safetensors (a little-endian header
+# length, then its JSON), a zip (torch.save, .npz), a pickle (older torch.save), .npy.
+_ZIP, _PICKLE, _NPY = (b"PK\x03\x04", b"PK\x05\x06"), b"\x80", b"\x93NUMPY"
+
+
+def check_checkpoint(path: str) -> None:
+    """The `--checkpoint` file can be read and looks like weights (its header, or a zip's
+    directory, parses), so a file the run could not load creates no failed run."""
+    from safetensors import SafetensorError, safe_open
+
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"checkpoint file not found: {path}")
+    try:
+        with open(file, "rb") as handle:
+            head = handle.read(9)
+        if head.startswith(_ZIP):
+            zipfile.ZipFile(file).close()  # reads the directory at the end: truncation shows
+        elif len(head) == 9 and head[8:] == b"{":
+            with safe_open(str(file), framework="pt"):
+                pass
+        elif not head.startswith((_PICKLE, _NPY)):
+            raise ValueError("not a weights file (safetensors, PyTorch or NumPy)")
+    except OSError as error:
+        raise ValueError(f"cannot read checkpoint {path}: {error.strerror or error}") from None
+    except (ValueError, zipfile.BadZipFile, SafetensorError) as error:
+        raise ValueError(f"cannot read checkpoint {path}: {error}") from None
+
+
 def check_sources(config: TrainConfig) -> None:
     """Reject a config whose run could only fail (backbone, weights, device, data, memory),
     before a run is created for it: every check that can be made before a run exists;
@@ -215,8 +263,9 @@ def check_sources(config: TrainConfig) -> None:
     from ..models.factory import check_backbone_name
 
     check_backbone_name(config.backbone)
-    if config.checkpoint is not None and not Path(config.checkpoint).is_file():
-        raise ValueError(f"checkpoint file not found: {config.checkpoint}")
+    if config.checkpoint is not None:
+        check_checkpoint(config.checkpoint)
+    check_workers(config)
     parse_dataset_spec(config.dataset)
     check_prompts(config.prompt)
     device = check_device(config.device)
