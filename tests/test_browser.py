@@ -286,8 +286,8 @@ def test_screenshots_of_the_quick_demo_as_shipped(app_url, tmp_path):
         page.get_by_role("link", name="Parameter budget").click()
         page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
         page.get_by_test_id("stDataFrame").wait_for(timeout=60_000)  # counted after the inputs
-        page.get_by_text("e2vpt").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1000)
+        page.get_by_test_id("stDataFrame").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(2000)
         page.screenshot(path=str(shots / "budget.png"))
 
 
