@@ -32,23 +32,17 @@ def time_demo(task: str, epochs: int, backbone: str) -> dict:
         store = RunStore(root)
         start = time.perf_counter()
         demo = submit_demo(store, task, epochs=epochs, backbone=backbone)
-        marks: list[tuple[str, float]] = []
-
-        def log(line: str) -> None:
-            marks.append((line, time.perf_counter() - start))
-
-        run_worker(store, idle_exit=0, poll=0.05, log=log)
+        run_worker(store, idle_exit=0, poll=0.05, log=lambda line: None)
         total = time.perf_counter() - start
-        jobs = store.jobs().sort_values("id")
+        jobs = store.jobs().sort_values("started_at")  # the order the worker took them
         failed = jobs[jobs["status"] != "done"]
         if not failed.empty:
             raise RuntimeError(f"demo jobs failed: {failed[['kind', 'status', 'error']]}")
-        ends = [t for line, t in marks if line.endswith(": done")]
-        begins = [0.0, *ends[:-1]]
-        seconds = {kind: round(end - begin, 1)
-                   for kind, begin, end in zip(
-                       [f"{i} {k}" for i, k in enumerate(jobs["kind"])], begins, ends,
-                       strict=True)}
+        names = {demo.e2vpt_run: "e2vpt", demo.vpt_run: "vpt-deep"}
+        seconds = {f"{i} {job.kind}" + (f" {names[job.run_id]}" if job.run_id in names
+                                         and job.kind == "train" else ""):
+                   round(job.finished_at - job.started_at, 1)
+                   for i, job in enumerate(jobs.itertuples())}
         row: dict = {"task": task, "epochs": epochs, "backbone": backbone,
                      "threads": torch.get_num_threads(), "seconds": seconds,
                      "total_s": round(total, 1)}
