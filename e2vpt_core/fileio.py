@@ -107,10 +107,14 @@ class DamagedFileError(ValueError):
 
 def save_file(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
               metadata: dict[str, str] | None = None) -> None:
-    """safetensors' torch writer, imported on the first write (it imports torch)."""
-    from safetensors.torch import save_file as write
+    """safetensors' serialisation written into `path` itself. safetensors' own `save_file`
+    puts a new file at the path, so the lock `atomic_write` holds on its temporary file
+    would no longer cover it, and another process opening the store would delete it as a
+    killed writer's orphan. (safetensors.torch is imported on the first write: it imports
+    torch.)"""
+    from safetensors.torch import save
 
-    write(tensors, path, metadata=metadata)
+    Path(path).write_bytes(save(tensors, metadata=metadata))
 
 
 def write_safetensors(path: Path, tensors: dict[str, torch.Tensor],

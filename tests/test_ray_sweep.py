@@ -104,9 +104,6 @@ def _without_ids(value):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="known bug, to fix: on Ray a task's final seeds "
-                   "sometimes give identical results (dtd 12.40 ± 0.00 against 13.85 ± 2.05 "
-                   "in turn); about 1 run in 4 since this change set, 0 of 5 before it")
 def test_suite_on_ray_gives_the_results_of_the_suite_run_in_turn(
         tmp_path, tiny_backbone, local_ray, capsys):
     root = make_vtab_suite(tmp_path / "vtab-1k")

@@ -298,3 +298,22 @@ def test_a_killed_owner_not_yet_reaped_has_lost_the_run(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_store_opened_while_another_process_writes_tensors_leaves_its_file(
+        tmp_path, monkeypatch):
+    """The write's temporary file stays locked until its rename, so opening the store
+    (which deletes the temporary files of killed writers) in that window spares it."""
+    import os
+
+    store = RunStore(tmp_path)
+    run_id = store.create_run({})
+    rename = os.replace
+
+    def open_store_then_rename(source, target):
+        RunStore(tmp_path)  # another process opening the store mid-write
+        rename(source, target)
+
+    monkeypatch.setattr(os, "replace", open_store_then_rename)
+    store.save_tensors(run_id, "init", {"x": torch.ones(3)})
+    assert torch.equal(store.load_tensors(run_id, "init")["x"], torch.ones(3))
