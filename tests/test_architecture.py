@@ -17,7 +17,7 @@ ENGINE = Path(__file__).resolve().parents[1] / "e2vpt_core"
 # Top-level modules and packages of e2vpt_core, bottom up. An import may only go to a lower
 # layer (or stay inside its own package).
 LAYERS = {
-    "lazy": 0, "fileio": 0, "catalog": 0, "methods": 0, "signals": 0,
+    "lazy": 0, "fileio": 0, "catalog": 0, "methods": 0, "signals": 0, "stats": 0,
     "config": 1,
     "models": 2, "data": 2, "store": 2,
     "artifacts": 3,
