@@ -20,13 +20,6 @@ import streamlit as st
 import torch
 
 from app.context import accuracy_text
-from app.figures import (
-    importance_heatmap,
-    layer_importance_heatmap,
-    no_retrain_curve,
-    prune_curve,
-    token_importance_bar,
-)
 from app.mask_slider import mask_sliders, reachable_masks
 from app.names import run_names
 from app.pruning_state import (
@@ -55,6 +48,13 @@ from e2vpt_core.prune.importance import IMPORTANCE, TOKEN_SCORES, UNSIGNED
 from e2vpt_core.prune.noretrain import LOO, run_leave_one_out
 from e2vpt_core.prune.rewind import MODES
 from e2vpt_core.prune.selection import default_min_segments
+from e2vpt_core.report.figures import (
+    importance_heatmap,
+    layer_importance_heatmap,
+    no_retrain_curve,
+    prune_curve,
+    token_importance_bar,
+)
 from e2vpt_core.store import RunStore
 
 TOKEN_SCORE_NAMES = {"mask": "token-mask gradient (paper)",

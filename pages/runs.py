@@ -12,9 +12,9 @@ import pandas as pd
 import streamlit as st
 
 from app.context import labelled_references, reference_label, with_references
-from app.figures import training_curves
 from app.names import parse_tags, rename, run_names, run_tags, task_name
 from app.state import adapter_zip, as_text, final_figures, get_store, reproduce_command
+from e2vpt_core.report.figures import training_curves
 from e2vpt_core.store import RunStore
 
 SPLIT = "test"  # the split the table's linear probe and parent are read on

@@ -10,7 +10,6 @@ import pandas as pd
 import streamlit as st
 
 from app.context import accuracy_text, labelled_references
-from app.figures import training_curves
 from app.names import config_name, run_names
 from app.state import as_text, get_store, progress, progress_bar, start_worker
 from e2vpt_core.catalog import BUILTIN_DESCRIPTIONS, BUILTIN_TASKS
@@ -23,6 +22,7 @@ from e2vpt_core.config import (
 from e2vpt_core.demo import DEMO_EPOCHS, DEMO_TASK, submit_demo
 from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
 from e2vpt_core.methods import METHODS, REGISTRY, describe_default_base_lr, get_method
+from e2vpt_core.report.figures import training_curves
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import DEFAULT_BACKBONE

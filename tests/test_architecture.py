@@ -23,7 +23,7 @@ LAYERS = {
     "artifacts": 3,
     "train": 4, "pretrain": 4,
     "prune": 5, "hyperbolic": 5,
-    "protocol": 6, "jobs": 6,
+    "protocol": 6, "jobs": 6, "report": 6,
     "demo": 7, "cli": 7,
     "__init__": 8, "__main__": 8,
 }

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import figures
+from e2vpt_core.report import figures
 
 
 def _metrics(steps: int = 4, epochs: int = 2) -> pd.DataFrame:

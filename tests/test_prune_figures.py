@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from app import figures
+from e2vpt_core.report import figures
 
 
 def _empty(figure) -> bool:
