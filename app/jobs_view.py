@@ -1,6 +1,7 @@
 """The job queue in the sidebar of every page: what runs now (with its progress), what
 waits (in the order the worker takes it), a cancel button for each and "Cancel all" (with a
-confirmation), redrawn every 2 s on its own.
+confirmation), redrawn every 2 s on its own, from the store only when it changed
+(`app.live`).
 
 Without it the importance, rewind and embedding jobs of the quick demo are invisible;
 with it the queue reads like a W&B or SLURM job list. `queue_rows` is plain data (tested
@@ -20,10 +21,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from app.live import aged_eta, live, store_signature
 from app.names import job_name, run_names
-from app.state import format_seconds, progress
+from app.state import format_seconds, progress_of
 from e2vpt_core.jobs import cancel_job, cancel_jobs, worker_alive
 from e2vpt_core.store import RunStore
+from e2vpt_core.store.changes import newer_metrics
 
 ACTIVE = ("running", "cancelling")
 FINISHED = ("done", "failed", "cancelled")
@@ -83,11 +86,25 @@ def _cancel_all(store: RunStore, job_ids: list[int], suffix: str) -> None:
     no.button("Keep them", key=f"cancel-all-no{suffix}", on_click=_arm, args=(None,))
 
 
-def _running(store: RunStore, job: dict[str, Any], suffix: str) -> None:
+def read_queue(store: RunStore, previous: dict | None) -> dict:
+    """The queue's rows and each running run's progress, read from the store (only after
+    it changed; a run's metrics only since the last read)."""
+    rows = queue_rows(store.current_jobs(RECENT), store.runs(), store.queue_order())
+    tails, states, now = {}, {}, time.time()
+    for job in rows["running"]:
+        run_id = job["run_id"]  # NaN for jobs without a run of their own (importance, embed)
+        if isinstance(run_id, str):
+            tails[run_id] = newer_metrics(store, (previous or {}).get("tails", {}).get(run_id),
+                                          run_id)
+            states[run_id] = progress_of(store.get_run(run_id), tails[run_id].frame, now)
+    return {"rows": rows, "tails": tails, "states": states, "read_at": now,
+            "worker": worker_alive(store)}
+
+
+def _running(store: RunStore, job: dict[str, Any], state: dict[str, Any] | None,
+             suffix: str) -> None:
     st.markdown("**Running**")
     st.text(job["name"])
-    run_id = job["run_id"]  # NaN for jobs without a run of their own (importance, embed)
-    state = progress(store, run_id) if isinstance(run_id, str) else None
     if state and state["total"]:
         st.progress(min(state["done"] / state["total"], 1.0),
                     text=f"step {state['done']} / {state['total']} · "
@@ -102,15 +119,19 @@ def _running(store: RunStore, job: dict[str, Any], suffix: str) -> None:
 
 @st.fragment(run_every=2)
 def queue_view(store: RunStore, suffix: str = "") -> None:
-    """Draw the queue, read from the store on every draw (call it inside `st.sidebar`);
-    `suffix` keeps its widgets' keys apart when it is drawn twice in one run."""
-    rows = queue_rows(store.current_jobs(RECENT), store.runs(), store.queue_order())
+    """Draw the queue (call it inside `st.sidebar`), read from the store only when it
+    changed (`app.live`); `suffix` keeps its widgets' keys apart when it is drawn twice in
+    one run."""
+    view = live(("queue", str(store.root)), store_signature(store),
+                lambda previous: read_queue(store, previous))
+    rows = view["rows"]
     st.subheader("Jobs")
     if not rows["running"] and not rows["queued"]:
         st.caption("Nothing running or queued.")
         st.session_state.pop(ARMED, None)
     for job in rows["running"]:
-        _running(store, job, suffix)
+        state = view["states"].get(job["run_id"]) if isinstance(job["run_id"], str) else None
+        _running(store, job, state and aged_eta(state, view["read_at"]), suffix)
     if rows["queued"]:
         st.markdown(f"**Queued ({len(rows['queued'])})**")
         for position, job in enumerate(rows["queued"], start=1):
@@ -121,7 +142,7 @@ def queue_view(store: RunStore, suffix: str = "") -> None:
               if job["status"] != "cancelling"]
     if active:
         _cancel_all(store, active, suffix)
-    if (rows["running"] or rows["queued"]) and not worker_alive(store):
+    if (rows["running"] or rows["queued"]) and not view["worker"]:
         st.warning("No worker is running: start one with "
                    f"`python -m e2vpt_core.jobs --store {store.root}`.")
     if rows["finished"]:

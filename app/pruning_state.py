@@ -19,7 +19,6 @@ import streamlit as st
 import torch
 from safetensors import safe_open
 
-from app.context import accuracy
 from e2vpt_core.artifacts import load_adapter
 from e2vpt_core.methods import methods_where
 from e2vpt_core.models.vit import PromptedViT
@@ -267,54 +266,6 @@ def curve_progress(store_root: str, run_id: str) -> tuple[int, int] | None:
     return None
 
 
-def _rewinds(runs: pd.DataFrame, parent_id: str) -> pd.DataFrame:
-    if runs.empty or "parent_id" not in runs.columns:
-        return runs.iloc[:0]
-    return runs[(runs["parent_id"] == parent_id) & (runs["kind"] == "rewind")
-                & (runs["status"] == "completed")]
-
-
-class TradeOff(NamedTuple):
-    """What the trade-off chart draws, every accuracy on one split."""
-
-    results: pd.DataFrame  # finished rewinds (`rewind_results`)
-    parent: dict[str, float] | None  # the unpruned run at ratio 0 (`parent_point`)
-    split: str
-
-
-def trade_off(runs: pd.DataFrame, parent_id: str) -> TradeOff:
-    """The parent's finished rewinds and the parent itself, read on one split: test when
-    the parent and each rewind have a test top-1, else val."""
-    members = pd.concat([runs[runs["id"] == parent_id], _rewinds(runs, parent_id)])
-    split = "test" if "test_top1" in members and members["test_top1"].notna().all() else "val"
-    return TradeOff(rewind_results(runs, parent_id, split),
-                    parent_point(runs, parent_id, split), split)
-
-
-def parent_point(runs: pd.DataFrame, run_id: str, split: str) -> dict[str, float] | None:
-    """The unpruned run as the trade-off curve's ratio-0 point (its `split` top-1)."""
-    row = runs.set_index("id").loc[run_id]
-    found = accuracy(row, split)
-    if found is None or pd.isna(row.get("effective_params")):
-        return None
-    return {"accuracy": found[1], "effective_params": float(row["effective_params"])}
-
-
-def rewind_results(runs: pd.DataFrame, parent_id: str, split: str) -> pd.DataFrame:
-    """Finished rewinds of `parent_id`: ratios, the order their masks were pruned in
-    (`random` ones are the controls), `split` top-1, effective params."""
-    columns = ["id", "token_ratio", "segment_ratio", "order", "accuracy", "effective_params"]
-    children = _rewinds(runs, parent_id).copy()
-    if children.empty or "token_ratio" not in children.columns:
-        return pd.DataFrame(columns=columns)
-    children["accuracy"] = children.get(f"{split}_top1", np.nan)
-    for column in columns:
-        if column not in children.columns:
-            children[column] = np.nan
-    children["order"] = children["order"].astype(object).fillna("importance")
-    return children[columns].sort_values(["token_ratio", "segment_ratio"])
-
-
 def pending_jobs(store: RunStore, kind: str) -> pd.DataFrame:
     """Queued or running jobs of one kind, with their payloads parsed."""
     jobs = store.jobs()
@@ -349,22 +300,6 @@ def default_pair(runs: pd.DataFrame) -> tuple[str, str] | None:
         if not vpt.empty:
             return str(vpt["id"].iloc[0]), str(e2vpt["id"])
     return None
-
-
-def cached_view(store: RunStore, run_id: str, split: str) -> dict[str, Any] | None:
-    """The last stored Poincaré view of a run's split (disk, labels, indices, figures).
-
-    Read through the run summary's `hyperbolic_<split>` (which names the settings hash of
-    the cache file), so nothing is recomputed when it is missing."""
-    figures = store.get_run(run_id)["summary"].get(f"hyperbolic_{split}")
-    if not figures:
-        return None
-    name = f"poincare_{split}_{figures['settings_hash']}"
-    if not store.has_tensors(run_id, name):
-        return None
-    stored = store.load_tensors(run_id, name)
-    return {"disk": stored["disk"].numpy(), "labels": stored["labels"].numpy(),
-            "indices": stored["indices"].numpy(), "figures": figures}
 
 
 def separability_frame(views: dict[str, dict[str, Any]]) -> pd.DataFrame:

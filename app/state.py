@@ -1,5 +1,6 @@
-"""Helpers shared by the pages: the store, run progress, the reproducing CLI command,
-user text made safe for Markdown.
+"""Helpers shared by the pages: the store, run progress, the reproducing CLI command (the
+engine's `report.commands`, which the HTML report writes too), user text made safe for
+Markdown.
 
 Only `get_store` touches Streamlit (to cache one RunStore per directory); the rest are
 plain functions, tested directly.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shlex
 import time
 import zipfile
 from typing import Any
@@ -18,10 +18,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from e2vpt_core.config import PromptConfig
 from e2vpt_core.jobs import ensure_worker
+from e2vpt_core.report.commands import reproduce_command as reproduce_command
 from e2vpt_core.store import RunStore, store_dir
-from e2vpt_core.train import TrainConfig
 
 AUTOSTART_ENV = "E2VPT_AUTOSTART_WORKER"
 
@@ -73,8 +72,14 @@ def progress(store: RunStore, run_id: str, now: float | None = None) -> dict[str
 
     The total is what the worker recorded; for a run trained elsewhere (`e2vpt train`)
     it is read from the metrics once an epoch has ended (its steps × the epochs)."""
-    run = store.get_run(run_id)
-    metrics = store.metrics(run_id, ["train/loss", "train/epoch_loss"])
+    return progress_of(store.get_run(run_id),
+                       store.metrics(run_id, ["train/loss", "train/epoch_loss"]), now)
+
+
+def progress_of(run: dict[str, Any], metrics: pd.DataFrame,
+                now: float | None = None) -> dict[str, Any]:
+    """`progress` from a run's row and its metrics as already read (a live view's)."""
+    metrics = metrics[metrics["name"].isin(["train/loss", "train/epoch_loss"])]
     losses = metrics[metrics["name"] == "train/loss"]
     ends = metrics[metrics["name"] == "train/epoch_loss"]
     done = int(metrics["step"].max()) if not metrics.empty else 0
@@ -124,53 +129,3 @@ def format_seconds(seconds: float | None) -> str:
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
-
-# TrainConfig / PromptConfig field → `e2vpt train` flag (None: a boolean flag, see below).
-_TRAIN_FLAGS = {"backbone": "--backbone", "checkpoint": "--checkpoint",
-                "dataset": "--dataset", "augment": "--augment", "epochs": "--epochs",
-                "warmup_epochs": "--warmup-epochs", "batch_size": "--batch-size",
-                "seed": "--seed", "grad_clip": "--grad-clip", "num_workers": "--workers",
-                "device": "--device", "base_lr": "--lr", "weight_decay": "--wd",
-                "preset": "--preset"}
-_PROMPT_FLAGS = {"method": "--method", "visual_prompt_len": "-P", "kv_prompt_len": "-T",
-                 "kv_sharing": "--kv-sharing", "num_segments": "--num-segments",
-                 "segment_layout": "--segment-layout", "prompt_dropout": "--prompt-dropout",
-                 "adapter_bottleneck": "--adapter-bottleneck", "lora_rank": "--lora-rank",
-                 "lora_alpha": "--lora-alpha", "lora_targets": "--lora-targets"}
-
-
-def reproduce_command(config: dict[str, Any], store: str | None = None) -> tuple[str, list[str]]:
-    """The `e2vpt train` command that rebuilds `config`, and the fields it cannot express.
-
-    Only values that differ from the CLI's defaults are spelled out."""
-    train = TrainConfig.from_dict(config)
-    prompt = train.prompt
-    default_prompt = PromptConfig(prompt.method)
-    default = TrainConfig(prompt=default_prompt)  # the defaults the CLI gives this method
-    words = ["e2vpt", "train"]
-    for name, flag in _TRAIN_FLAGS.items():
-        value = getattr(train, name)
-        if name in ("backbone", "dataset", "epochs") or value != getattr(default, name):
-            words += [flag, str(value)]
-    for name, flag in _PROMPT_FLAGS.items():
-        value = getattr(prompt, name)
-        if name == "method" or value != getattr(default_prompt, name):
-            words += [flag, str(value)]
-    if prompt.masks_per_block:
-        words.append("--masks-per-block")
-    if not train.pretrained:
-        words.append("--random-init")
-    if not train.amp:
-        words.append("--no-amp")
-    if train.grad_checkpointing:
-        words.append("--grad-checkpointing")
-    if store is not None:
-        words += ["--store", store]
-    expressible = set(_TRAIN_FLAGS) | {"prompt", "pretrained", "amp", "grad_checkpointing"}
-    missing = [name for name, value in train.to_dict().items()
-               if name not in expressible and value != default.to_dict()[name]]
-    by_preset = ("trainable_masks",) if train.preset == "official" else ()
-    missing += [f"prompt.{name}" for name, value in prompt.to_dict().items()
-                if name not in (*_PROMPT_FLAGS, "masks_per_block", *by_preset)
-                and value != default_prompt.to_dict()[name]]
-    return shlex.join(words), missing

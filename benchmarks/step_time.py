@@ -6,6 +6,8 @@ run. Absolute times are meaningful only on a dedicated GPU.
 
     python benchmarks/step_time.py                      # ViT-B/16, 224 px, batch 8, CPU
     python benchmarks/step_time.py --device cuda        # bf16 autocast on a GPU
+    python benchmarks/step_time.py --only "e2vpt P=10 T=5" "e2vpt P=10 T=5, every row computed" \
+        "vpt-deep P=10" "frozen backbone, forward + backward to the input" --rounds 7
     python benchmarks/step_time.py --backbone swin_base_patch4_window7_224 --batch-size 4 \
         --only linear "vpt-deep P=10" "e2vpt P=10 T=5"    # Swin-B
 """
@@ -38,11 +40,34 @@ CONFIGS = {
     "e2vpt P=10 T=5 remove, 50% pruned": PromptConfig("e2vpt", prune_mode="remove"),
     "full": PromptConfig("full"),
     "e2vpt P=10 T=5, grad checkpointing": PromptConfig("e2vpt"),
+    "e2vpt P=10 T=5, every row computed": PromptConfig("e2vpt"),
+    "vpt-deep P=10, every row computed": PromptConfig("vpt-deep", visual_prompt_len=10),
 }
+FROZEN = "frozen backbone, forward + backward to the input"
 
 
-def build(name: str, config: PromptConfig, backbone: str, device: torch.device):
+class _FrozenBackbone(torch.nn.Module):
+    """The backbone alone, frozen, with a gradient taken to its input: the floor under any
+    prompt method's step (the input is the only leaf that needs a gradient)."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone.requires_grad_(False)
+        self.lift = torch.nn.Parameter(torch.ones(()))  # gives the optimizer one tensor
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images * self.lift)
+
+    def trainable_parameters(self):
+        return [("lift", self.lift)]
+
+
+def build(name: str, config: PromptConfig | None, backbone: str, device: torch.device):
+    if config is None:
+        model = _FrozenBackbone(timm.create_model(backbone, num_classes=100)).to(device).eval()
+        return model, torch.optim.SGD([model.lift], lr=0.01, momentum=0.9)
     model = create_model(backbone, 100, config).to(device)
+    model.skip_unread_tokens = "every row computed" not in name
     if "pruned" in name:
         mask = torch.zeros(config.visual_prompt_len)
         mask[: config.visual_prompt_len // 2] = 1.0
@@ -89,8 +114,9 @@ def main() -> None:
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     labels = torch.randint(0, 100, (args.batch_size,), device=device)
 
-    names = [n for n in CONFIGS if not args.only or n in args.only]
-    models = {name: build(name, CONFIGS[name], args.backbone, device) for name in names}
+    configs = {**CONFIGS, FROZEN: None}
+    names = [n for n in configs if not args.only or n in args.only]
+    models = {name: build(name, configs[name], args.backbone, device) for name in names}
     for name in names:  # warm-up: allocator, kernels, autograd graph
         step(*models[name], images, labels, autocast)
     times: dict[str, list[float]] = {name: [] for name in names}
@@ -111,7 +137,9 @@ def main() -> None:
     for name in names:
         rounds = ", ".join(f"{value:.2f}" for value in times[name])
         print(f"| {name} | {median[name]:.3f} | {median[name] / base:.2f} | {rounds} |")
-    pairs = [("e2vpt P=10 T=5", "vpt-deep P=10"),
+    pairs = [("e2vpt P=10 T=5", "vpt-deep P=10"), ("e2vpt P=10 T=5", FROZEN),
+             ("e2vpt P=10 T=5, every row computed", "e2vpt P=10 T=5"),
+             ("vpt-deep P=10, every row computed", "vpt-deep P=10"),
              ("e2vpt P=10 T=5 remove, 50% pruned", "e2vpt P=10 T=5 zero, 50% pruned")]
     for first, second in pairs:
         if first in median and second in median:

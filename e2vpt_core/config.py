@@ -30,14 +30,16 @@ _CHOICES = {
     "kv_position": ("before", "after"),
     "visual_init": ("vpt-uniform", "trunc-normal", "he"),
     "kv_init": ("kaiming-uniform", "trunc-normal"),
+    "head_init": ("pytorch", "kaiming-normal"),
     "segment_layout": ("contiguous", "interleaved"),
     "prune_mode": ("zero", "remove"),
 }
 
 # The official code's prompt settings (docs/METHOD.md, "What the official code does
-# differently"): 16 interleaved segments, masks trained as parameters in the first run.
-# `TrainConfig(preset="official")` applies them.
-OFFICIAL_PROMPT = {"num_segments": 16, "segment_layout": "interleaved", "trainable_masks": True}
+# differently"): 16 interleaved segments, masks trained as parameters in the first run,
+# its head's initialisation. `TrainConfig(preset="official")` applies them.
+OFFICIAL_PROMPT = {"num_segments": 16, "segment_layout": "interleaved", "trainable_masks": True,
+                   "head_init": "kaiming-normal"}
 
 # The reference code's lengths for most VTAB-1k tasks (docs/METHOD.md, "Training recipe").
 DEFAULT_VISUAL_PROMPT_LEN = 10
@@ -58,6 +60,10 @@ class PromptConfig:
 
     `trainable_masks=True` trains the masks with the prompts (SGD and weight decay move
     them), as the official code does in its first run (`OFFICIAL_PROMPT`).
+
+    `head_init` is how the head starts: `pytorch` (nn.Linear's default) or `kaiming-normal`,
+    the official code's (VPT's MLP head): kaiming-normal weights (fan_out, gain √2) and a
+    constant last bias, −log(99); the trained head is saved, so only training depends on it.
 
     `lora_rank` (r), `lora_alpha` (α, update scale α/r) and `lora_targets` (comma-separated
     subset of `LORA_TARGETS`, canonical order) configure `lora`; `adapter_bottleneck` is the
@@ -85,6 +91,7 @@ class PromptConfig:
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_targets: str = "qkv"
+    head_init: str = "pytorch"
 
     def __post_init__(self) -> None:
         for field, allowed in _CHOICES.items():

@@ -10,7 +10,9 @@ Two verdicts cover what the toolkit compares:
   the control's distribution (a t prediction interval), so five draws with a small spread
   can still say "no clear difference".
 
-Accuracies are percentages, so differences are in points. Torch-free.
+Accuracies are percentages, so differences are in points. Torch-free, and scipy (seconds
+to import) is imported only where a test is computed, so a page that shows mean ± sd alone
+stays quick.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
-
-from scipy import stats as scipy_stats
 
 ALPHA = 0.05
 
@@ -101,6 +101,8 @@ def compare_groups(a: Sequence[float], b: Sequence[float], label_a: str, label_b
         p_value = 0.0 if clear else 1.0
         detail = "no spread across seeds"
     else:
+        from scipy import stats as scipy_stats
+
         p_value = float(scipy_stats.ttest_ind(
             [float(v) for v in a if v is not None and math.isfinite(float(v))],
             [float(v) for v in b if v is not None and math.isfinite(float(v))],
@@ -129,6 +131,8 @@ def compare_to_draws(value: float, draws: Sequence[float], subject: str = "impor
     if drawn.n < 2 or drawn.sd == 0.0:
         reason = "too few draws to tell" if drawn.n < 2 else "the draws have no spread"
         return Verdict(difference, drawn.sd, None, 1, drawn.n, False, f"{head}; {reason}")
+    from scipy import stats as scipy_stats
+
     scale = drawn.sd * math.sqrt(1.0 + 1.0 / drawn.n)
     p_value = float(2.0 * scipy_stats.t.sf(abs(difference) / scale, drawn.n - 1))
     clear = p_value < alpha

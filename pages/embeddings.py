@@ -12,7 +12,6 @@ import streamlit as st
 from app.context import accuracy_text, class_names, num_classes
 from app.names import run_names
 from app.pruning_state import (
-    cached_view,
     default_pair,
     embeddable_runs,
     pending_jobs,
@@ -22,6 +21,7 @@ from app.state import as_text, get_store, start_worker
 from e2vpt_core.hyperbolic import DEFAULT_MAX_POINTS
 from e2vpt_core.jobs import submit_embed
 from e2vpt_core.report.figures import poincare_disk
+from e2vpt_core.report.views import cached_view
 from e2vpt_core.store import RunStore
 
 SPLITS = ("test", "val", "train")

@@ -19,7 +19,9 @@ import pandas as pd
 import streamlit as st
 import torch
 
+from app.attention_view import attention_section
 from app.context import accuracy_text
+from app.control_verdicts import curve_verdict_view, rewind_verdict_view
 from app.mask_slider import mask_sliders, reachable_masks
 from app.names import run_names
 from app.pruning_state import (
@@ -36,7 +38,6 @@ from app.pruning_state import (
     ratio_options,
     run_state,
     start_curve,
-    trade_off,
 )
 from app.rewind_controls import rewind_controls
 from app.state import get_store, start_worker
@@ -55,6 +56,7 @@ from e2vpt_core.report.figures import (
     prune_curve,
     token_importance_bar,
 )
+from e2vpt_core.report.tradeoff import trade_off
 from e2vpt_core.store import RunStore
 
 TOKEN_SCORE_NAMES = {"mask": "token-mask gradient (paper)",
@@ -281,6 +283,7 @@ def no_retrain_view(store: RunStore, run: dict, scoring: Scoring, completed: boo
                f"on {curve['split']}.")
     st.plotly_chart(no_retrain_curve(pd.DataFrame(curve["rows"]), curve["split"]),
                     key="no-retrain-curve")
+    curve_verdict_view(curve, scoring.ratios()[0])
 
 
 def curve_progress_view(root: str, run_id: str) -> None:
@@ -305,6 +308,7 @@ def trade_off_view(runs: pd.DataFrame, parent: str) -> None:
         return
     st.plotly_chart(prune_curve(results.rename(columns={"token_ratio": "ratio"}), point, split),
                     key="prune-curve")
+    rewind_verdict_view(runs, parent)
     if not results.empty:
         results.insert(0, "name", results["id"].map(run_names(runs)))
         st.dataframe(results.rename(columns={"accuracy": f"{split}_top1"}), hide_index=True,
@@ -346,6 +350,7 @@ if completed and (store.run_dir(run_id) / "adapter").is_dir():
 compute_importance_button(store, run_id, completed, scoring_job)
 if token_scores == "loo":
     leave_one_out_button(store, run_id, completed)
+attention_section(store, run, scoring.mask_key, scoring.ratios()[0])
 
 st.subheader("Rewind")
 rewind_controls(store, run, *scoring.ratios(), scoring.token_scores)

@@ -1,8 +1,9 @@
 """Runs: every run in the store by readable name, grouped by task or filtered by tag, with
 chance and the linear probe beside each accuracy (on test, and named so; the val curves'
-lines are val figures); curves and final figures compared; each run's config, the command
-reproducing it, its adapter, its name and tags (shown as typed, never as Markdown),
-deletion."""
+lines are val figures); a seed group as one row (test top-1 mean ± sd over its seeds), its
+curves as a band and the verdict on two groups; curves and final figures compared; each
+run's config, the command reproducing it, its adapter, its name and tags (shown as typed,
+never as Markdown), deletion."""
 
 from __future__ import annotations
 
@@ -11,18 +12,29 @@ import time
 import pandas as pd
 import streamlit as st
 
-from app.context import labelled_references, reference_label, with_references
+from app.context import overlay_references, reference_label, with_references
+from app.groups_view import (
+    SEEDS,
+    collapse_groups,
+    compare_groups_section,
+    curve_choices,
+    curves,
+    member_runs,
+    seed_table,
+)
 from app.names import parse_tags, rename, run_names, run_tags, task_name
+from app.report_button import report_button
 from app.state import adapter_zip, as_text, final_figures, get_store, reproduce_command
-from e2vpt_core.report.figures import training_curves
 from e2vpt_core.store import RunStore
 
 SPLIT = "test"  # the split the table's linear probe and parent are read on
 REFERENCES = [reference_label(name, SPLIT) for name in ("chance", "linear probe", "parent")]
 ACCURACIES = ["val_top1", "test_top1", *REFERENCES]
-COLUMNS = ["name", "tags", "status", *ACCURACIES, "trainable_params", "effective_params",
-           "created", "id"]
-SHOWN = COLUMNS[:-1]  # the id is in the data (and under "One run"), not worth its width
+COLUMNS = ["name", "tags", "status", "val_top1", "test_top1", SEEDS, *REFERENCES,
+           "trainable_params", "effective_params", "created", "id"]
+# The id is in the data (and under "One run"), not worth its width; test top-1 is shown as
+# text, mean ± sd for a seed group and "(1 seed)" for a run (its number stays in the data).
+SHOWN = [c for c in COLUMNS[:-1] if c != "test_top1"]
 SELECTED = "runs_page_run"  # the run "One run" shows, kept across renames
 _WIDTHS = {"name": 200, "tags": 80, "status": 80, "created": 110, "id": 150, "run": 200}
 _NUMBER = st.column_config.NumberColumn
@@ -33,7 +45,10 @@ COLUMN_CONFIG = {
     **{column: _NUMBER(column.replace("_top1", " top-1"), format="%.1f", width=70)
        for column in ACCURACIES},
     **{column: _NUMBER(column.replace("_", " "), format="localized", width=100)
-       for column in ("trainable_params", "effective_params")}}
+       for column in ("trainable_params", "effective_params")},
+    SEEDS: st.column_config.TextColumn(
+        "test top-1", width=130,
+        help="mean ± sd over a seed group's seeds; a single run says \"1 seed\"")}
 
 
 def show_table(table: pd.DataFrame, shown: list[str] | None = None) -> None:
@@ -49,32 +64,20 @@ def show_table(table: pd.DataFrame, shown: list[str] | None = None) -> None:
 
 def run_table(runs: pd.DataFrame, names: dict[str, str],
               tags: dict[str, list[str]]) -> pd.DataFrame:
-    """One row per run: its name and tags first, accuracies beside their references."""
+    """One row per run, and one per seed group (its runs' mean): name and tags first,
+    accuracies beside their references."""
     table = runs.assign(
         name=[names[run_id] for run_id in runs["id"]],
         tags=[", ".join(tags[run_id]) for run_id in runs["id"]],
         created=[time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
                  for t in runs["created_at"]])
-    table = with_references(runs, table, SPLIT)
+    table = collapse_groups(runs, with_references(runs, table, SPLIT))
     return table[[c for c in COLUMNS if c in table.columns]].reset_index(drop=True)
 
 
 def tagged(runs: pd.DataFrame, tags: dict[str, list[str]], wanted: list[str]) -> pd.DataFrame:
     """Runs carrying every wanted tag (all runs when none are wanted)."""
     return runs[[set(wanted) <= set(tags[run_id]) for run_id in runs["id"]]]
-
-
-def overlay_references(runs: pd.DataFrame, compared: list[str]) -> dict[str, float]:
-    """Lines for the overlaid val top-1 curves, read on val: all of one run's references;
-    for several runs on one task only those they share (chance, linear probe); none
-    across tasks."""
-    lines = labelled_references(runs, compared[0], "val")
-    if len(compared) == 1:
-        return lines
-    if runs.set_index("id").loc[compared, "dataset"].nunique() > 1:
-        return {}
-    return {label: value for label, value in lines.items()
-            if label != reference_label("parent", "val")}
 
 
 def name_editor(store: RunStore, runs: pd.DataFrame, run_id: str) -> None:
@@ -120,15 +123,24 @@ if group == "task":
         show_table(run_table(members, names, tags), SHOWN)
 else:
     show_table(run_table(shown, names, tags), SHOWN)
+seeds = seed_table(shown, names)
+if not seeds.empty:
+    with st.expander("Seeds of each group"):
+        show_table(seeds)
 
 ids = list(shown["id"]) or list(runs["id"])
-compared = st.multiselect("Overlay curves of", ids, default=ids[:1], format_func=names.get)
+choices, labels = curve_choices(runs[runs["id"].isin(ids)], names)
+compared = st.multiselect("Overlay curves of", choices, default=choices[:1],
+                          format_func=labels.get)
 if compared:
-    st.plotly_chart(training_curves({names[run]: store.metrics(run) for run in compared},
-                                    references=overlay_references(runs, compared)))
-    figures = with_references(runs, final_figures(runs, compared), SPLIT)
-    show_table(figures.assign(id=[names[run] for run in compared]).rename(
+    members = member_runs(runs, compared)
+    st.plotly_chart(curves(store, runs, names, compared,
+                           references=overlay_references(runs, members)))
+    figures = with_references(runs, final_figures(runs, members), SPLIT)
+    show_table(figures.assign(id=[names[run] for run in members]).rename(
         columns={"id": "run"}))
+    report_button(store, compared)
+compare_groups_section(store, shown)
 
 st.subheader("One run")
 run_id = selected_run(ids, names)

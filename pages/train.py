@@ -6,12 +6,15 @@ a rerun, a closed tab or an app restart leaves the run going.
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
 from app.context import accuracy_text, labelled_references
+from app.live import aged_eta, live, store_signature
 from app.names import config_name, run_names
-from app.state import as_text, get_store, progress, progress_bar, start_worker
+from app.state import as_text, get_store, progress_bar, progress_of, start_worker
 from e2vpt_core.catalog import BUILTIN_DESCRIPTIONS, BUILTIN_TASKS
 from e2vpt_core.config import (
     AUGMENTATIONS,
@@ -24,6 +27,8 @@ from e2vpt_core.jobs import cancel_job, submit_train, worker_alive
 from e2vpt_core.methods import METHODS, REGISTRY, describe_default_base_lr, get_method
 from e2vpt_core.report.figures import training_curves
 from e2vpt_core.store import RunStore
+from e2vpt_core.store.changes import newer_metrics
+from e2vpt_core.store.groups import new_group_id
 from e2vpt_core.train import TrainConfig
 from e2vpt_core.train.config import DEFAULT_BACKBONE
 
@@ -90,14 +95,19 @@ def method_inputs() -> dict:
                                      f"method's: {describe_default_base_lr()}.")
     weight_decay = right.number_input("Weight decay", 0.0, 1.0, 0.0001, format="%.4f")
     seed = left.number_input("Seed", 0, 2**31 - 1, 0)
+    repeats = right.number_input("Repeat over N seeds", 1, 100, 1,
+                                 help="One run per seed (Seed, Seed + 1, …), equal but for "
+                                      "the seed: a group the Runs page shows as mean ± sd")
     per_block = right.checkbox("Masks per block", disabled=not spec.prunable,
                                help="One pruning mask per prompt layer, so pruning may keep "
                                     "different tokens in different blocks (the reference "
                                     "code shares one mask across layers)")
     official = left.checkbox("Official preset", disabled=not spec.prunable,
-                             help="The official code's pruning pipeline: 16 interleaved "
-                                  "segments, masks trained with the prompts, signed scores, "
-                                  "pruned counts rounded down, fresh-init rewinds")
+                             help="The official code's pipeline: 16 interleaved "
+                                  "segments, masks trained with the prompts, its head init, "
+                                  "fp32, the lr stepped once per epoch (epoch 0 at lr 0), "
+                                  "signed scores, pruned counts rounded down, fresh-init "
+                                  "rewinds")
     checkpointing = right.checkbox("Gradient checkpointing",
                                    help="Recompute each block's activations in backward: "
                                         "much less memory on a GPU, about one more forward "
@@ -106,7 +116,7 @@ def method_inputs() -> dict:
                 masks_per_block=per_block and spec.prunable,
                 preset="official" if official and spec.prunable else None,
                 epochs=int(epochs), batch_size=int(batch_size), base_lr=float(base_lr),
-                weight_decay=float(weight_decay), seed=int(seed),
+                weight_decay=float(weight_decay), seed=int(seed), repeats=int(repeats),
                 grad_checkpointing=checkpointing, **peft_inputs(method))
 
 
@@ -177,11 +187,22 @@ def quick_demo(store: RunStore, first_run: bool) -> None:
                     "the E²VPT run is followed above, then see Pruning and Embeddings).")
 
 
-def start(store: RunStore, config: TrainConfig) -> None:
-    job_id, run_id = submit_train(store, config)
+def start(store: RunStore, config: TrainConfig, repeats: int = 1) -> None:
+    """Queue the run; with `repeats` > 1, one train job per seed (Seed, Seed + 1, …) as one
+    seed group. The first run is followed."""
+    group = new_group_id(store, config.to_dict()) if repeats > 1 else None
+    queued = [submit_train(store, config.replace(seed=seed, group_id=group))
+              for seed in range(config.seed, config.seed + repeats)]
+    job_id, run_id = queued[0]
     st.session_state["train_run"] = st.session_state[FOLLOWED] = run_id
     start_worker(store)
-    st.success(f"Queued run {as_text(config_name(config.to_dict()))} ({run_id}, job {job_id}).")
+    name = as_text(config_name(config.to_dict()))
+    if group is None:
+        st.success(f"Queued run {name} ({run_id}, job {job_id}).")
+    else:
+        st.success(f"Queued {repeats} runs of {name} as group `{group}`, seeds "
+                   f"{config.seed}–{config.seed + repeats - 1} (jobs {job_id}–"
+                   f"{queued[-1][0]}); the first is followed above.")
 
 
 def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
@@ -194,34 +215,47 @@ def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
     return str(running["id"].iloc[0]) if not running.empty else ids[0]
 
 
+def read_live(store: RunStore, run_id: str, previous: dict | None) -> dict:
+    """What the live view shows, read from the store (only after it changed, and then
+    only the metrics logged since `previous`), figure built."""
+    tail = newer_metrics(store, previous and previous["tail"], run_id)
+    run, runs, now = store.get_run(run_id), store.runs(), time.time()
+    jobs = store.current_jobs(0)
+    active = jobs[(jobs["run_id"] == run_id) & jobs["status"].isin(["queued", "running"])]
+    figure = None
+    if not tail.frame.empty:
+        figure = training_curves({run_names(runs)[run_id]: tail.frame},
+                                 references=labelled_references(runs, run_id, "val"))
+    return {"tail": tail, "state": progress_of(run, tail.frame, now), "read_at": now,
+            "status": run["status"], "reason": run["reason"],
+            "accuracy": accuracy_text(runs, run_id), "worker": worker_alive(store),
+            "job": int(active["id"].iloc[0]) if not active.empty else None,
+            "figure": figure}
+
+
 @st.fragment(run_every=2)
 def live_view(store: RunStore, run_id: str) -> None:
-    """Re-run every 2 s on its own: status, progress, ETA, curves and the Cancel button.
+    """Re-run every 2 s on its own: status, progress, ETA, curves and the Cancel button;
+    drawn from the last read while the store is unchanged (`app.live`).
 
     The status is drawn here, never in the run selector above, so it cannot go stale."""
-    state = progress(store, run_id)
+    view = live(("train", str(store.root), run_id), store_signature(store),
+                lambda previous: read_live(store, run_id, previous))
+    state = aged_eta(view["state"], view["read_at"])
     st.progress(*progress_bar(state))
-    run = store.get_run(run_id)
-    if run["reason"]:
-        show = st.error if run["status"] == "failed" else st.info  # a cancel is no error
-        show(f"{run['status']}: {as_text(run['reason'])}")
-    runs = store.runs()
-    st.caption(accuracy_text(runs, run_id))
-    jobs = store.jobs()
-    active = jobs[(jobs["run_id"] == run_id) & jobs["status"].isin(["queued", "running"])]
-    if not active.empty and st.button("Cancel", key="cancel"):
-        st.info(f"Job {int(active['id'].iloc[0])}: "
-                f"{cancel_job(store, int(active['id'].iloc[0]))}")
-    if state["status"] in ("queued", "running") and not worker_alive(store):
+    if view["reason"]:
+        show = st.error if view["status"] == "failed" else st.info  # a cancel is no error
+        show(f"{view['status']}: {as_text(view['reason'])}")
+    st.caption(view["accuracy"])
+    if view["job"] is not None and st.button("Cancel", key="cancel"):
+        st.info(f"Job {view['job']}: {cancel_job(store, view['job'])}")
+    if state["status"] in ("queued", "running") and not view["worker"]:
         st.warning("No worker is running: start one with "
                    f"`python -m e2vpt_core.jobs --store {store.root}`.")
-    metrics = store.metrics(run_id)
-    if metrics.empty:  # no empty chart: it would push the demo's message below the fold
+    if view["figure"] is None:  # no empty chart: it would push the demo's message down
         st.caption("Curves appear here once the run logs its first step.")
         return
-    st.plotly_chart(training_curves({run_names(runs)[run_id]: metrics},
-                                    references=labelled_references(runs, run_id, "val")),
-                    key="curves")
+    st.plotly_chart(view["figure"], key="curves")
 
 
 def follow(store: RunStore) -> None:
@@ -249,7 +283,8 @@ with st.container(border=True):
     values = {**method_inputs(), "augment": augment}
     if st.button("Start", type="primary"):
         try:
-            start(store, build_config(backbone, dataset, values, checkpoint))
+            start(store, build_config(backbone, dataset, values, checkpoint),
+                  values["repeats"])
         except ValueError as error:
             st.error(str(error))
 with followed:

@@ -9,10 +9,11 @@ import pytest
 import torch
 from app_helpers import by_label, empty_store, open_page
 
-from app.pruning_state import default_run, prompt_runs, trade_off
+from app.pruning_state import default_run, prompt_runs
 from app.state import progress, progress_bar
 from e2vpt_core import PromptConfig
 from e2vpt_core.demo import submit_demo
+from e2vpt_core.report.tradeoff import trade_off
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig
 

@@ -138,7 +138,7 @@ def test_the_checker_sees_function_level_imports(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("package", ["store", "pretrain", "protocol", "cli", "models", "data",
-                                     "train", "prune", "hyperbolic"])
+                                     "train", "prune", "hyperbolic", "report"])
 def test_every_subsystem_says_what_it_is(package):
     docstring = ast.get_docstring(ast.parse((ENGINE / package / "__init__.py").read_text()))
     assert docstring and docstring.strip()

@@ -22,9 +22,13 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from group_helpers import stored_group
 
+from e2vpt_core import PromptConfig
 from e2vpt_core.demo import DEMO_TASK
+from e2vpt_core.prune import sweep_prune
 from e2vpt_core.store import RunStore
+from e2vpt_core.train import TrainConfig, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -228,6 +232,19 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         rewinds = store.jobs()
         assert (rewinds["kind"] == "rewind").sum() == 2  # the demo's and this one
 
+        # what the prompts look at: computed once opened, pruned prompts marked as the
+        # slider prunes them (5 of the demo's 10 at 50 %), and a slider release followed
+        page.get_by_text("What the prompts look at").first.click()
+        maps = page.locator(".js-plotly-plot", has=page.locator(".gtitle", has_text="Block 0"))
+        maps.first.wait_for(timeout=120_000)
+        _wait_until(lambda: maps.first.locator(".heatmaplayer .hm").count() == 10, 30,
+                    "one heatmap per visual prompt")
+        pruned = page.locator(".js-plotly-plot .annotation-text", has_text="· pruned")
+        _wait_until(lambda: pruned.count() == 5, 30, "the pruned prompts marked")
+        page.get_by_role("slider", name="Token prune ratio").focus()
+        page.keyboard.press("ArrowRight")
+        _wait_until(lambda: pruned.count() == 6, 60, "the marks to follow the released slider")
+
         page.get_by_role("link", name="Embeddings").click()  # while VPT-deep still trains
         expected = [f"{vpt_name} (test)", f"{e2vpt_name} (test)"]
         titles = page.locator(".js-plotly-plot .gtitle")
@@ -242,6 +259,33 @@ def test_the_quick_demo_fills_the_pruning_and_embedding_views(app_url, tmp_path)
         page.get_by_role("heading", name="Parameter budget").wait_for(timeout=60_000)
         page.get_by_test_id("stDataFrame").wait_for(timeout=60_000)  # counted after the inputs
         page.screenshot(path=str(shots / "budget.png"))
+
+
+def test_the_rewind_chart_shows_its_random_controls_and_their_verdict(app_url, tmp_path,
+                                                                     tiny_backbone):
+    """Rewinds prepared through the store (a tiny run, 1 epoch each, val only): the chart
+    draws the random-mask rewinds' spread and the verdict beside it says what they show."""
+    store = RunStore(tmp_path / "runs")
+    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
+                         batch_size=64, eval_splits=("val",), device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
+                                             num_segments=4))
+    parent = train_run(config, store)
+    table = sweep_prune(store, parent.run_id, [0.5], epochs=1, timing_repeats=1,
+                        controls="random")
+    assert list(table["status"]) == ["completed"] * 4
+    with _page() as page:
+        page.goto(f"{app_url}/pruning")
+        legend = page.locator(".js-plotly-plot .legendtext")
+        _wait_until(lambda: "random masks (mean ± sd), segments 0%"
+                    in legend.all_text_contents(), 120, "the random rewinds on the chart")
+        assert page.locator(".js-plotly-plot .errorbar").count() >= 1  # their spread
+        verdict = page.get_by_text("at 50 % of tokens pruned (fresh init").first
+        verdict.wait_for(timeout=60_000)
+        assert "importance keeps" in verdict.inner_text()
+        assert " % val against " in verdict.inner_text() and "(3 draws)" in verdict.inner_text()
+        verdict.scroll_into_view_if_needed()
+        page.screenshot(path=str(_screenshots(tmp_path) / "rewind-verdict.png"))
 
 
 @pytest.mark.skipif(not os.environ.get("E2VPT_SCREENSHOTS"),
@@ -289,6 +333,27 @@ def test_screenshots_of_the_quick_demo_as_shipped(app_url, tmp_path):
         page.get_by_test_id("stDataFrame").first.wait_for(timeout=60_000)
         page.wait_for_timeout(2000)
         page.screenshot(path=str(shots / "budget.png"))
+
+
+def test_a_seed_group_is_one_row_with_its_band_and_verdict(app_url, tmp_path):
+    """Two 2-seed groups written to the store (no training): the Runs page shows each as
+    one row, the newest one's curves as a band, and the verdict on the two."""
+    store = RunStore(tmp_path / "runs")
+    stored_group(store, "e2vpt-orientation-00aa", [70.0, 72.0])
+    stored_group(store, "vpt-deep-orientation-00bb", [60.0, 61.0], method="vpt-deep")
+    with _page() as page:
+        page.goto(f"{app_url}/runs")
+        page.get_by_text("test top-1: vpt-deep P10 · orientation − e2vpt P10 T5 · "
+                         "orientation: -10.5 ± 1.1 points over 2 seeds").wait_for(
+                             timeout=60_000)
+        legend = page.locator(".js-plotly-plot .legendtext")
+        _wait_until(lambda: "vpt-deep P10 · orientation (2 seeds)"
+                    in legend.all_text_contents(), 30, "the group's curves as one entry")
+        assert page.locator(".js-plotly-plot path[style*='fill: rgba']").count() >= 3  # bands
+        cells = page.locator("[role=gridcell]")  # the table's cells, drawn on a canvas
+        _wait_until(lambda: "71.0 ± 1.4 (2 seeds)" in cells.all_text_contents(), 30,
+                    "the group's row with its mean ± sd")
+        page.screenshot(path=str(_screenshots(tmp_path) / "runs-groups.png"))
 
 
 def _open_pruning_on(page, run_name: str) -> None:

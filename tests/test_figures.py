@@ -87,3 +87,26 @@ def test_poincare_disk_draws_the_unit_circle_and_one_trace_per_class():
     assert figure.layout.yaxis.scaleanchor == "x"
     empty = figures.poincare_disk(np.zeros((0, 2)), [])
     assert len(empty.data) == 1  # the circle alone
+
+
+def test_group_curves_draw_the_seeds_mean_with_their_min_max_band():
+    low, high = _metrics(), _metrics()
+    high["value"] = high["value"] + 2.0  # the second seed: every figure 2 higher
+    figure = figures.group_curves({"e2vpt": [low, high], "<b>one</b>": [_metrics()]},
+                                  references={"chance": 25.0})
+    bands = [trace for trace in figure.data if trace.fill == "toself"]
+    lines = [trace for trace in figure.data if trace.fill != "toself"]
+    assert len(bands) == 3 and len(lines) == 6  # a band per panel for the group only
+    loss_band, loss_mean = figure.data[0], figure.data[1]
+    assert list(loss_mean.x) == [1, 2, 3, 4]
+    assert list(loss_mean.y) == pytest.approx([3.0, 2.0, 2 / 3 + 1, 1.5])
+    assert list(loss_band.y) == pytest.approx([4.0, 3.0, 2 / 3 + 2, 2.5,
+                                               0.5, 2 / 3, 1.0, 2.0])  # max, then min back
+    assert loss_mean.name == "e2vpt (2 seeds)" and loss_mean.customdata[0] == [2.0, 4.0, 2]
+    top1 = lines[2]
+    assert list(top1.x) == [1, 2] and list(top1.y) == [51.0, 52.0]
+    assert lines[3].name == "&lt;b&gt;one&lt;/b&gt; (1 seed)"  # escaped, labelled 1 seed
+    assert [trace.showlegend for trace in lines] == [True, False, False] * 2
+    assert "chance 25.0 %" in [note.text for note in figure.layout.annotations]
+    assert figure.layout.yaxis3.title.text == "val top-1 (%)"
+    assert _is_empty(figures.group_curves({"queued": [pd.DataFrame()]}))

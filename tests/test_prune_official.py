@@ -28,8 +28,9 @@ P = 6
 def official(tmp_path_factory, tiny_backbone):
     store = tmp_path_factory.mktemp("official-store")
     code = main(["train", "--preset", "official", "--backbone", tiny_backbone, "--dataset",
-                 "builtin:position", "-P", str(P), "-T", "2", "--epochs", "1",
-                 "--batch-size", "100", "--lr", "2.0", "--wd", "0.01", "--device", "cpu",
+                 "builtin:position", "-P", str(P), "-T", "2", "--epochs", "2",
+                 "--warmup-epochs", "1", "--batch-size", "100", "--lr", "2.0", "--wd", "0.01",
+                 "--device", "cpu",
                  "--store", str(store), "--json", "--quiet"])
     assert code == 0
     return RunStore(store), RunStore(store).runs()["id"].iloc[0]
@@ -85,10 +86,11 @@ def test_official_scores_are_one_seeded_pass_of_the_training_loader(official):
 
 def _hand_selection(token: torch.Tensor, segment: torch.Tensor, token_ratio: float,
                     segment_ratio: float) -> tuple[list[int], dict[int, list[int]]]:
-    """Lowest signed scores pruned, int() counts, at least 4 of 16 segments kept."""
-    pruned = int(token_ratio * len(token))
+    """Lowest signed scores pruned, int(total · percent / 100) counts, at least 4 of 16
+    segments kept."""
+    pruned = int(len(token) * round(100 * token_ratio) / 100)
     kept = sorted(token.argsort()[pruned:].tolist())
-    drop = min(int(segment_ratio * 16), 12)
+    drop = min(int(16 * round(100 * segment_ratio) / 100), 12)
     return kept, {k: sorted(segment[k].argsort()[drop:].tolist()) for k in kept}
 
 

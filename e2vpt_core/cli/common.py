@@ -87,7 +87,9 @@ def prompt_config(args: argparse.Namespace) -> PromptConfig:
     )
 
 
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def add_train_arguments(parser: argparse.ArgumentParser, seeds: bool = False) -> None:
+    """The training flags; `seeds` adds `--seeds` (one run per seed, one group) as the
+    alternative to `--seed`."""
     add_model_arguments(parser, DEFAULT_BACKBONE)
     parser.add_argument("--random-init", action="store_true",
                         help="do not load the backbone's pretrained weights")
@@ -102,8 +104,13 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                              "--epochs)")
     parser.add_argument("--batch-size", type=int, default=64,
                         help="images per SGD step (over all processes under torchrun)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="initialisation, batch order and dropout")
+    seed_flags = parser.add_mutually_exclusive_group() if seeds else parser
+    seed_flags.add_argument("--seed", type=int, default=0,
+                            help="initialisation, batch order and dropout")
+    if seeds:
+        seed_flags.add_argument("--seeds", type=int, nargs="+", default=None, metavar="SEED",
+                                help="one run per seed, one after another, equal but for "
+                                     "the seed: a group read as mean ± sd (`e2vpt groups`)")
     parser.add_argument("--grad-clip", type=float, default=None,
                         help="clip the gradient norm to this value (default: no clipping)")
     parser.add_argument("--workers", type=int, default=None,

@@ -1,8 +1,9 @@
 """The `e2vpt` command line (same as `python -m e2vpt_core`).
 
 Every command exits 0 when done and non-zero with a one-line reason on bad input; with
-`--json` the last line of stdout is one JSON object (or list, for `runs`). The run store is
-`--store`, else `$E2VPT_STORE`, else `./runs` (see `store.location`), named on stderr at the end.
+`--json` the last line of stdout is one JSON object (or list, for `runs` and `groups`). The
+run store is `--store`, else `$E2VPT_STORE`, else `./runs` (see `store.location`), named on
+stderr at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from ..methods import describe_default_base_lr
 from ..train.config import PAPER_LR_GRID, PAPER_WD_GRID, PRESETS, TrainConfig
-from . import attention, embed, protocol, prune, runs
+from . import attention, embed, groups, protocol, prune, report, runs
 from .common import (
     HelpFormatter,
     ProgressBar,
@@ -39,7 +40,8 @@ create a missing store, and only with --create-store; reading commands never do.
 
 Every command exits 0 when done, 1 when a run it trained did not complete, 2 with a
 one-line reason on bad input, 128 + N when stopped by signal N (the run is resumable).
-With --json the last line of stdout is one JSON value (a list for `runs`, else an object).
+With --json the last line of stdout is one JSON value (a list for `runs` and `groups`,
+else an object).
 
 `e2vpt COMMAND --help` shows a command's options and their defaults. Docs: README.md,
 docs/METHOD.md (the method), docs/ARCHITECTURE.md (the code); `make run` starts the app."""
@@ -47,21 +49,33 @@ docs/METHOD.md (the method), docs/ARCHITECTURE.md (the code); `make run` starts 
 
 def _train(args: argparse.Namespace) -> int:
     from ..store import RunStore
+    from ..store.groups import check_seeds, new_group_id
     from ..train import train_run
     from ..train.distributed import distributed_context
     from ..train.preflight import check_sources
 
     config = train_config(args, base_lr=args.lr, weight_decay=args.wd, preset=args.preset)
+    seeds = None if args.seeds is None else check_seeds(args.seeds)  # before any run exists
     check_sources(config)
     with distributed_context(config.device) as (rank, _world, broadcast):
         store = RunStore(args.store)
-        run_id = broadcast(store.create_run(config.to_dict()) if rank == 0 else None)
+        group = None
+        if seeds is not None:  # one run per seed, equal but for it: one group
+            group = broadcast(new_group_id(store, config.to_dict()) if rank == 0 else None)
+        configs = [config] if seeds is None else [config.replace(seed=seed, group_id=group)
+                                                  for seed in seeds]
         bar = ProgressBar(not args.quiet and rank == 0)
-        result = train_run(config, store, run_id, progress=bar)
+        results = []
+        for each in configs:
+            run_id = broadcast(store.create_run(each.to_dict()) if rank == 0 else None)
+            result = train_run(each, store, run_id, progress=bar)
+            results.append({**result.to_dict(), "group_id": group, "seed": each.seed})
         bar.close()
     if rank != 0:
-        return 0 if result.status == "completed" else 1
-    return print_result(result.to_dict(), args.json)
+        return 0 if all(r["status"] == "completed" for r in results) else 1
+    if group is None:
+        return print_result(results[0], args.json)
+    return groups.group_result(store, group, results, args.json)
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -82,7 +96,8 @@ def _resume(args: argparse.Namespace) -> int:
         bar = ProgressBar(not args.quiet)
         result = train_run(config, store, args.run, resume=not args.restart, progress=bar)
         bar.close()
-    return print_result(result.to_dict(), args.json)
+    return print_result({**result.to_dict(), "group_id": config.group_id, "seed": config.seed},
+                        args.json)
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -149,7 +164,7 @@ def _params(args: argparse.Namespace) -> int:
 
 
 # Modules that add their own subcommands: each has `register(subparsers)`.
-COMMAND_MODULES = (runs, prune, embed, attention, protocol)
+COMMAND_MODULES = (runs, groups, prune, embed, attention, protocol, report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,16 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      title="commands")
 
-    train = commands.add_parser("train", help="train one run")
-    add_train_arguments(train)
+    train = commands.add_parser("train", help="train one run, or one per seed (--seeds)")
+    add_train_arguments(train, seeds=True)
     train.add_argument("--lr", type=float, default=None,
                        help=f"base lr (× batch / 256); default {describe_default_base_lr()}; "
                             "the paper searches 0.05–50")
     train.add_argument("--wd", type=float, default=TrainConfig.weight_decay, help="weight decay")
     train.add_argument("--preset", default=None, choices=PRESETS,
-                       help="official: the official code's pruning pipeline (R = 16 "
-                            "interleaved, trainable masks, signed scores, int() counts; "
-                            "overrides --num-segments and --segment-layout)")
+                       help="official: the official code's pipeline (R = 16 interleaved, "
+                            "trainable masks, its head init, fp32, the lr stepped per epoch, "
+                            "signed scores, int() counts; overrides --num-segments, "
+                            "--segment-layout and amp)")
     train.set_defaults(handler=_train)
 
     sweep = commands.add_parser("sweep", help="lr × wd grid on train→val, then seeds → test")

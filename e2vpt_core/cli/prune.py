@@ -11,6 +11,8 @@ import json
 from typing import Any
 
 from ..prune.options import (
+    CONTROLS,
+    DEFAULT_RANDOM_SEEDS,
     DEFAULT_RATIOS,
     INITS,
     LEAVE_ONE_OUT,
@@ -112,6 +114,7 @@ def _rewind(args: argparse.Namespace) -> int:
 
 
 def _sweep_prune(args: argparse.Namespace) -> int:
+    from ..prune.controls import sweep_verdicts
     from ..prune.sweep import sweep_prune
     from ..store import RunStore
 
@@ -122,24 +125,32 @@ def _sweep_prune(args: argparse.Namespace) -> int:
                             signed=args.signed, token_scores=args.token_scores,
                             min_segments=args.min_segments, workers=args.workers, progress=bar,
                             ray_address=args.ray, combined=args.combined,
-                            order=args.order, seed=args.seed)
+                            order=args.order, seed=args.seed, select_on=args.select_on,
+                            controls=args.controls, random_seeds=args.random_seeds)
     finally:
         bar.close()
-    columns = [c for c in ("token_ratio", "segment_ratio", "run_id", "status", "val_top1",
+    marks = ("order", "seed") if args.controls == "random" else ()
+    columns = [c for c in ("token_ratio", "segment_ratio", *marks, "run_id", "status", "val_top1",
                            "test_top1", "effective_params", "ms_zero", "ms_remove", "best")
                if c in table.columns]
     print(table[columns].to_string(index=False))
     best = table[table["best"]]
     records = table.astype(object).where(table.notna(), None).to_dict("records")
-    summary: dict[str, Any] = {"run_id": args.run, "status": "failed", "table": records}
+    summary: dict[str, Any] = {"run_id": args.run, "status": "failed",
+                               "select_on": args.select_on, "table": records}
     if best.empty:
         print(f"run {args.run}: every rewind failed")
     else:
         row = records[int(best.index[0])]
         summary.update(status="completed", best_token_ratio=row["token_ratio"],
                        best_segment_ratio=row["segment_ratio"], best_run_id=row["run_id"])
-        print(f"run {args.run}: best token ratio {row['token_ratio']}, segment ratio "
-              f"{row['segment_ratio']} (run {row['run_id']})")
+        print(f"run {args.run}: best on {args.select_on}: token ratio {row['token_ratio']}, "
+              f"segment ratio {row['segment_ratio']} (run {row['run_id']})")
+    if args.controls == "random":
+        summary["verdicts"] = sweep_verdicts(records, args.select_on, args.order)
+        for entry in summary["verdicts"]:
+            print("\n".join(entry[key] for key in ("verdict_text", "verdict_test_text")
+                            if key in entry))
     if args.json:
         print(json.dumps(summary, default=str))
     return 0 if summary["status"] == "completed" else 1
@@ -168,10 +179,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     sweep = subparsers.add_parser("sweep-prune", help="rewind at every ratio, pick the best")
     _add_common(sweep)
-    sweep.add_argument("--ratios", type=float, nargs="+", default=list(DEFAULT_RATIOS),
-                       help="token prune ratios")
-    sweep.add_argument("--segment-ratios", type=float, nargs="+", default=[0.0],
-                       help="segment prune ratios; every token ratio is rewound at each")
+    sweep.add_argument("--ratios", type=float, nargs="+", default=None,
+                       help="token prune ratios (default: "
+                            f"{' '.join(map(str, DEFAULT_RATIOS))}; for a run of the official "
+                            "preset the official grid: token and segment ratios 0.1 … 0.9, "
+                            "one per pruned count)")
+    sweep.add_argument("--segment-ratios", type=float, nargs="+", default=None,
+                       help="segment prune ratios; every token ratio is rewound at each "
+                            "(default: 0, or the official grid, see --ratios)")
+    sweep.add_argument("--select-on", default="val", metavar="SPLIT",
+                       help="the eval split whose top-1 picks the best pair; test is refused "
+                            "(the reported test figure would be chosen on test)")
+    sweep.add_argument("--controls", default="none", choices=CONTROLS,
+                       help="random: also rewind random masks of the same counts at every "
+                            "pair, one per --random-seeds, and give a verdict per pair")
+    sweep.add_argument("--random-seeds", type=int, nargs="+", metavar="SEED",
+                       default=list(DEFAULT_RANDOM_SEEDS),
+                       help="the draws of --controls random (with fewer than 2 the "
+                            "verdict says there are too few draws)")
     sweep.add_argument("--combined", action="store_true",
                        help="prune tokens and segments at one ratio each (r, r), no grid")
     sweep.add_argument("--workers", type=int, default=1, help="local processes")

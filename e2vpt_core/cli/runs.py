@@ -1,5 +1,7 @@
 """`e2vpt runs`, `e2vpt rename`, `e2vpt tag`: list the store's runs by name, name and tag them.
 
+Each row carries its seed and `group_id` (None outside a seed group; see `e2vpt groups`).
+
 Names and tags are the app's (`store.names`: `display_name` and `tags` in the run summary),
 so a run renamed here is renamed on the Runs page too. No torch is imported.
 """
@@ -13,16 +15,18 @@ from typing import Any
 
 from .common import add_json_argument, add_store_argument
 
-RUN_COLUMNS = ["id", "name", "tags", "kind", "status", "method", "dataset", "val_top1",
-               "test_top1", "trainable_params", "effective_params", "parent_id", "reason"]
+RUN_COLUMNS = ["id", "name", "tags", "kind", "status", "method", "dataset", "seed",
+               "group_id", "val_top1", "test_top1", "trainable_params", "effective_params",
+               "parent_id", "reason"]
 _COUNTS = ("trainable_params", "effective_params")
 
 
 def _runs(args: argparse.Namespace) -> int:
     from ..store import RunStore
+    from ..store.groups import with_groups
     from ..store.names import run_names, run_tags
 
-    table = RunStore(args.store).runs()
+    table = with_groups(RunStore(args.store).runs())  # `group_id` and `seed` of each run
     names, tags = run_names(table), run_tags(table)
     table["name"] = [names.get(run_id) for run_id in table["id"]]
     table["tags"] = [tags.get(run_id, []) for run_id in table["id"]]

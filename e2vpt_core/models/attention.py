@@ -57,8 +57,9 @@ def prompt_attention(model: PromptedViT, image: torch.Tensor) -> PromptAttention
             lambda _m, args, out, r=record: r.update(x=args[0], qkv=out)))
         hooks.append(block.attn.proj.register_forward_hook(
             lambda _m, args, _out, r=record: r.update(out=args[0])))
-    was_training = model.training
+    was_training, skipping = model.training, model.skip_unread_tokens
     model.eval()
+    model.skip_unread_tokens = False  # every query row, prompts' included
     try:
         with torch.no_grad():
             model(image.unsqueeze(0) if image.dim() == 3 else image[:1])
@@ -66,6 +67,7 @@ def prompt_attention(model: PromptedViT, image: torch.Tensor) -> PromptAttention
         for hook in hooks:
             hook.remove()
         model.train(was_training)
+        model.skip_unread_tokens = skipping
     per_block = [_block_attention(model, index, record) for index, record in enumerate(records)]
     return _collect(model, per_block)
 

@@ -45,6 +45,15 @@ def segment_of_dim(width: int, num_segments: int, layout: str) -> torch.Tensor:
 
 
 OpRunner = Callable[[str, nn.Module, torch.Tensor], torch.Tensor]
+# Token rows a block computes outputs for: a slice, or indices along the sequence.
+Rows = slice | torch.Tensor
+
+
+def select_rows(x: torch.Tensor, rows: Rows, dim: int) -> torch.Tensor:
+    """x's `rows` along `dim` (a view for a slice, a copy for indices)."""
+    if isinstance(rows, slice):
+        return x[(slice(None),) * dim + (rows,)]
+    return x.index_select(dim, rows)
 
 
 def call_op(name: str, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -69,20 +78,25 @@ def kv_prompted_attention(
     position: str = "before",
     probe: ColumnProbe | None = None,
     run: OpRunner = call_op,
+    rows: Rows | None = None,
 ) -> torch.Tensor:
     """timm `Attention.forward` with prompts joined to the keys and values.
 
     x: (B, N, C); key_prompt / value_prompt: (H, T, d_h) or None, already in key/value
     space (after the qkv projection and the head split, no norm applied). Queries are
-    untouched, so the output keeps length N. `probe` acts on x's own N columns; `run`
-    applies the `qkv` and `proj` linears.
+    untouched, so the output keeps length N, or only the query `rows` when given (every
+    token stays a key and value). `probe` acts on x's own N columns; `run` applies the
+    `qkv` and `proj` linears.
     """
     batch, length, _ = x.shape
     heads, head_dim = attn.num_heads, attn.head_dim
-    gate = getattr(attn, "gate", None)
-    gate = gate(x).sigmoid() if gate is not None else None
     qkv = run("qkv", attn.qkv, x).reshape(batch, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)  # each (B, H, N, d_h)
+    if rows is not None:
+        q, x = select_rows(q, rows, dim=2), select_rows(x, rows, dim=1)  # (B, H, N_q, d_h)
+    queries = x.shape[1]
+    gate = getattr(attn, "gate", None)
+    gate = gate(x).sigmoid() if gate is not None else None
     q, k = attn.q_norm(q), attn.k_norm(k)
     bias = None
     if probe is not None:
@@ -101,10 +115,10 @@ def kv_prompted_attention(
             bias = None if bias is None else torch.cat([bias, pad])
 
     if bias is not None:
-        bias = bias.expand(length, -1)  # (N, S): every query, the same column biases
+        bias = bias.expand(queries, -1)  # (N_q, S): every query, the same column biases
     dropout = attn.attn_drop.p if attn.training else 0.0
-    x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)  # (B,H,N,d_h)
-    x = x.transpose(1, 2).reshape(batch, length, heads * head_dim)
+    x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout)
+    x = x.transpose(1, 2).reshape(batch, queries, heads * head_dim)  # (B, N_q, C)
     x = attn.norm(x)
     if gate is not None:
         x = x * gate
@@ -125,16 +139,23 @@ def prompted_block_forward(
     kv_position: str,
     probe: ColumnProbe | None = None,
     run: OpRunner | None = None,
+    rows: Rows | None = None,
 ) -> torch.Tensor:
     """timm `Block.forward` (pre-norm, layer scale, drop path) with KV prompts, an adapter,
-    column probes and per-op tuners (`run`, which needs timm's `Mlp`)."""
+    column probes and per-op tuners (`run`, which needs timm's `Mlp`).
+
+    With `rows`, only those tokens' outputs are computed (B, N_q, C): every token is still
+    a key and value, and every op after the attention acts per token, so the kept rows are
+    exactly what the full block gives them."""
     op = call_op if run is None else run
     h = op("norm1", block.norm1, x)
-    if kv_prompt is None and probe is None and run is None:
+    if kv_prompt is None and probe is None and run is None and rows is None:
         h = block.attn(h)
     else:
         keys, values = kv_prompt if kv_prompt is not None else (None, None)
-        h = kv_prompted_attention(block.attn, h, keys, values, kv_position, probe, op)
+        h = kv_prompted_attention(block.attn, h, keys, values, kv_position, probe, op, rows)
+        if rows is not None:
+            x = select_rows(x, rows, dim=1)
     x = x + block.drop_path1(block.ls1(h))
     h = op("norm2", block.norm2, x)
     h = block.mlp(h) if run is None else mlp_forward(block.mlp, h, op)
@@ -172,18 +193,42 @@ class Adapter(nn.Module):
         return x + self.up(self.act(self.down(x)))
 
 
-def make_head(kind: str, width: int, num_classes: int, mlp_hidden_dim: int | None) -> nn.Module:
-    """The head a method's registry entry names: `linear`, or `mlp`, three layers."""
+# The official code's head bias: −log((1 − p) / p) for a prior probability p = 0.01.
+OFFICIAL_HEAD_BIAS = -math.log((1 - 0.01) / 0.01)
+
+
+def make_head(kind: str, width: int, num_classes: int, mlp_hidden_dim: int | None,
+              init: str = "pytorch") -> nn.Module:
+    """The head a method's registry entry names: `linear`, or `mlp`, three layers; `init`
+    is `PromptConfig.head_init`."""
     if kind == "linear":
-        return nn.Linear(width, num_classes)
-    hidden = mlp_hidden_dim or width
-    return nn.Sequential(
-        nn.Linear(width, hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, hidden),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden, num_classes),
-    )
+        head: nn.Module = nn.Linear(width, num_classes)
+    else:
+        hidden = mlp_hidden_dim or width
+        head = nn.Sequential(
+            nn.Linear(width, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_classes),
+        )
+    init_head(head, init)
+    return head
+
+
+def init_head(head: nn.Module, scheme: str) -> None:
+    """In place. `pytorch` keeps nn.Linear's default; `kaiming-normal` is the official
+    code's (VPT's MLP head): every linear layer's weight N(0, 2 / fan_out), the last
+    layer's bias `OFFICIAL_HEAD_BIAS` (a constant shift of the logits)."""
+    if scheme == "pytorch":
+        return
+    if scheme != "kaiming-normal":
+        raise ValueError(f"unknown head_init {scheme!r}")
+    linears = [module for module in head.modules() if isinstance(module, nn.Linear)]
+    with torch.no_grad():
+        for linear in linears:
+            nn.init.kaiming_normal_(linear.weight, a=0, mode="fan_out")
+        nn.init.constant_(linears[-1].bias, OFFICIAL_HEAD_BIAS)
 
 
 def init_visual_prompts(prompts: torch.Tensor, scheme: str, patch_area: int, in_chans: int) -> None:

@@ -81,7 +81,7 @@ class PromptedSwin(PromptedModel):
         self._check_backbone()
 
         self.head = make_head(spec.head, backbone.num_features, num_classes,
-                              config.mlp_hidden_dim)
+                              config.mlp_hidden_dim, config.head_init)
 
         prompt_len = config.visual_prompt_len
         self.visual_prompts: nn.Parameter | None = None

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 
 import torch
-from timm.models.vision_transformer import VisionTransformer
+from timm.layers import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from ..config import PromptConfig
@@ -19,6 +20,7 @@ from .common import PromptedModel
 from .layers import (
     Adapter,
     ColumnProbe,
+    Rows,
     check_standard_block,
     init_kv_prompts,
     init_visual_prompts,
@@ -33,10 +35,14 @@ class PromptedViT(PromptedModel):
 
     The backbone is frozen except where the method says otherwise (`partial-1`, `bias`,
     `full`) and always stays in eval mode, so backbone dropout and drop-path are off;
-    only the prompt dropout is active in training. `lora` and `ssf` keep their modules in
+    only the prompt dropout is active in training. Rows of a block's output that nothing
+    reads are not computed (`skip_unread_tokens`; off, every block computes every token).
+    `lora` and `ssf` keep their modules in
     `tuners` (one `BlockTuner` per block), `ssf` also `ssf_patch_embed` and `ssf_norm`;
     `adapter-plus` keeps one `AdapterPlus` per block in `post_adapters`.
     """
+
+    skip_unread_tokens = True
 
     def __init__(
         self,
@@ -69,7 +75,8 @@ class PromptedViT(PromptedModel):
             for index, block in enumerate(backbone.blocks):
                 check_standard_block(block, index, need)
 
-        self.head = make_head(spec.head, width, num_classes, config.mlp_hidden_dim)
+        self.head = make_head(spec.head, width, num_classes, config.mlp_hidden_dim,
+                              config.head_init)
 
         prompt_len = config.visual_prompt_len
         self.visual_prompts: nn.Parameter | None = None
@@ -105,6 +112,8 @@ class PromptedViT(PromptedModel):
                 AdapterPlus(width, config.adapter_bottleneck, config.adapter_drop_path)
                 for _ in range(depth)
             )
+        self._standard_blocks = all(type(block) is Block and type(block.attn) is Attention
+                                    for block in backbone.blocks)
         self._select_trainable()
         self.backbone.eval()
 
@@ -146,19 +155,43 @@ class PromptedViT(PromptedModel):
         prompts = self.prompt_dropout(prompts.to(x.dtype).unsqueeze(0).expand(x.shape[0], -1, -1))
         return torch.cat([x[:, :prefix], prompts, x[:, prefix + replacing:]], dim=1)
 
-    def _block_forward(self, index: int, x: torch.Tensor, num_prompts: int) -> torch.Tensor:
+    def _read_rows(self, index: int, x: torch.Tensor, num_prompts: int) -> Rows | None:
+        """The rows of block `index`'s output that anything reads, or None for all of them.
+
+        The last block feeds only the class token to a `token`-pooled head; a block whose
+        prompts the next block replaces (deep prompts) or the final norm strips (the last
+        block) feeds only its other rows. Every token stays a key and value, so skipping
+        the rest changes no logit and no gradient, and saves their queries, projection and
+        MLP."""
+        backbone = self.backbone
+        if not self.skip_unread_tokens or not self._standard_blocks:
+            return None
+        last = index == len(backbone.blocks) - 1
+        if last and backbone.global_pool == "token" and backbone.attn_pool is None:
+            return slice(0, 1)
+        if num_prompts and (last or self.config.deep_prompts):
+            prefix = self.num_prefix_tokens
+            length, device = x.shape[1], x.device
+            return torch.cat([torch.arange(prefix, device=device),
+                              torch.arange(prefix + num_prompts, length, device=device)])
+        return None
+
+    def _block_forward(self, index: int, x: torch.Tensor, num_prompts: int,
+                       rows: Rows | None = None) -> torch.Tensor:
         """Block `index` on x (B, N, d) holding `num_prompts` prompt tokens after the prefix,
-        with this method's key-value prompts, adapters, probes or tuners."""
+        with this method's key-value prompts, adapters, probes or tuners; only the output
+        `rows` when given."""
         block = self.backbone.blocks[index]
         kv_prompt = self._kv_prompt(index)
         adapter = None if self.adapters is None else self.adapters[index]
         probe = self._block_probe(index, x.shape[1], num_prompts)
         run = None if self.tuners is None else self.tuners[index].run
-        if kv_prompt is None and adapter is None and probe is None and run is None:
+        plain = kv_prompt is None and adapter is None and probe is None and run is None
+        if plain and rows is None:
             x = block(x)
         else:
             x = prompted_block_forward(
-                block, x, kv_prompt, adapter, self.config.kv_position, probe, run
+                block, x, kv_prompt, adapter, self.config.kv_position, probe, run, rows
             )
         return x if self.post_adapters is None else self.post_adapters[index](x)
 
@@ -182,7 +215,10 @@ class PromptedViT(PromptedModel):
                 layer_prompts = prompts[index if self.config.deep_prompts else 0]
                 x = self._with_prompts(x, layer_prompts, replacing=num_prompts)
                 num_prompts = layer_prompts.shape[0]
-            x = self._run_block(self._block_forward, index, x, num_prompts)
+            rows = self._read_rows(index, x, num_prompts)
+            x = self._run_block(self._block_forward, index, x, num_prompts, rows)
+            if rows is not None:
+                num_prompts = 0  # their rows were not computed
         if num_prompts:
             prefix = self.num_prefix_tokens
             x = torch.cat([x[:, :prefix], x[:, prefix + num_prompts:]], dim=1)

@@ -161,8 +161,8 @@ def rewind_config(
     copies the parent's stored initial values. Batch order and dropout follow `seed` as
     in the parent either way."""
     check_rewind_options(init, mode, epochs)
-    changes: dict[str, Any] = {
-        "init_seed": parent.prompt_init_seed + 1 if init == "fresh" else None}
+    changes: dict[str, Any] = {  # a rewind is no member of its parent's seed group
+        "init_seed": parent.prompt_init_seed + 1 if init == "fresh" else None, "group_id": None}
     if grad_checkpointing is not None:
         changes["grad_checkpointing"] = grad_checkpointing
     if epochs is not None:

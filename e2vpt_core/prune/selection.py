@@ -61,13 +61,25 @@ def check_ratio(name: str, ratio: float) -> float:
     return float(ratio)
 
 
+def floor_count(ratio: float, total: int) -> int:
+    """The official code's count: int(total · percent / 100) with an integer percent, for a
+    ratio that is a whole percent (in floats 0.7 · 90 is 62.999…, so int(0.7 · 90) would
+    prune 62 where the official code prunes 63). Any other ratio (the Pruning page's
+    steps k / P) is floored with float error forgiven, so k / P of P is k."""
+    percent = round(ratio * 100)
+    if math.isclose(ratio * 100, percent, rel_tol=0.0, abs_tol=1e-9):
+        return total * percent // 100
+    return math.floor(ratio * total + 1e-9)
+
+
 def prune_count(ratio: float, total: int, keep_at_least: int,
                 rounding: str = "nearest") -> int:
-    """round(ratio · total), half rounded up (`floor`: the official code's int(ratio ·
-    total)), capped so `keep_at_least` remain."""
+    """round(ratio · total), half rounded up (`floor`: the official code's rounding down,
+    `floor_count`), capped so `keep_at_least` remain."""
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding={rounding!r} is not allowed; choose one of {list(ROUNDINGS)}")
-    wanted = int(ratio * total) if rounding == "floor" else math.floor(ratio * total + 0.5 + 1e-9)
+    wanted = (floor_count(ratio, total) if rounding == "floor"
+              else math.floor(ratio * total + 0.5 + 1e-9))
     return max(0, min(wanted, total - keep_at_least))
 
 

@@ -58,6 +58,13 @@ def training_curves(runs: Mapping[str, pd.DataFrame],
                 x=list(x), y=list(series["value"]), name=_text(label), legendgroup=label,
                 showlegend=column == 1, line={"color": colour},
                 mode="lines+markers" if name == VAL_TOP1 else "lines"), row=1, col=column)
+    _curve_axes(figure, references)
+    figure.update_layout(title="Training curves", legend_title_text="run")
+    return figure
+
+
+def _curve_axes(figure: go.Figure, references: Mapping[str, float] | None) -> None:
+    """Axis titles of the three curve panels, and the reference lines on top-1's."""
     for column, (x_title, y_title) in enumerate(
             (("step", "loss"), ("step", "lr"), ("epoch", "val top-1 (%)")), start=1):
         figure.update_xaxes(title_text=x_title, row=1, col=column)
@@ -66,7 +73,60 @@ def training_curves(runs: Mapping[str, pd.DataFrame],
         figure.add_hline(y=value, row=1, col=3, line={"dash": "dot", "color": "grey"},
                          annotation_text=f"{name} {value:.1f} %",
                          annotation_position="bottom right")
-    figure.update_layout(title="Training curves", legend_title_text="run")
+
+
+def _band_stats(members: Sequence[pd.DataFrame], name: str) -> pd.DataFrame:
+    """Mean, min, max and count over a group's runs of one metric, by x (the epoch, from 1,
+    for val top-1; else the step)."""
+    frames = []
+    for metrics in members:
+        series = _series(metrics, name)
+        if not series.empty:
+            x = series["epoch"] + 1 if name == VAL_TOP1 else series["step"]
+            frames.append(pd.DataFrame({"x": list(x), "value": list(series["value"])}))
+    if not frames:
+        return pd.DataFrame(columns=["mean", "min", "max", "count"])
+    return pd.concat(frames).groupby("x")["value"].agg(["mean", "min", "max", "count"])
+
+
+def _rgba(colour: str, alpha: float) -> str:
+    red, green, blue = (int(colour[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def group_curves(groups: Mapping[str, Sequence[pd.DataFrame]],
+                 references: Mapping[str, float] | None = None) -> go.Figure:
+    """Seed groups' training curves: each group's mean over its seeds (loss and lr per
+    step, val top-1 per epoch) with the seeds' min–max shaded around it, so the spread a
+    single seed hides is seen; the hover gives the min, max and seeds at each point. A
+    group of one run is its plain line, labelled "1 seed". `references` as in
+    `training_curves`."""
+    if not any(not metrics.empty for members in groups.values() for metrics in members):
+        return _empty("Training curves over seeds")
+    figure = make_subplots(rows=1, cols=3, subplot_titles=("Loss", "Learning rate",
+                                                           "Validation top-1"))
+    for index, (label, members) in enumerate(groups.items()):
+        colour = _COLOURS[index % len(_COLOURS)]
+        name = f"{_text(label)} ({len(members)} seed{'s' if len(members) != 1 else ''})"
+        for column, metric in enumerate((LOSS, LR, VAL_TOP1), start=1):
+            stats = _band_stats(members, metric)
+            x = list(stats.index)
+            if len(members) > 1 and x:
+                figure.add_trace(go.Scatter(
+                    x=x + x[::-1], y=list(stats["max"]) + list(stats["min"])[::-1],
+                    fill="toself", mode="lines", line={"width": 0}, hoverinfo="skip",
+                    fillcolor=_rgba(colour, 0.2), legendgroup=label, showlegend=False,
+                    name=f"{name} min–max"), row=1, col=column)
+            figure.add_trace(go.Scatter(
+                x=x, y=list(stats["mean"]), name=name, legendgroup=label,
+                showlegend=column == 1, line={"color": colour},
+                customdata=stats[["min", "max", "count"]].to_numpy().tolist(),
+                hovertemplate="%{y:.3g} (min %{customdata[0]:.3g}, max %{customdata[1]:.3g}"
+                              ", n = %{customdata[2]})<extra></extra>",
+                mode="lines+markers" if metric == VAL_TOP1 else "lines"), row=1, col=column)
+    _curve_axes(figure, references)
+    figure.update_layout(title="Training curves over seeds (mean, min–max shaded)",
+                         legend_title_text="group")
     return figure
 
 

@@ -31,10 +31,11 @@ class TrainConfig:
     `base_lr=None` takes the method's default (its registry entry's `base_lr`); the run stores
     the number, so `replace(prompt=...)` keeps it rather than re-resolving it.
 
-    `preset="official"` is the official code's pruning pipeline: its prompt settings
-    (`OFFICIAL_PROMPT`, applied here over the prompt's own), and for pruning the run the
-    signed mean gradient over one pass of the shuffled, augmented training loader, counts
-    rounded down (int()) and rewinds from a fresh init (`prune.rewind`).
+    `preset="official"` is the official code's pipeline: its prompt settings and head init
+    (`OFFICIAL_PROMPT`, applied here over the prompt's own), fp32 (`amp` off), the lr
+    updated once per epoch (`optim.EpochWarmupCosine`), and for pruning the run the signed
+    mean gradient over one pass of the shuffled, augmented training loader, counts rounded
+    down (int(total · percent / 100)) and rewinds from a fresh init (`prune.rewind`).
     """
 
     backbone: str = DEFAULT_BACKBONE
@@ -71,6 +72,9 @@ class TrainConfig:
     segment_mask: list | None = None
     init_from_run: str | None = None
     preset: str | None = None
+    # The seed group the run belongs to (`store.groups`): runs equal but for `seed`, read
+    # as mean ± sd. None for a run on its own; it never changes what is trained.
+    group_id: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.prompt, dict):
@@ -78,8 +82,10 @@ class TrainConfig:
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"TrainConfig.preset={self.preset!r} is not allowed; choose one "
                              f"of {list(PRESETS)} or None")
-        if self.preset == "official" and self.token_mask is None:  # rewinds fix their masks
-            self.prompt = self.prompt.replace(**OFFICIAL_PROMPT)
+        if self.preset == "official":
+            self.amp = False  # the official code trains in fp32
+            if self.token_mask is None:  # rewinds fix their masks
+                self.prompt = self.prompt.replace(**OFFICIAL_PROMPT)
         if self.base_lr is None:
             self.base_lr = self.prompt.spec.base_lr
         self.eval_splits = tuple(self.eval_splits)

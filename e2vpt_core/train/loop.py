@@ -29,7 +29,7 @@ from .config import TrainConfig
 from .data import build_loaders, epoch_seed
 from .device import resolve_device
 from .evaluate import evaluate
-from .optim import build_optimizer, build_scheduler
+from .optim import build_optimizer, build_schedule
 from .tracker import ImportanceTracker
 
 ProgressFn = Callable[[dict[str, Any]], None]
@@ -205,9 +205,7 @@ def _build(config: TrainConfig, store: RunStore, run_id: str, rank: int) -> _Ses
     model.set_grad_checkpointing(config.grad_checkpointing)
     model.to(device)
     optimizer = build_optimizer(model, config)
-    steps_per_epoch = len(train_loader)
-    scheduler = build_scheduler(optimizer, config.epochs * steps_per_epoch,
-                                round(config.warmup * steps_per_epoch))
+    scheduler = build_schedule(optimizer, config, len(train_loader))
     trained = model
     if world > 1:
         trained = torch.nn.parallel.DistributedDataParallel(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from timm.scheduler import CosineLRScheduler
 
@@ -41,3 +43,41 @@ def build_scheduler(
         cycle_limit=1,
         t_in_epochs=False,
     )
+
+
+def epoch_lr_factor(epoch: int, warmup: float, epochs: int) -> float:
+    """The official code's lr factor for an epoch (VPT's warm-up cosine, stepped once per
+    epoch): epoch / max(1, W) during the W warm-up epochs, so epoch 0 runs at lr 0; then
+    ½(1 + cos(π·p)) with p = (epoch − W) / max(1, E − W)."""
+    if epoch < warmup:
+        return epoch / max(1.0, warmup)
+    progress = (epoch - warmup) / max(1.0, epochs - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+class EpochWarmupCosine:
+    """`epoch_lr_factor` of each step's epoch times the lr the optimizer was built with:
+    the lr changes only between epochs. Like timm's `step_update`, the lr follows from the
+    global step alone, so a resumed run gets the same lr."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, epochs: int, warmup: float,
+                 steps_per_epoch: int) -> None:
+        self.optimizer = optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.epochs, self.warmup = epochs, warmup
+        self.steps_per_epoch = max(1, steps_per_epoch)
+
+    def step_update(self, num_updates: int) -> None:
+        factor = epoch_lr_factor(num_updates // self.steps_per_epoch, self.warmup, self.epochs)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
+            group["lr"] = base * factor
+
+
+def build_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> CosineLRScheduler | EpochWarmupCosine:
+    """The run's schedule: per step (the toolkit's), or per epoch under the official preset."""
+    if config.preset == "official":
+        return EpochWarmupCosine(optimizer, config.epochs, config.warmup, steps_per_epoch)
+    return build_scheduler(optimizer, config.epochs * steps_per_epoch,
+                           round(config.warmup * steps_per_epoch))
