@@ -12,6 +12,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip "setuptools>=77"
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PY) -m e2vpt_core.hyperbolic
 	touch $(STAMP)
 
 setup: $(STAMP)

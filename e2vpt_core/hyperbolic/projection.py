@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +51,38 @@ def _umap_class() -> type:
         warnings.filterwarnings("ignore", message=re.escape(_UMAP_NOISE[0]),
                                 category=ImportWarning)
         import umap
+    _cache_compiled_kernels()
     return umap.UMAP
+
+
+def _cache_compiled_kernels() -> None:
+    """Keep UMAP's numba compilations on disk (numba's own cache, as `cache=True` would).
+
+    umap declares its jitted functions without `cache=True`, so every process compiled them
+    again: 10–15 s on its first projection, most of a first view's time. With the cache
+    only the first process on a machine pays (`make setup` pays it: `python -m
+    e2vpt_core.hyperbolic`). numba keys each entry on the source file and the CPU, so an
+    updated umap recompiles; a machine where no cache folder is writable compiles as before.
+    """
+    from numba.core.registry import CPUDispatcher
+
+    for name, module in list(sys.modules.items()):
+        if module is None or name.split(".")[0] not in ("umap", "pynndescent"):
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, CPUDispatcher):
+                try:
+                    value.enable_caching()
+                except RuntimeError:  # numba found no writable cache folder for this file
+                    return
+
+
+def warm_up() -> float:
+    """Compile UMAP's kernels for this view into numba's cache; returns the seconds taken."""
+    start = time.perf_counter()
+    points = np.random.default_rng(0).normal(scale=0.1, size=(64, 8))
+    project_to_disk(points, 1.0, ProjectionConfig(n_epochs=2))
+    return time.perf_counter() - start
 
 
 def hyperboloid_to_disk(coords: np.ndarray) -> np.ndarray:
