@@ -116,6 +116,7 @@ def test_the_report_holds_every_section_and_needs_nothing_from_the_network(
     assert text.count("* plotly.js v") == 1  # the library once, however many figures
     assert page.classes.count("plotly-graph-div") == 4  # curves, trade-off, two disks
     scripts = " ".join(page.scripts)
+    assert '"#000001"' not in scripts  # plotly's colours, not Streamlit's placeholders
     for title in ("Training curves", "Pruning trade-off (test top-1)",
                   "random masks (mean"):
         assert title in scripts, title

@@ -116,13 +116,17 @@ def report_html(store: RunStore, ids: list[str], compute_disks: bool = True,
 
 
 class _Plots:
-    """plotly's own HTML export of each figure; plotly.js inlined with the first only."""
+    """plotly's own HTML export of each figure; plotly.js inlined with the first only.
+
+    Each figure gets plotly's own template: in the app, Streamlit's is the default, and
+    its colours are placeholders only Streamlit's frontend fills in (all near-black)."""
 
     def __init__(self) -> None:
         self.count = 0
 
     def div(self, figure: go.Figure, height: int = 460) -> str:
         self.count += 1
+        figure = go.Figure(figure).update_layout(template="plotly")
         return figure.to_html(full_html=False, include_plotlyjs=self.count == 1,
                               div_id=f"figure-{self.count}", default_height=f"{height}px",
                               config={"displaylogo": False})
