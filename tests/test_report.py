@@ -137,6 +137,9 @@ def test_the_report_holds_every_section_and_needs_nothing_from_the_network(
 
     assert f"torch {torch.__version__}" in words and "e2vpt-core" in words
     assert "CPUs" in words and "OS" in words
+    recorded = trained.store.get_run(trained.e2vpt)["summary"]["environment"]
+    assert recorded["torch"] == torch.__version__ and recorded["CPUs"]  # written in training
+    assert "What the runs recorded" in words
     assert words.count("k-NN accuracy (ball) 0.625") == 2  # each stored disk's figures
 
 
