@@ -103,6 +103,7 @@ def logit_mask_gradients(model: torch.nn.Module,
             return logits.softmax(-1) @ v
 
         monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", attention)
+        monkeypatch.setattr(model, "skip_unread_tokens", False, raising=False)  # every query
         loss = torch.nn.functional.cross_entropy(model(images), labels)
         monkeypatch.undo()
         assert len(calls) == attention_calls

@@ -114,7 +114,8 @@ def test_mask_gradients_are_readable_and_match_finite_differences(images):
     assert not model.token_mask.requires_grad
     grad = model.token_mask.grad.clone()
     assert model.segment_mask.grad.shape == (5, 4)
-    eps = 1e-6
+    eps = 1e-4  # the gradient is ~1e-6 (LayerNorm's scale invariance): a smaller step
+    # leaves the difference to the loss's rounding
     with torch.no_grad():
         model.token_mask[2] += eps
         plus = loss_fn()

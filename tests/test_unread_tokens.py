@@ -62,25 +62,41 @@ def test_masks_per_block_with_different_kept_counts(mode):
     _assert_same(_model("e2vpt", "cls-token", mode, deep_masks=True))
 
 
-def _rows_after_attention(model) -> list[int]:
-    """Rows each block's attention projection receives in one forward."""
+def _query_rows(model, monkeypatch) -> list[int]:
+    """Query rows of each block's attention in one forward."""
     rows: list[int] = []
-    for block in model.backbone.blocks:
-        block.attn.proj.register_forward_hook(lambda _m, args, _o: rows.append(args[0].shape[1]))
+    attention = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *args, **kwargs):
+        rows.append(q.shape[2])
+        return attention(q, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
     with torch.no_grad():
         model(torch.randn(2, 3, 32, 32, dtype=torch.float64))
+    monkeypatch.undo()
     return rows
 
 
-def test_which_rows_each_block_computes():
+def test_which_rows_each_block_computes(monkeypatch):
     """Deep prompts: the next block replaces them, so blocks before the last skip their
     rows; the token-pooled last block computes the class token only. Patches: 16."""
     deep = _model("e2vpt", "cls-token", "zero")
-    assert _rows_after_attention(deep) == [1 + 16, 1 + 16, 1]
+    assert _query_rows(deep, monkeypatch) == [1 + 16, 1 + 16, 1]
     shallow = _model("vpt-shallow", "cls-token", "zero")
     prompts = shallow.config.visual_prompt_len
-    assert _rows_after_attention(shallow) == [1 + prompts + 16, 1 + prompts + 16, 1]
+    assert _query_rows(shallow, monkeypatch) == [1 + prompts + 16, 1 + prompts + 16, 1]
     pooled = _model("vpt-deep", "avg-pool-no-cls", "zero")
-    assert _rows_after_attention(pooled) == [16, 16, 16]
+    assert _query_rows(pooled, monkeypatch) == [16, 16, 16]
     deep.skip_unread_tokens = False
-    assert _rows_after_attention(deep) == [1 + deep.config.visual_prompt_len + 16] * 3
+    assert _query_rows(deep, monkeypatch) == [1 + deep.config.visual_prompt_len + 16] * 3
+
+
+def test_a_block_with_a_forward_hook_is_run_whole(monkeypatch):
+    """A hook expects timm's call with every row, so a hooked block is not trimmed."""
+    model = _model("vpt-deep", "cls-token", "zero")
+    seen = []
+    model.backbone.blocks[2].register_forward_hook(lambda _m, _a, out: seen.append(out.shape[1]))
+    full = 1 + model.config.visual_prompt_len + 16
+    assert _query_rows(model, monkeypatch) == [1 + 16, 1 + 16, full]
+    assert seen == [full]

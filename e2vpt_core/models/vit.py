@@ -162,9 +162,12 @@ class PromptedViT(PromptedModel):
         prompts the next block replaces (deep prompts) or the final norm strips (the last
         block) feeds only its other rows. Every token stays a key and value, so skipping
         the rest changes no logit and no gradient, and saves their queries, projection and
-        MLP."""
+        MLP. A block with a forward hook anywhere inside is run whole: the hook expects
+        timm's call and every row."""
         backbone = self.backbone
         if not self.skip_unread_tokens or not self._standard_blocks:
+            return None
+        if any(m._forward_hooks or m._forward_pre_hooks for m in backbone.blocks[index].modules()):
             return None
         last = index == len(backbone.blocks) - 1
         if last and backbone.global_pool == "token" and backbone.attn_pool is None:
