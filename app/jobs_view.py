@@ -1,7 +1,7 @@
 """The job queue in the sidebar of every page: what runs now (with its progress), what
 waits (in the order the worker takes it), a cancel button for each and "Cancel all" (with a
-confirmation), redrawn every 2 s on its own, from the store only when it changed
-(`app.live`).
+confirmation), redrawn on its own (every 2 s while jobs are queued or running), from the
+store only when it changed (`app.live`).
 
 Without it the importance, rewind and embedding jobs of the quick demo are invisible;
 with it the queue reads like a W&B or SLURM job list. `queue_rows` is plain data (tested
@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from app.live import aged_eta, live, store_signature
+from app.live import aged_eta, keep_pace, live_read, pace, store_signature
 from app.names import job_name, run_names
 from app.state import format_seconds, progress_of
 from e2vpt_core.jobs import cancel_job, cancel_jobs, worker_alive
@@ -33,6 +33,7 @@ FINISHED = ("done", "failed", "cancelled")
 RECENT = 5  # finished jobs listed under the queue
 SYMBOLS = {"done": "✓", "failed": "✗", "cancelled": "⊘"}
 ARMED = "queue:cancel-all"  # session key: the job ids "Cancel all" waits to confirm
+PACED = "queue:active"  # session key: whether the newest drawing is on the fast timer
 
 
 def queue_rows(jobs: pd.DataFrame, runs: pd.DataFrame,
@@ -117,14 +118,15 @@ def _running(store: RunStore, job: dict[str, Any], state: dict[str, Any] | None,
         _cancel_button(store, job, st, suffix)
 
 
-@st.fragment(run_every=2)
-def queue_view(store: RunStore, suffix: str = "") -> None:
-    """Draw the queue (call it inside `st.sidebar`), read from the store only when it
-    changed (`app.live`); `suffix` keeps its widgets' keys apart when it is drawn twice in
-    one run."""
-    view = live(("queue", str(store.root)), store_signature(store),
-                lambda previous: read_queue(store, previous))
+def queue_view(store: RunStore, suffix: str, active: bool) -> None:
+    """Draw the queue (a fragment in `st.sidebar`, on a 2 s timer while jobs are `active`:
+    `queue_sidebar`), read from the store only when it changed (`app.live`); `suffix` keeps
+    its widgets' keys apart when it is drawn twice in one run."""
+    view = live_read(("queue", str(store.root)), store_signature(store),
+                     lambda previous: read_queue(store, previous))
     rows = view["rows"]
+    if st.session_state.get(PACED) == active:  # not an older drawing the page redrew over
+        keep_pace(active, bool(rows["running"] or rows["queued"]))
     st.subheader("Jobs")
     if not rows["running"] and not rows["queued"]:
         st.caption("Nothing running or queued.")
@@ -156,16 +158,25 @@ def _signature(store: RunStore) -> list[tuple[int, str]]:
     return list(store.current_jobs(RECENT)[["id", "status"]].itertuples(index=False))
 
 
+def _draw(store: RunStore, jobs: list[tuple[int, str]], suffix: str = "") -> None:
+    """The queue as a fragment on the timer that fits `jobs`; the newest drawing of a run
+    is the one that reruns the page when the queue starts or stops (`PACED`)."""
+    active = any(status not in FINISHED for _, status in jobs)
+    st.session_state[PACED] = active
+    st.fragment(run_every=pace(active, 2))(queue_view)(store, suffix, active)
+
+
 def queue_sidebar(store: RunStore) -> Callable[[], None]:
     """Draw the queue where the caller is (the sidebar) and return what redraws it in place
     after the page ran, if the page changed it: call that once the page has run."""
     slot, before = st.empty(), _signature(store)
     with slot.container():
-        queue_view(store)
+        _draw(store, before)
 
     def redraw() -> None:
-        if _signature(store) != before:
+        after = _signature(store)
+        if after != before:
             with slot.container():
-                queue_view(store, "-after-page")
+                _draw(store, after, "-after-page")
 
     return redraw

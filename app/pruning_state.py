@@ -19,6 +19,7 @@ import streamlit as st
 import torch
 from safetensors import safe_open
 
+from app.live import FIGURE_SECONDS, live_read, store_signature
 from e2vpt_core.artifacts import load_adapter
 from e2vpt_core.methods import methods_where
 from e2vpt_core.models.vit import PromptedViT
@@ -96,10 +97,15 @@ def importance_scores(store: RunStore, run_id: str, masks_per_block: bool = Fals
     which is only an average of the mask gradients seen while the prompts still moved.
     Read once per version of the files (kept per process): a slider move costs no read.
     """
-    stamps = tuple(_stamp(store.run_dir(run_id) / f"{name}.safetensors")
-                   for name in (IMPORTANCE, LIVE, LOO))
     return _read_scores(str(store.root), run_id, masks_per_block, token_scores, signed,
-                        stamps)
+                        score_files(store, run_id))
+
+
+def score_files(store: RunStore, run_id: str) -> tuple:
+    """The version of the run's score files (three stats): equal while none was rewritten,
+    so the Pruning page's live views redraw from their last read."""
+    return tuple(_stamp(store.run_dir(run_id) / f"{name}.safetensors")
+                 for name in (IMPORTANCE, LIVE, LOO))
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -280,6 +286,22 @@ def run_state(store: RunStore, run_id: str) -> tuple[str, bool]:
     scoring = any(payload["run"] == run_id
                   for payload in pending_jobs(store, "importance")["payload"])
     return store.get_run(run_id)["status"], scoring
+
+
+def live_run_state(store: RunStore, run_id: str) -> tuple[str, bool]:
+    """`run_state`, queried again only once the store changed (the live views' poll)."""
+    return live_read(("run-state", str(store.root), run_id), store_signature(store),
+                     lambda _: run_state(store, run_id))
+
+
+def drawn_score_files(store: RunStore, run_id: str) -> tuple:
+    """The version of the run's score files the Pruning page's live views draw: the newest,
+    except while the run trains (its snapshot is rewritten every few steps), when it moves
+    on at most every `FIGURE_SECONDS`. Shared by the views, so they draw the same scores."""
+    training = live_run_state(store, run_id)[0] == "running"
+    return live_read(("score-files", str(store.root), run_id), score_files(store, run_id),
+                     lambda _: score_files(store, run_id),
+                     every=FIGURE_SECONDS if training else 0.0)
 
 
 # ----------------------------------------------------------------------- embeddings

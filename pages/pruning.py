@@ -22,6 +22,7 @@ import torch
 from app.attention_view import attention_section
 from app.context import accuracy_text
 from app.control_verdicts import curve_verdict_view, rewind_verdict_view
+from app.live import live_read
 from app.mask_slider import mask_sliders, reachable_masks
 from app.names import run_names
 from app.pruning_state import (
@@ -29,10 +30,12 @@ from app.pruning_state import (
     StoredScores,
     curve_progress,
     default_run,
+    drawn_score_files,
     effective_params,
     eval_split,
     frozen,
     importance_scores,
+    live_run_state,
     masked_accuracy,
     prompt_runs,
     ratio_options,
@@ -117,27 +120,43 @@ class Scoring:
 
 
 def score_view(store: RunStore, scoring: Scoring, drawn: tuple[str, bool]) -> None:
-    """Heatmaps of the scores (a fragment: refreshed every few seconds while live). Once
-    the run or its full pass has moved on from the `run_state` the page was `drawn` with
-    (say the run completed), the whole page reruns, to enable the rewind controls."""
-    if run_state(store, scoring.run_id) != drawn:
+    """Heatmaps of the scores (a fragment: refreshed every few seconds while live, built
+    again only for new score files: `drawn_score_files`). Once the run or its full pass
+    has moved on from the `run_state` the page was `drawn` with (say the run completed),
+    the whole page reruns, to enable the rewind controls."""
+    if live_run_state(store, scoring.run_id) != drawn:
         st.rerun()
-    found = scoring.scores(store)
-    if found is None:
+
+    def figures(_: object) -> tuple | None:
+        found = scoring.scores(store, report=False)
+        return None if found is None else (
+            found.source, importance_heatmap(found.scores.segment.numpy()),
+            token_importance_bar(found.scores.token.numpy()),
+            None if found.per_layer is None else layer_importance_heatmap(found.per_layer))
+
+    drawing = live_read(("score-view", str(store.root), scoring.run_id,
+                         scoring.token_scores), drawn_score_files(store, scoring.run_id),
+                        figures)
+    if drawing is None:
+        scoring.scores(store)  # says why there are none
         return
-    st.caption(f"Scores: {found.source}.")
+    source, segment, token, layer = drawing
+    st.caption(f"Scores: {source}.")
     left, right = st.columns([3, 2])
-    left.plotly_chart(importance_heatmap(found.scores.segment.numpy()), key="segment-heatmap")
-    right.plotly_chart(token_importance_bar(found.scores.token.numpy()), key="token-bar")
-    if found.per_layer is not None:
-        st.plotly_chart(layer_importance_heatmap(found.per_layer), key="layer-heatmap")
+    left.plotly_chart(segment, key="segment-heatmap")
+    right.plotly_chart(token, key="token-bar")
+    if layer is not None:
+        st.plotly_chart(layer, key="layer-heatmap")
 
 
 def mask_view(store: RunStore, scoring: Scoring) -> None:
     """Sliders and the mask they keep, drawn in the browser (`app.mask_slider`); released,
     a slider reruns only this fragment, for the kept count and effective parameters; the
-    mask is left in the session for `accuracy_view`."""
-    found = scoring.scores(store, report=False)  # score_view says why there are none
+    mask is left in the session for `accuracy_view`. The scores are those `score_view`
+    draws (`drawn_score_files`), so the masks move with its heatmaps."""
+    found = live_read(("mask-scores", str(store.root), scoring.run_id,
+                       scoring.token_scores), drawn_score_files(store, scoring.run_id),
+                      lambda _: scoring.scores(store, report=False))  # None: see score_view
     if found is None:
         return
     token_scores, segment_scores = found.selection.token, found.selection.segment

@@ -12,7 +12,14 @@ import pandas as pd
 import streamlit as st
 
 from app.context import accuracy_text, labelled_references
-from app.live import aged_eta, live, store_signature
+from app.live import (
+    FIGURE_SECONDS,
+    aged_eta,
+    keep_pace,
+    live_read,
+    pace,
+    store_signature,
+)
 from app.names import config_name, run_names
 from app.state import as_text, get_store, progress_bar, progress_of, start_worker
 from e2vpt_core.catalog import BUILTIN_DESCRIPTIONS, BUILTIN_TASKS
@@ -36,6 +43,7 @@ BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Dire
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
 # The run this tab's live view shows; `train_run` is the one it started (Pruning opens it).
 FOLLOWED = "followed_run"
+ACTIVE = ("queued", "running")  # a run in these is followed every 2 s
 
 
 def backbone_input() -> tuple[str, str | None]:
@@ -217,30 +225,28 @@ def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
 
 def read_live(store: RunStore, run_id: str, previous: dict | None) -> dict:
     """What the live view shows, read from the store (only after it changed, and then
-    only the metrics logged since `previous`), figure built."""
+    only the metrics logged since `previous`)."""
     tail = newer_metrics(store, previous and previous["tail"], run_id)
     run, runs, now = store.get_run(run_id), store.runs(), time.time()
     jobs = store.current_jobs(0)
     active = jobs[(jobs["run_id"] == run_id) & jobs["status"].isin(["queued", "running"])]
-    figure = None
-    if not tail.frame.empty:
-        figure = training_curves({run_names(runs)[run_id]: tail.frame},
-                                 references=labelled_references(runs, run_id, "val"))
     return {"tail": tail, "state": progress_of(run, tail.frame, now), "read_at": now,
-            "status": run["status"], "reason": run["reason"],
+            "status": run["status"], "reason": run["reason"], "name": run_names(runs)[run_id],
+            "references": labelled_references(runs, run_id, "val"),
             "accuracy": accuracy_text(runs, run_id), "worker": worker_alive(store),
-            "job": int(active["id"].iloc[0]) if not active.empty else None,
-            "figure": figure}
+            "job": int(active["id"].iloc[0]) if not active.empty else None}
 
 
-@st.fragment(run_every=2)
-def live_view(store: RunStore, run_id: str) -> None:
-    """Re-run every 2 s on its own: status, progress, ETA, curves and the Cancel button;
-    drawn from the last read while the store is unchanged (`app.live`).
+def live_view(store: RunStore, run_id: str, active: bool) -> None:
+    """Re-run on its own (every 2 s while the run is `active`, queued or running): status,
+    progress, ETA, curves and the Cancel button; drawn from the last read while the store
+    is unchanged (`app.live`), the curves redrawn at most every `FIGURE_SECONDS` while the
+    run trains.
 
     The status is drawn here, never in the run selector above, so it cannot go stale."""
-    view = live(("train", str(store.root), run_id), store_signature(store),
-                lambda previous: read_live(store, run_id, previous))
+    view = live_read(("train", str(store.root), run_id), store_signature(store),
+                     lambda previous: read_live(store, run_id, previous))
+    keep_pace(active, view["status"] in ACTIVE)
     state = aged_eta(view["state"], view["read_at"])
     st.progress(*progress_bar(state))
     if view["reason"]:
@@ -249,13 +255,18 @@ def live_view(store: RunStore, run_id: str) -> None:
     st.caption(view["accuracy"])
     if view["job"] is not None and st.button("Cancel", key="cancel"):
         st.info(f"Job {view['job']}: {cancel_job(store, view['job'])}")
-    if state["status"] in ("queued", "running") and not view["worker"]:
+    if state["status"] in ACTIVE and not view["worker"]:
         st.warning("No worker is running: start one with "
                    f"`python -m e2vpt_core.jobs --store {store.root}`.")
-    if view["figure"] is None:  # no empty chart: it would push the demo's message down
+    if view["tail"].frame.empty:  # no empty chart: it would push the demo's message down
         st.caption("Curves appear here once the run logs its first step.")
         return
-    st.plotly_chart(view["figure"], key="curves")
+    drawn = (view["tail"].last_row, view["status"], view["name"], str(view["references"]))
+    st.plotly_chart(live_read(("curves", str(store.root), run_id), drawn,
+                              lambda _: training_curves({view["name"]: view["tail"].frame},
+                                                        references=view["references"]),
+                              every=FIGURE_SECONDS if view["status"] == "running" else 0.0),
+                    key="curves")
 
 
 def follow(store: RunStore) -> None:
@@ -268,7 +279,8 @@ def follow(store: RunStore) -> None:
     chosen = followed_run(runs, st.session_state.get(FOLLOWED))
     run_id = st.selectbox("Follow run", ids, index=ids.index(chosen), format_func=names.get)
     st.session_state[FOLLOWED] = run_id  # still followed once it completes
-    live_view(store, run_id)
+    active = runs.set_index("id").loc[run_id, "status"] in ACTIVE
+    st.fragment(run_every=pace(active, 2))(live_view)(store, run_id, active)
 
 
 store = get_store()
