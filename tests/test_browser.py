@@ -1,11 +1,13 @@
 """End to end in a real browser: `streamlit run app/main.py` in headless Chromium; a short
 run watched live (its name in the legend, no stale status once it completes), then the
-quick demo's five jobs in the sidebar queue and through the Pruning and Embeddings pages.
+quick demo's five jobs in the sidebar queue and through the Pruning (with the prompts'
+attention maps) and Embeddings pages; the rewind chart with its random-mask controls and
+verdict; a seed group as one row with its band and verdict on the Runs page.
 
 Uses Debian's chromium (`make test` installs it when missing) through Python Playwright,
 never a browser Playwright downloads itself. With $E2VPT_SCREENSHOTS set (`make
-screenshots`), a third test runs the quick demo as shipped and retakes the README's pictures
-there.
+screenshots`), one more test runs the quick demo as shipped and retakes the README's
+pictures there.
 """
 
 from __future__ import annotations
