@@ -8,9 +8,24 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
+from e2vpt_core import PromptConfig
 from e2vpt_core.store import RunStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app" / "main.py")
+
+
+def train_tiny_e2vpt(root: Path, backbone: str) -> str:
+    """A 1-epoch e2vpt run (4 visual and 2 key-value prompts, 4 segments) on the built-in
+    `position` task in the store at `root`: what the Pruning-page suites inspect."""
+    from e2vpt_core.train import TrainConfig, train_run
+
+    config = TrainConfig(backbone=backbone, dataset="builtin:position", epochs=1,
+                         batch_size=64, device="cpu",
+                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
+                                             num_segments=4))
+    result = train_run(config, RunStore(root))
+    assert result.status == "completed", result.reason
+    return result.run_id
 
 
 def private_store(source: Path, tmp_path: Path, monkeypatch) -> RunStore:

@@ -11,30 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from app_helpers import by_label, open_page, private_store, set_prune_ratios
+from app_helpers import by_label, open_page, private_store, set_prune_ratios, train_tiny_e2vpt
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 import app.attention_view as attention_view
 from app.attention_figures import class_attention_bars, image_source, prompt_patch_heatmaps
 from app.attention_view import TITLE, block_kept, default_split, split_options
-from e2vpt_core import PromptConfig
 from e2vpt_core.prune.attention import run_prompt_attention
 from e2vpt_core.store import RunStore
-from e2vpt_core.train import TrainConfig, train_run
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_backbone, tmp_path_factory) -> tuple[Path, str]:
     """One tiny e2vpt run (4 visual and 2 key-value prompts, 2 blocks), trained once."""
     root = tmp_path_factory.mktemp("attention-store")
-    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
-                         batch_size=64, device="cpu",
-                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
-                                             num_segments=4))
-    result = train_run(config, RunStore(root))
-    assert result.status == "completed", result.reason
-    return root, result.run_id
+    run_id = train_tiny_e2vpt(root, tiny_backbone)
+    return root, run_id
 
 
 @pytest.fixture(scope="module")

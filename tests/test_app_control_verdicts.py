@@ -6,30 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from app_helpers import by_label, open_page, private_store, set_prune_ratios
+from app_helpers import by_label, open_page, private_store, set_prune_ratios, train_tiny_e2vpt
 
-from e2vpt_core import PromptConfig
 from e2vpt_core.prune import rewind_run
 from e2vpt_core.prune.controls import curve_verdicts
 from e2vpt_core.prune.importance import compute_run_importance
 from e2vpt_core.prune.rewind import run_curve
 from e2vpt_core.stats import compare_to_draws
 from e2vpt_core.store import RunStore
-from e2vpt_core.train import TrainConfig, train_run
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_backbone, tmp_path_factory) -> tuple[Path, str]:
     """One tiny e2vpt run (4 tokens × 4 segments) with its full-pass scores."""
     root = tmp_path_factory.mktemp("verdict-store")
-    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
-                         batch_size=64, device="cpu",
-                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
-                                             num_segments=4))
-    result = train_run(config, RunStore(root))
-    assert result.status == "completed", result.reason
-    compute_run_importance(RunStore(root), result.run_id)
-    return root, result.run_id
+    run_id = train_tiny_e2vpt(root, tiny_backbone)
+    compute_run_importance(RunStore(root), run_id)
+    return root, run_id
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from app_helpers import (
     open_page,
     private_store,
     set_prune_ratios,
+    train_tiny_e2vpt,
 )
 from streamlit.testing.v1 import AppTest
 
@@ -44,13 +45,8 @@ from e2vpt_core.train.evaluate import evaluate
 def trained(tiny_backbone, tmp_path_factory) -> tuple[Path, str]:
     """One tiny e2vpt run (4 tokens × 4 segments), trained once for the module."""
     root = tmp_path_factory.mktemp("pruning-store")
-    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
-                         batch_size=64, device="cpu",
-                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
-                                             num_segments=4))
-    result = train_run(config, RunStore(root))
-    assert result.status == "completed", result.reason
-    return root, result.run_id
+    run_id = train_tiny_e2vpt(root, tiny_backbone)
+    return root, run_id
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import sys
 import pandas as pd
 import pytest
 import streamlit
-from app_helpers import open_page, private_store
+from app_helpers import open_page, private_store, train_tiny_e2vpt
 
 import app.jobs_view
 import app.live
@@ -23,7 +23,7 @@ from e2vpt_core import PromptConfig
 from e2vpt_core.demo import submit_demo
 from e2vpt_core.store import RunStore
 from e2vpt_core.store.changes import newer_metrics, version
-from e2vpt_core.train import TrainConfig, train_run
+from e2vpt_core.train import TrainConfig
 
 
 @pytest.fixture
@@ -231,13 +231,8 @@ def test_views_poll_fast_only_while_something_is_under_way(store, monkeypatch):
 def trained(tiny_backbone, tmp_path_factory) -> tuple:
     """One tiny e2vpt run with its live importance snapshot."""
     root = tmp_path_factory.mktemp("live-pruning-store")
-    config = TrainConfig(backbone=tiny_backbone, dataset="builtin:position", epochs=1,
-                         batch_size=64, device="cpu",
-                         prompt=PromptConfig("e2vpt", visual_prompt_len=4, kv_prompt_len=2,
-                                             num_segments=4))
-    result = train_run(config, RunStore(root))
-    assert result.status == "completed", result.reason
-    return root, result.run_id
+    run_id = train_tiny_e2vpt(root, tiny_backbone)
+    return root, run_id
 
 
 def test_the_pruning_heatmaps_are_built_again_only_for_new_score_files(trained, tmp_path,
