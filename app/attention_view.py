@@ -75,25 +75,6 @@ def _split_size(store_root: str, run_id: str, split: str, version: tuple) -> int
     return len(load_dataset(config.dataset, split, None, seed=config.data_seed))
 
 
-def _model_view(store: RunStore, run_id: str, split: str, index: int) -> np.ndarray:
-    """Image `index` of the split as the model sees it (eval transform, normalisation
-    undone), (H, W, 3) uint8: the patch grid lies exactly over it."""
-    import torch
-    from timm.data import resolve_model_data_config
-
-    from e2vpt_core.artifacts import load_adapter
-    from e2vpt_core.train.config import TrainConfig
-    from e2vpt_core.train.data import eval_loader
-
-    config = TrainConfig.from_dict(store.get_run(run_id)["config"])
-    backbone = load_adapter(store.run_dir(run_id) / "adapter").backbone
-    image = eval_loader(config, backbone, split, batch_size=1).dataset[index][0]
-    data = resolve_model_data_config(backbone)
-    mean, std = (torch.tensor(data[name]).view(-1, 1, 1) for name in ("mean", "std"))
-    pixels = (image * std + mean).clamp(0, 1).mul(255).round().to(torch.uint8)
-    return pixels.permute(1, 2, 0).expand(-1, -1, 3).contiguous().numpy()
-
-
 @st.cache_data(max_entries=32, show_spinner=False)
 def probe(store_root: str, run_id: str, split: str, index: int, version: tuple,
           ) -> dict[str, Any]:
@@ -102,9 +83,9 @@ def probe(store_root: str, run_id: str, split: str, index: int, version: tuple,
     does not handle) are raised, not kept."""
     from e2vpt_core.prune.attention import run_prompt_attention
 
-    store = RunStore(store_root)
-    result = run_prompt_attention(store, run_id, split, index)
-    return {**result, "image": _model_view(store, run_id, split, index)}
+    result = run_prompt_attention(RunStore(store_root), run_id, split, index, with_pixels=True)
+    result["image"] = result.pop("pixels")
+    return result
 
 
 def _enlarged(image: np.ndarray) -> np.ndarray:

@@ -212,3 +212,25 @@ def test_a_run_still_training_says_when_the_maps_come(trained, tmp_path, monkeyp
     assert not app.exception, app.exception
     assert any("Available once the run has completed" in c.value for c in app.caption)
     assert not any(t.startswith("Block") for t in _charts(app))
+
+
+def test_the_pixels_are_the_models_input_with_its_normalisation_undone(trained):
+    from timm.data import resolve_model_data_config
+
+    from e2vpt_core.artifacts import load_adapter
+    from e2vpt_core.train.config import TrainConfig
+    from e2vpt_core.train.data import eval_loader
+
+    store = RunStore(trained[0])
+    result = run_prompt_attention(store, trained[1], "test", 2, with_pixels=True)
+    backbone = load_adapter(store.run_dir(trained[1]) / "adapter").backbone
+    config = TrainConfig.from_dict(store.get_run(trained[1])["config"])
+    image = eval_loader(config, backbone, "test", batch_size=1).dataset[2][0]
+    data = resolve_model_data_config(backbone)
+    pixels = result["pixels"]
+    assert pixels.dtype == np.uint8 and pixels.shape == (*image.shape[1:], 3)
+    mean, std = np.array(data["mean"]), np.array(data["std"])
+    back = (pixels.astype(np.float64) / 255 - mean) / std  # (H, W, 3)
+    channels = image.permute(1, 2, 0).expand(-1, -1, 3).numpy()
+    assert np.abs(back - channels).max() <= 0.5 / 255 / std.min() + 1e-6
+    assert "pixels" not in run_prompt_attention(store, trained[1], "test", 2)
