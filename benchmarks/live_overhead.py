@@ -48,6 +48,7 @@ FINISHED = ("done", "failed", "cancelled")
 TICK = os.sysconf("SC_CLK_TCK")
 HEADLESS = """
 import sys, time
+import torch  # before the clock, as in benchmarks/demo_time.py
 from e2vpt_core.demo import submit_demo
 from e2vpt_core.jobs import run_worker
 from e2vpt_core.store import RunStore

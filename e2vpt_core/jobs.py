@@ -330,8 +330,10 @@ def _write_pid(fd: int, pid: int) -> None:
 
 
 def run_worker(store: RunStore, lock_fd: int | None = None, idle_exit: float | None = None,
-               poll: float = 0.5, log: Callable[[str], None] = print) -> int:
+               poll: float = 0.5, log: Callable[[str], None] = print,
+               prepare: Callable[[], None] | None = None) -> int:
     """Claim and run jobs until idle for `idle_exit` seconds (None: forever); the count.
+    `prepare` runs once the store's lock is held, before the first claim.
 
     Raises RuntimeError when another worker holds the store's lock, or it is read-only."""
     if store.read_only:
@@ -343,6 +345,8 @@ def run_worker(store: RunStore, lock_fd: int | None = None, idle_exit: float | N
     if fd is None:
         raise RuntimeError(f"another worker is running on store {store.root}")
     _write_pid(fd, os.getpid())
+    if prepare is not None:
+        prepare()
     done, idle_since = 0, time.monotonic()
     try:
         while True:
@@ -369,6 +373,15 @@ def run_worker(store: RunStore, lock_fd: int | None = None, idle_exit: float | N
             os.close(fd)
 
 
+def import_job_modules() -> None:
+    """Import what the jobs run (torch, timm, umap: seconds on a small CPU) before the
+    first claim, so a worker started ahead of its jobs (the app starts one when its Train
+    page opens) has them loaded when the first job arrives."""
+    from .hyperbolic import view  # noqa: F401
+    from .prune import importance, rewind  # noqa: F401
+    from .train import loop  # noqa: F401
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2vpt_core.jobs",
                                      description="Run the store's queued jobs, one at a time.")
@@ -385,7 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     try:  # a worker waiting on a store nobody submits to would wait forever
         store = RunStore(resolve_store(args.store, makes_runs=True, create=args.create_store))
         run_worker(store, args.lock_fd, args.idle_exit, args.poll,
-                   log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True))
+                   log=lambda line: print(time.strftime("%H:%M:%S"), line, flush=True),
+                   prepare=import_job_modules)
     except (ValueError, RuntimeError) as error:  # StoreError is a RuntimeError
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return 1

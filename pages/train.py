@@ -43,7 +43,14 @@ BACKBONE_SOURCES = ("Bundled offline ViT", "timm name", "Checkpoint file", "Dire
 DATASET_SOURCES = ("Built-in task", "Dataset on disk")
 # The run this tab's live view shows; `train_run` is the one it started (Pruning opens it).
 FOLLOWED = "followed_run"
-ACTIVE = ("queued", "running")  # a run in these is followed every 2 s
+# What the last Start or quick demo queued, (run id, message): drawn above the live view
+# while that run is followed and not finished, so the page rerun that switches the view to
+# its fast timer does not wipe it.
+NOTICE = "train:notice"
+ACTIVE = ("queued", "running")  # a run in these is followed every FOLLOW_SECONDS
+# The live view's timer while its run is queued or running: progress and ETA at this pace
+# (the curves at most every FIGURE_SECONDS); each redraw costs the browser 50-85 ms.
+FOLLOW_SECONDS = 3
 
 
 def backbone_input() -> tuple[str, str | None]:
@@ -190,9 +197,10 @@ def quick_demo(store: RunStore, first_run: bool) -> None:
             return
         st.session_state["train_run"] = st.session_state[FOLLOWED] = demo.e2vpt_run
         start_worker(store)
-        box.success("Queued the demo: an E²VPT and a VPT-deep run, then importance, a "
-                    "rewind and the embedding view (five jobs: see the sidebar's queue; "
-                    "the E²VPT run is followed above, then see Pruning and Embeddings).")
+        st.session_state[NOTICE] = (
+            demo.e2vpt_run, "Queued the demo: an E²VPT and a VPT-deep run, then importance, "
+            "a rewind and the embedding view (five jobs: see the sidebar's queue; the E²VPT "
+            "run is followed here, then see Pruning and Embeddings).")
 
 
 def start(store: RunStore, config: TrainConfig, repeats: int = 1) -> None:
@@ -205,12 +213,11 @@ def start(store: RunStore, config: TrainConfig, repeats: int = 1) -> None:
     st.session_state["train_run"] = st.session_state[FOLLOWED] = run_id
     start_worker(store)
     name = as_text(config_name(config.to_dict()))
-    if group is None:
-        st.success(f"Queued run {name} ({run_id}, job {job_id}).")
-    else:
-        st.success(f"Queued {repeats} runs of {name} as group `{group}`, seeds "
-                   f"{config.seed}–{config.seed + repeats - 1} (jobs {job_id}–"
-                   f"{queued[-1][0]}); the first is followed above.")
+    st.session_state[NOTICE] = (run_id, (
+        f"Queued run {name} ({run_id}, job {job_id})." if group is None else
+        f"Queued {repeats} runs of {name} as group `{group}`, seeds {config.seed}–"
+        f"{config.seed + repeats - 1} (jobs {job_id}–{queued[-1][0]}); the first is "
+        "followed here."))
 
 
 def followed_run(runs: pd.DataFrame, chosen: str | None) -> str:
@@ -238,7 +245,7 @@ def read_live(store: RunStore, run_id: str, previous: dict | None) -> dict:
 
 
 def live_view(store: RunStore, run_id: str, active: bool) -> None:
-    """Re-run on its own (every 2 s while the run is `active`, queued or running): status,
+    """Re-run on its own (every FOLLOW_SECONDS while the run is `active`, queued or running): status,
     progress, ETA, curves and the Cancel button; drawn from the last read while the store
     is unchanged (`app.live`), the curves redrawn at most every `FIGURE_SECONDS` while the
     run trains.
@@ -280,13 +287,17 @@ def follow(store: RunStore) -> None:
     run_id = st.selectbox("Follow run", ids, index=ids.index(chosen), format_func=names.get)
     st.session_state[FOLLOWED] = run_id  # still followed once it completes
     active = runs.set_index("id").loc[run_id, "status"] in ACTIVE
-    st.fragment(run_every=pace(active, 2))(live_view)(store, run_id, active)
+    notice = st.session_state.get(NOTICE)
+    if active and notice is not None and notice[0] == run_id:
+        st.success(notice[1])
+    st.fragment(run_every=pace(active, FOLLOW_SECONDS))(live_view)(store, run_id, active)
 
 
 store = get_store()
 st.title("Train")
-if store.jobs()["status"].isin(["queued", "running", "cancelling"]).any():
-    start_worker(store)  # after an app or machine restart: resume what was left
+# A worker ready before the first click: it loads torch while the page is read, resumes
+# what an app or machine restart left, and exits after 10 idle minutes.
+start_worker(store)
 followed = st.container()  # filled last, so a run started below is followed up here
 quick_demo(store, first_run=store.runs().empty)
 with st.container(border=True):

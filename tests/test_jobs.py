@@ -220,6 +220,39 @@ def test_ensure_worker_starts_one_detached_worker(tmp_path, tiny_backbone):
             os.kill(pid, signal.SIGTERM)
 
 
+def test_prepare_runs_once_with_the_lock_held_before_the_first_claim(tmp_path, tiny_backbone):
+    store = RunStore(tmp_path)
+    job_id, _ = submit_train(store, _config(tiny_backbone))
+    seen = []
+
+    def prepare() -> None:
+        seen.append((worker_alive(store), store.get_job(job_id)["status"]))
+
+    assert run_worker(store, idle_exit=0, poll=0.01, log=lambda line: None,
+                      prepare=prepare) == 1
+    assert seen == [(True, "queued")]  # once, locked, and before the job was claimed
+    assert store.get_job(job_id)["status"] == "done"
+
+
+def test_the_worker_process_loads_its_jobs_modules_before_its_first_claim(tmp_path):
+    """What `python -m e2vpt_core.jobs` runs between taking the lock and its first claim:
+    the modules its jobs import (so a worker the app starts early has them loaded)."""
+    script = (
+        "import sys\n"
+        "import e2vpt_core.jobs as jobs\n"
+        "def claim(self):\n"
+        "    print(sorted(m for m in ('torch', 'e2vpt_core.train.loop', "
+        "'e2vpt_core.prune.importance', 'e2vpt_core.hyperbolic.view') if m in sys.modules))\n"
+        "    raise SystemExit(0)\n"
+        "jobs.RunStore.claim_job = claim\n"
+        f"jobs.main(['--store', {str(tmp_path)!r}, '--create-store'])\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, check=True)
+    assert result.stdout.strip() == str(sorted(["e2vpt_core.hyperbolic.view",
+                                                "e2vpt_core.prune.importance",
+                                                "e2vpt_core.train.loop", "torch"]))
+
+
 def test_embed_jobs_compute_one_view_or_a_comparison(tmp_path, monkeypatch):
     import e2vpt_core.hyperbolic.view as view
 

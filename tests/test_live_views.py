@@ -205,8 +205,9 @@ def test_while_a_run_trains_its_curves_wait_but_its_progress_does_not(store, spi
 
 
 def test_views_poll_fast_only_while_something_is_under_way(store, monkeypatch):
-    """The Train view and the sidebar queue register a 2 s timer while their run or jobs
-    are under way and the idle one otherwise (each timer is set by a page run)."""
+    """The Train view and the sidebar queue register their fast timers (3 s and 5 s) while
+    their run or jobs are under way and the idle one otherwise (each timer is set by a page
+    run)."""
     timers: dict[str, float | None] = {}
     fragment = streamlit.fragment
 
@@ -219,11 +220,11 @@ def test_views_poll_fast_only_while_something_is_under_way(store, monkeypatch):
     monkeypatch.setattr(streamlit, "fragment", recording)
     run_id = _running_run(store)
     app_test = open_page()
-    assert timers == {"queue_view": app.live.IDLE_SECONDS, "live_view": 2}
+    assert timers == {"queue_view": app.live.IDLE_SECONDS, "live_view": 3}
     store.set_status(run_id, "completed")
     submit_demo(store, task="orientation")
     app_test.run()
-    assert timers == {"queue_view": 2, "live_view": app.live.IDLE_SECONDS}
+    assert timers == {"queue_view": 5, "live_view": app.live.IDLE_SECONDS}
     assert "completed: step 3 / 10" in _progress(app_test)
 
 
