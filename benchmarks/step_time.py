@@ -2,10 +2,14 @@
 
 All configurations are measured in one process and interleaved round by round, so that a
 shared, noisy machine slows them alike; ratios are to linear probing measured in the same
-run. Absolute times are meaningful only on a dedicated GPU.
+run. Absolute times are meaningful only on a dedicated GPU. Each configuration runs in the
+precision training uses on the device (`bf16_autocast`: a GPU, or a CPU with native bf16
+units), those named ", fp32" without autocast.
 
     python benchmarks/step_time.py                      # ViT-B/16, 224 px, batch 8, CPU
     python benchmarks/step_time.py --device cuda        # bf16 autocast on a GPU
+    python benchmarks/step_time.py --threads 2 --rounds 7 --only "e2vpt P=10 T=5" \
+        "e2vpt P=10 T=5, fp32" "e2vpt P=10 T=5, fp32, every row computed"  # precision
     python benchmarks/step_time.py --only "e2vpt P=10 T=5" "e2vpt P=10 T=5, every row computed" \
         "vpt-deep P=10" "frozen backbone, forward + backward to the input" --rounds 7
     python benchmarks/step_time.py --backbone swin_base_patch4_window7_224 --batch-size 4 \
@@ -23,6 +27,7 @@ import timm
 import torch
 
 from e2vpt_core import PromptConfig, create_model
+from e2vpt_core.train.device import bf16_autocast
 
 CONFIGS = {
     "linear": PromptConfig("linear"),
@@ -41,9 +46,12 @@ CONFIGS = {
     "full": PromptConfig("full"),
     "e2vpt P=10 T=5, grad checkpointing": PromptConfig("e2vpt"),
     "e2vpt P=10 T=5, every row computed": PromptConfig("e2vpt"),
+    "e2vpt P=10 T=5, fp32": PromptConfig("e2vpt"),
+    "e2vpt P=10 T=5, fp32, every row computed": PromptConfig("e2vpt"),
     "vpt-deep P=10, every row computed": PromptConfig("vpt-deep", visual_prompt_len=10),
 }
 FROZEN = "frozen backbone, forward + backward to the input"
+FP32 = ", fp32"  # a configuration named with it runs without autocast
 
 
 class _FrozenBackbone(torch.nn.Module):
@@ -108,28 +116,30 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    autocast = device.type == "cuda"
+    autocast = bf16_autocast(device)
     torch.manual_seed(0)
     size = timm.create_model(args.backbone).pretrained_cfg["input_size"][-1]
     images = torch.randn(args.batch_size, 3, size, size, device=device)
     labels = torch.randint(0, 100, (args.batch_size,), device=device)
 
-    configs = {**CONFIGS, FROZEN: None}
+    configs = {**CONFIGS, FROZEN: None, FROZEN + FP32: None}
     names = [n for n in configs if not args.only or n in args.only]
     models = {name: build(name, configs[name], args.backbone, device) for name in names}
+    precision = {name: autocast and FP32 not in name for name in names}
     for name in names:  # warm-up: allocator, kernels, autograd graph
-        step(*models[name], images, labels, autocast)
+        step(*models[name], images, labels, precision[name])
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
         for name in names:
-            times[name].append(timed(lambda n=name: step(*models[n], images, labels, autocast),
-                                     device))
+            times[name].append(timed(
+                lambda n=name: step(*models[n], images, labels, precision[n]), device))
 
     median = {name: statistics.median(values) for name, values in times.items()}
     base = median.get("linear", next(iter(median.values())))
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"\n{args.backbone}, batch {args.batch_size}, {device.type}"
-          f"{' bf16 autocast' if autocast else ''}, {torch.get_num_threads()} threads, "
+          f"{' bf16 autocast (but the fp32 rows)' if autocast else ' fp32'}, "
+          f"{torch.get_num_threads()} threads, "
           f"{hardware or platform.machine()}, torch {torch.__version__}, "
           f"median of {args.rounds} interleaved rounds\n")
     print("| method | step time (s) | × linear | all rounds (s) |")
@@ -140,6 +150,9 @@ def main() -> None:
     pairs = [("e2vpt P=10 T=5", "vpt-deep P=10"), ("e2vpt P=10 T=5", FROZEN),
              ("e2vpt P=10 T=5, every row computed", "e2vpt P=10 T=5"),
              ("vpt-deep P=10, every row computed", "vpt-deep P=10"),
+             ("e2vpt P=10 T=5, fp32", "e2vpt P=10 T=5"),
+             ("e2vpt P=10 T=5, fp32, every row computed", "e2vpt P=10 T=5"),
+             (FROZEN + FP32, FROZEN),
              ("e2vpt P=10 T=5 remove, 50% pruned", "e2vpt P=10 T=5 zero, 50% pruned")]
     for first, second in pairs:
         if first in median and second in median:

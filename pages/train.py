@@ -245,10 +245,10 @@ def read_live(store: RunStore, run_id: str, previous: dict | None) -> dict:
 
 
 def live_view(store: RunStore, run_id: str, active: bool) -> None:
-    """Re-run on its own (every FOLLOW_SECONDS while the run is `active`, queued or running): status,
-    progress, ETA, curves and the Cancel button; drawn from the last read while the store
-    is unchanged (`app.live`), the curves redrawn at most every `FIGURE_SECONDS` while the
-    run trains.
+    """Re-run on its own (every FOLLOW_SECONDS while the run is `active`, queued or
+    running): status, progress, ETA, curves and the Cancel button; drawn from the last read
+    while the store is unchanged (`app.live`), the curves redrawn at most every
+    `FIGURE_SECONDS` while the run trains.
 
     The status is drawn here, never in the run selector above, so it cannot go stale."""
     view = live_read(("train", str(store.root), run_id), store_signature(store),

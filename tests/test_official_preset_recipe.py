@@ -87,7 +87,8 @@ def test_the_preset_trains_in_fp32():
     assert stored["amp"] is False and TrainConfig.from_dict(stored).amp is False
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="autocast is only used on a GPU")
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="the GPU side (the CPU side: test_cpu_bf16.py)")
 @pytest.mark.parametrize("preset", ["official", None])
 def test_on_a_gpu_the_preset_runs_without_autocast(preset, tmp_path, tiny_backbone,
                                                    monkeypatch):

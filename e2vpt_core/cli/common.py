@@ -118,7 +118,9 @@ def add_train_arguments(parser: argparse.ArgumentParser, seeds: bool = False) ->
                              "to 8)")
     parser.add_argument("--device", default="auto",
                         help="auto (a GPU when there is one, else the CPU), cpu, cuda, cuda:N")
-    parser.add_argument("--no-amp", action="store_true", help="no bf16 autocast on a GPU")
+    parser.add_argument("--no-amp", action="store_true",
+                        help="no bf16 autocast (used on a GPU, or a CPU with native bf16 "
+                             "units: AMX / AVX512-BF16)")
     parser.add_argument("--grad-checkpointing", action="store_true",
                         help=GRAD_CHECKPOINTING_HELP)
     add_store_argument(parser)

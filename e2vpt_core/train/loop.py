@@ -27,7 +27,7 @@ from ..store import RunStore, StoreError
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build_loaders, epoch_seed
-from .device import machine, resolve_device
+from .device import bf16_autocast, machine, resolve_device
 from .evaluate import evaluate
 from .optim import build_optimizer, build_schedule
 from .tracker import ImportanceTracker
@@ -168,6 +168,7 @@ def _train(
         store.truncate_metrics(run_id, after_step=-1)
         store.save_tensors(run_id, "init", trainable_state_dict(run.model))
         store.update_summary(run_id, num_classes=run.num_classes, environment=machine(),
+                             precision="bf16 autocast" if run.amp else "fp32",
                              **run.model.parameter_summary())
 
     with run.model.mask_gradients(per_layer=True) if run.tracker is not None \
@@ -214,7 +215,7 @@ def _build(config: TrainConfig, store: RunStore, run_id: str, rank: int) -> _Ses
     tracker = ImportanceTracker(decay=0.9) if model.visual_prompts is not None else None
     return _Session(config, store, run_id, model, trained, optimizer, scheduler, train_loader,
                     sampler, eval_loaders, num_classes, device,
-                    config.amp and device.type == "cuda", rank, world, tracker)
+                    config.amp and bf16_autocast(device), rank, world, tracker)
 
 
 def _epoch(

@@ -21,7 +21,7 @@ from torch.overrides import TorchFunctionMode
 
 from ..config import PromptConfig
 from .config import TrainConfig
-from .device import resolve_device
+from .device import bf16_autocast, resolve_device
 
 # Seconds to wait for the weights' host before calling it unreachable.
 HUB_TIMEOUT_S = 3.0
@@ -178,7 +178,7 @@ def check_model(config: TrainConfig, num_classes: int, device: torch.device) -> 
         model = create_model(backbone, num_classes, config.prompt.replace(prune_mode="zero"))
     input_size = tuple(resolve_model_data_config(backbone)["input_size"])
     per_process = max(1, config.batch_size // int(os.environ.get("WORLD_SIZE", "1")))
-    amp = config.amp and device.type == "cuda"
+    amp = config.amp and bf16_autocast(device)
     try:
         need, per_image = estimate_memory(model, input_size, per_process, 2 if amp else 4)
     except (NotImplementedError, RuntimeError) as error:
