@@ -112,6 +112,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="subset of configuration names")
+    parser.add_argument("--both-precisions", action="store_true",
+                        help="time each configuration in fp32 too (a ', fp32' twin)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -124,6 +126,10 @@ def main() -> None:
 
     configs = {**CONFIGS, FROZEN: None, FROZEN + FP32: None}
     names = [n for n in configs if not args.only or n in args.only]
+    if args.both_precisions:
+        twins = [name + FP32 for name in names if FP32 not in name]
+        configs.update({twin: configs[twin.removesuffix(FP32)] for twin in twins})
+        names += [twin for twin in twins if twin not in names]
     models = {name: build(name, configs[name], args.backbone, device) for name in names}
     precision = {name: autocast and FP32 not in name for name in names}
     for name in names:  # warm-up: allocator, kernels, autograd graph
@@ -135,14 +141,15 @@ def main() -> None:
                 lambda n=name: step(*models[n], images, labels, precision[n]), device))
 
     median = {name: statistics.median(values) for name, values in times.items()}
-    base = median.get("linear", next(iter(median.values())))
+    base_name = "linear" if "linear" in median else names[0]
+    base = median[base_name]
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
     print(f"\n{args.backbone}, batch {args.batch_size}, {device.type}"
           f"{' bf16 autocast (but the fp32 rows)' if autocast else ' fp32'}, "
           f"{torch.get_num_threads()} threads, "
           f"{hardware or platform.machine()}, torch {torch.__version__}, "
           f"median of {args.rounds} interleaved rounds\n")
-    print("| method | step time (s) | × linear | all rounds (s) |")
+    print(f"| method | step time (s) | × {base_name} | all rounds (s) |")
     print("| --- | --- | --- | --- |")
     for name in names:
         rounds = ", ".join(f"{value:.2f}" for value in times[name])
@@ -154,6 +161,8 @@ def main() -> None:
              ("e2vpt P=10 T=5, fp32, every row computed", "e2vpt P=10 T=5"),
              (FROZEN + FP32, FROZEN),
              ("e2vpt P=10 T=5 remove, 50% pruned", "e2vpt P=10 T=5 zero, 50% pruned")]
+    pairs += [(name, name.removesuffix(FP32)) for name in names
+              if name.endswith(FP32) and (name, name.removesuffix(FP32)) not in pairs]
     for first, second in pairs:
         if first in median and second in median:
             print(f"\n{first} / {second}: {median[first] / median[second]:.3f}")
