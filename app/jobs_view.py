@@ -1,6 +1,6 @@
 """The job queue in the sidebar of every page: what runs now (with its progress), what
 waits (in the order the worker takes it), a cancel button for each and "Cancel all" (with a
-confirmation), redrawn on its own (every 5 s while jobs are queued or running), from the
+confirmation), redrawn on its own (every 10 s while jobs are queued or running), from the
 store only when it changed (`app.live`).
 
 Without it the importance, rewind and embedding jobs of the quick demo are invisible;
@@ -34,9 +34,10 @@ RECENT = 5  # finished jobs listed under the queue
 SYMBOLS = {"done": "✓", "failed": "✗", "cancelled": "⊘"}
 ARMED = "queue:cancel-all"  # session key: the job ids "Cancel all" waits to confirm
 PACED = "queue:active"  # session key: whether the newest drawing is on the fast timer
-# The queue's timer while jobs are under way: each redraw costs the browser 50-85 ms, and
-# the Train page follows the running run's steps on its own, faster timer.
-QUEUE_SECONDS = 5
+# The queue's timer while jobs are under way: each fragment rerun costs the browser about
+# 0.1 s of CPU whatever it draws, and the Train page follows the running run's steps on
+# its own, faster timer. A page that queues or cancels jobs redraws the queue at once.
+QUEUE_SECONDS = 10
 
 
 def queue_rows(jobs: pd.DataFrame, runs: pd.DataFrame,
@@ -122,7 +123,7 @@ def _running(store: RunStore, job: dict[str, Any], state: dict[str, Any] | None,
 
 
 def queue_view(store: RunStore, suffix: str, active: bool) -> None:
-    """Draw the queue (a fragment in `st.sidebar`, on a 5 s timer while jobs are `active`:
+    """Draw the queue (a fragment in `st.sidebar`, on a 10 s timer while jobs are `active`:
     `queue_sidebar`), read from the store only when it changed (`app.live`); `suffix` keeps
     its widgets' keys apart when it is drawn twice in one run."""
     view = live_read(("queue", str(store.root)), store_signature(store),

@@ -205,7 +205,7 @@ def test_while_a_run_trains_its_curves_wait_but_its_progress_does_not(store, spi
 
 
 def test_views_poll_fast_only_while_something_is_under_way(store, monkeypatch):
-    """The Train view and the sidebar queue register their fast timers (3 s and 5 s) while
+    """The Train view and the sidebar queue register their fast timers (3 s and 10 s) while
     their run or jobs are under way and the idle one otherwise (each timer is set by a page
     run)."""
     timers: dict[str, float | None] = {}
@@ -224,7 +224,7 @@ def test_views_poll_fast_only_while_something_is_under_way(store, monkeypatch):
     store.set_status(run_id, "completed")
     submit_demo(store, task="orientation")
     app_test.run()
-    assert timers == {"queue_view": 5, "live_view": app.live.IDLE_SECONDS}
+    assert timers == {"queue_view": 10, "live_view": app.live.IDLE_SECONDS}
     assert "completed: step 3 / 10" in _progress(app_test)
 
 
