@@ -10,12 +10,16 @@ For each task, train800 → test1000, test top-1 %:
 
     python benchmarks/offline_signal.py --seeds 0 1 2 --results signal.jsonl
     python benchmarks/offline_signal.py --tasks texture --methods e2vpt --seeds 0
+    python benchmarks/offline_signal.py --tasks distance --methods e2vpt --references \
+        --seeds 0 1 2 --lr 0.5 --threads 1 --no-amp       # fp32 where bf16 is the default
 
 Rows go to a JSON-lines file as they finish (``--results``); the table is printed over the
 whole file (mean ± sd over seeds), so parts run apart end up in one table. Each engine row
 records the base lr it ran with (the CLI's default depends on the method); rows of other
-lrs, ``--epochs`` or ``--backbone`` get their own columns (``e2vpt, lr 0.5``). Rows written
-before 2026-12-06 hold ``"lr": null`` for the default of that time, 0.1.
+lrs, ``--epochs`` or ``--backbone`` get their own columns (``e2vpt, lr 0.5``), and so do
+rows that record the precision they trained in (``precision``: bf16 autocast on a CPU with
+native bf16 units unless ``--no-amp``; rows written before 2026-12-07 hold none, and ran in
+fp32). Rows written before 2026-12-06 hold ``"lr": null`` for the default of that time, 0.1.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from e2vpt_core import PromptConfig
 from e2vpt_core.data import BUILTIN_TASKS, builtin_classes, generate_builtin
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
+from e2vpt_core.train.device import bf16_autocast
 
 REFERENCES = ("pixels", "cnn")
 
@@ -92,16 +97,19 @@ def cnn_from_scratch(task: str, seed: int, epochs: int = 60) -> float:
 
 
 def engine_run(dataset: str, method: str, seed: int, store: RunStore, epochs: int | None,
-               lr: float | None, backbone: str | None,
-               augment: str = "auto") -> tuple[float | None, float]:
+               lr: float | None, backbone: str | None, augment: str = "auto",
+               amp: bool = True) -> tuple[float | None, float, str | None]:
     """Test top-1 of one `train_run` on a dataset spec with the CLI defaults (overridable),
-    None if it failed, and the base lr it ran with (the CLI's default depends on the method
-    and has changed over time, so a row records the number rather than "the default")."""
+    None if it failed, the base lr it ran with (the CLI's default depends on the method
+    and has changed over time, so a row records the number rather than "the default") and
+    the precision it trained in."""
     changes = {k: v for k, v in (("epochs", epochs), ("base_lr", lr), ("backbone", backbone))
                if v is not None}
     config = TrainConfig(dataset=dataset, prompt=PromptConfig(method), seed=seed,
-                         augment=augment, eval_splits=("test",), device="cpu", **changes)
-    return train_run(config, store).metrics.get("test_top1"), config.base_lr
+                         augment=augment, eval_splits=("test",), device="cpu", amp=amp,
+                         **changes)
+    precision = "bf16 autocast" if amp and bf16_autocast(torch.device("cpu")) else "fp32"
+    return train_run(config, store).metrics.get("test_top1"), config.base_lr, precision
 
 
 def record(row: dict, rows: list[dict], results: Path | None) -> None:
@@ -119,7 +127,8 @@ def column_label(row: dict) -> str:
     if row["column"] in REFERENCES:
         return row["column"]
     overrides = [f"{key} {row[key]:g}" if isinstance(row[key], float) else f"{key} {row[key]}"
-                 for key in ("lr", "epochs", "backbone") if row.get(key) is not None]
+                 for key in ("lr", "epochs", "backbone", "precision")
+                if row.get(key) is not None]
     return ", ".join([row["column"], *overrides])
 
 
@@ -159,6 +168,7 @@ def main() -> None:
     parser.add_argument("--backbone", default=None,
                         help="a backbone name or checkpoint directory; default: the CLI's")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--no-amp", action="store_true", help="train in fp32 everywhere")
     parser.add_argument("--results", type=Path, default=None)
     args = parser.parse_args()
     if args.threads:
@@ -171,16 +181,18 @@ def main() -> None:
         for task in args.tasks:
             for seed in args.seeds:
                 for column in args.references + args.methods:
-                    start, lr = time.perf_counter(), None
+                    start, lr, precision = time.perf_counter(), None, None
                     if column == "pixels":
                         score = pixel_probe(task, seed)
                     elif column == "cnn":
                         score = cnn_from_scratch(task, seed)
                     else:
-                        score, lr = engine_run(f"builtin:{task}", column, seed, store,
-                                               args.epochs, args.lr, args.backbone)
+                        score, lr, precision = engine_run(
+                            f"builtin:{task}", column, seed, store, args.epochs, args.lr,
+                            args.backbone, amp=not args.no_amp)
                     row = {"task": task, "column": column, "seed": seed, "score": score,
                            "epochs": args.epochs, "lr": lr, "backbone": args.backbone,
+                           "precision": precision,
                            "seconds": round(time.perf_counter() - start, 1)}
                     record(row, rows, args.results)
     print()

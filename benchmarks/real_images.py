@@ -155,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
                 if column in REFERENCES:
                     score = pixel_reference(args.folder, column, seed)
                 else:
-                    score, lr = engine_run(f"folder:{args.folder}", column, seed, store,
-                                           args.epochs, args.lr, args.backbone, args.augment)
+                    score, lr, _ = engine_run(f"folder:{args.folder}", column, seed, store,
+                                              args.epochs, args.lr, args.backbone, args.augment)
                 row = {"folder": str(args.folder), "column": column, "seed": seed,
                        "score": score, "epochs": args.epochs, "backbone": args.backbone,
                        "augment": args.augment, "lr": lr,

@@ -79,6 +79,7 @@ def test_engine_rows_record_the_lr_they_ran_with(tmp_path, monkeypatch, capsys):
         return type("Result", (), {"metrics": {"test_top1": 50.0}})()
 
     monkeypatch.setattr(offline_signal, "train_run", fake_train_run)
+    monkeypatch.setattr(offline_signal, "bf16_autocast", lambda device: True)
     results = tmp_path / "rows.jsonl"
     results.write_text(json.dumps({"task": "counting", "column": "e2vpt", "seed": 0,
                                    "score": 40.0, "epochs": None, "lr": None,
@@ -90,6 +91,8 @@ def test_engine_rows_record_the_lr_they_ran_with(tmp_path, monkeypatch, capsys):
     assert seen == [("linear", other_lr), ("e2vpt", prompt_lr)]
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [r["lr"] for r in rows] == [None, other_lr, prompt_lr]
+    assert [r.get("precision") for r in rows] == [None, "bf16 autocast", "bf16 autocast"]
     header = capsys.readouterr().out.splitlines()[-3]
     assert header.split(" | ")[1:] == [
-        "e2vpt", f"linear, lr {other_lr:g}", f"e2vpt, lr {prompt_lr:g} |"]
+        "e2vpt", f"linear, lr {other_lr:g}, precision bf16 autocast",
+        f"e2vpt, lr {prompt_lr:g}, precision bf16 autocast |"]
