@@ -43,7 +43,7 @@ from e2vpt_core import PromptConfig
 from e2vpt_core.data import BUILTIN_TASKS, builtin_classes, generate_builtin
 from e2vpt_core.store import RunStore
 from e2vpt_core.train import TrainConfig, train_run
-from e2vpt_core.train.device import bf16_autocast
+from e2vpt_core.train.device import training_precision
 
 REFERENCES = ("pixels", "cnn")
 
@@ -108,7 +108,7 @@ def engine_run(dataset: str, method: str, seed: int, store: RunStore, epochs: in
     config = TrainConfig(dataset=dataset, prompt=PromptConfig(method), seed=seed,
                          augment=augment, eval_splits=("test",), device="cpu", amp=amp,
                          **changes)
-    precision = "bf16 autocast" if amp and bf16_autocast(torch.device("cpu")) else "fp32"
+    precision = training_precision(amp, torch.device("cpu"))
     return train_run(config, store).metrics.get("test_top1"), config.base_lr, precision
 
 

@@ -79,7 +79,7 @@ def test_engine_rows_record_the_lr_they_ran_with(tmp_path, monkeypatch, capsys):
         return type("Result", (), {"metrics": {"test_top1": 50.0}})()
 
     monkeypatch.setattr(offline_signal, "train_run", fake_train_run)
-    monkeypatch.setattr(offline_signal, "bf16_autocast", lambda device: True)
+    monkeypatch.setattr(offline_signal, "training_precision", lambda amp, device: "bf16 autocast")
     results = tmp_path / "rows.jsonl"
     results.write_text(json.dumps({"task": "counting", "column": "e2vpt", "seed": 0,
                                    "score": 40.0, "epochs": None, "lr": None,

@@ -51,6 +51,11 @@ def bf16_autocast(device: torch.device) -> bool:
     return device.type == "cpu" and _native_cpu_bf16()
 
 
+def training_precision(amp: bool, device: torch.device) -> str:
+    """What a run with `amp` set so trains in on `device`, as its summary records it."""
+    return "bf16 autocast" if amp and bf16_autocast(device) else "fp32"
+
+
 def _version(package: str) -> str:
     try:
         return metadata.version(package)

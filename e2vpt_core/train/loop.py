@@ -27,7 +27,7 @@ from ..store import RunStore, StoreError
 from .checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import build_loaders, epoch_seed
-from .device import bf16_autocast, machine, resolve_device
+from .device import bf16_autocast, machine, resolve_device, training_precision
 from .evaluate import evaluate
 from .optim import build_optimizer, build_schedule
 from .tracker import ImportanceTracker
@@ -168,7 +168,7 @@ def _train(
         store.truncate_metrics(run_id, after_step=-1)
         store.save_tensors(run_id, "init", trainable_state_dict(run.model))
         store.update_summary(run_id, num_classes=run.num_classes, environment=machine(),
-                             precision="bf16 autocast" if run.amp else "fp32",
+                             precision=training_precision(run.config.amp, run.device),
                              **run.model.parameter_summary())
 
     with run.model.mask_gradients(per_layer=True) if run.tracker is not None \
