@@ -19,7 +19,9 @@ pytestmark = [pytest.mark.slow,
 def test_the_sidebar_is_current_redraws_itself_and_cancels_all(app_url, tmp_path):  # noqa: F811
     store = RunStore(tmp_path / "runs")
     with _page() as page:
-        _start_with_epochs(page, app_url, "Run the quick demo", "Demo epochs", 1)
+        # 20 epochs: the first run must still train when the queue (redrawn every 10 s)
+        # shows it running and Cancel all is pressed; a cancel stops it at its next step
+        _start_with_epochs(page, app_url, "Run the quick demo", "Demo epochs", 20)
         page.get_by_text("Queued the demo").wait_for(timeout=30_000)
         sidebar = page.get_by_test_id("stSidebar")
         # the script run that queued it redraws it, not its own redraw 2 s later
